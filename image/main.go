@@ -1,0 +1,82 @@
+// Command image is the vendor's side of keel: it builds disk images (and,
+// later, packages and releases).
+//
+//	go run ./image build [flags]   write a disk image (see -h)
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"keel.dev/keel/image/diskimage"
+	"keel.dev/keel/image/layout"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+	}
+	ctx := context.Background()
+	var err error
+	switch os.Args[1] {
+	case "build":
+		err = build(ctx, os.Args[2:])
+	default:
+		usage()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "image:", err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: image build [flags]   (image build -h for the flags)")
+	os.Exit(2)
+}
+
+func build(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("build", flag.ExitOnError)
+	kernelDir := fs.String("kernel-dir", "build/kernel", "unpacked kernel from `make deps` (vmlinuz, version)")
+	initramfs := fs.String("initramfs", "build/initramfs.cpio.zst", "initramfs from `make initramfs`")
+	out := fs.String("o", "build/keel.img", "raw image to write")
+	qcow := fs.String("qcow2", "", "also write this qcow2 image")
+	version := fs.String("version", "1.0.0", "base version in slot a")
+	versionB := fs.String("version-b", "", "fill slot b too, with this version (boot tests use it)")
+	sizeMiB := fs.Int64("size", diskimage.DefaultSize/layout.MiB, "disk size in MiB")
+	timeout := fs.Int("grub-timeout", 2, "seconds the GRUB menu waits")
+	fs.Parse(args)
+
+	release, err := os.ReadFile(*kernelDir + "/version")
+	if err != nil {
+		return fmt.Errorf("no kernel in %s: run `make deps` first", *kernelDir)
+	}
+	start := time.Now()
+	opts := diskimage.Options{
+		Out: *out, Size: *sizeMiB * layout.MiB,
+		Kernel: *kernelDir + "/vmlinuz", KernelRelease: strings.TrimSpace(string(release)),
+		Initramfs: *initramfs, Version: *version, VersionB: *versionB,
+		AdminPassword: os.Getenv("KEEL_ADMIN_PASSWORD"), GrubTimeout: *timeout, BuildTime: time.Now(),
+	}
+	if err := diskimage.Build(ctx, opts); err != nil {
+		return err
+	}
+	slog.Info("image written", "path", *out, "version", *version, "version_b", *versionB, "seconds", time.Since(start).Seconds())
+	if *qcow != "" {
+		cmd := exec.CommandContext(ctx, "qemu-img", "convert", "-O", "qcow2", *out, *qcow+".tmp")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("qemu-img convert (run `make deps` if it is missing): %v: %s", err, b)
+		}
+		if err := os.Rename(*qcow+".tmp", *qcow); err != nil {
+			return err
+		}
+		slog.Info("qcow2 written", "path", *qcow)
+	}
+	return nil
+}
