@@ -16,10 +16,10 @@ import (
 	diskfs "github.com/diskfs/go-diskfs"
 	"github.com/diskfs/go-diskfs/disk"
 	"github.com/diskfs/go-diskfs/filesystem"
-	"github.com/diskfs/go-diskfs/filesystem/ext4"
 	"github.com/diskfs/go-diskfs/partition/gpt"
 
 	"keel.dev/keel/image/bootstate"
+	"keel.dev/keel/image/dataformat"
 	"keel.dev/keel/image/grub"
 	"keel.dev/keel/image/layout"
 	"keel.dev/keel/image/manifest"
@@ -191,7 +191,7 @@ func writeESP(d *disk.Disk, exts []layout.Extent, efi string, o Options) error {
 
 func writeData(d *disk.Disk, exts []layout.Extent, o Options) error {
 	e, _ := layout.Find(exts, layout.Data)
-	fs, err := ext4.Create(d.Backend, e.End-e.Start, e.Start, layout.SectorSize, &ext4.Params{VolumeName: "keel-data"})
+	fs, err := dataformat.Create(d.Backend, e.Start, e.End-e.Start)
 	if err != nil {
 		return fmt.Errorf("image: data file system: %w", err)
 	}

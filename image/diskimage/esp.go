@@ -81,4 +81,3 @@ func espNumber() int {
 	}
 	return 1
 }
-

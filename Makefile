@@ -1,0 +1,50 @@
+# keel: `make run` boots the appliance in QEMU, `make test` runs every test.
+# See README.md for every target and variable.
+
+VERSION ?= 1.0.0
+PORT ?= 8443
+DISK ?= virtio
+NIC ?= virtio
+export KEEL_ADMIN_PASSWORD
+export GOAMD64 = v1
+
+GO_SRC := $(shell find agent initramfs image hwtest -name '*.go' 2>/dev/null) go.mod go.sum
+KERNEL := build/kernel/version
+INITRAMFS := build/initramfs.cpio.zst
+
+.PHONY: deps initramfs image run test test-unit test-vm bench clean
+
+# Debian packages and the pinned kernel; cheap when everything is there.
+deps:
+	@bash image/deps.sh
+
+$(KERNEL):
+	@bash image/deps.sh
+
+$(INITRAMFS): $(KERNEL) $(GO_SRC)
+	go run ./initramfs -kernel build/kernel -o $@
+
+initramfs: $(INITRAMFS)
+
+# Always rebuilt: VERSION and KEEL_ADMIN_PASSWORD go into it, and it takes a second.
+image: deps $(INITRAMFS)
+	go run ./image build -version $(VERSION) -kernel-dir build/kernel -initramfs $(INITRAMFS) -o build/keel.img -qcow2 build/keel.qcow2
+
+run: image
+	go run ./qemu/cmd/vm -image build/keel.img -port $(PORT) -disk $(DISK) -nic $(NIC)
+
+# Unit tests, root tests (skip with a message when not root) and VM tests
+# booting build/keel.img and images the tests derive from it.
+test: image
+	KEEL_VM=1 KEEL_IMAGE=$(CURDIR)/build/keel.img KEEL_KERNEL_DIR=$(CURDIR)/build/kernel KEEL_INITRAMFS=$(CURDIR)/$(INITRAMFS) \
+		go test -count=1 -timeout 25m ./...
+
+test-unit:
+	go test -count=1 ./...
+
+bench: image
+	KEEL_IMAGE=$(CURDIR)/build/keel.img KEEL_KERNEL_DIR=$(CURDIR)/build/kernel KEEL_INITRAMFS=$(CURDIR)/$(INITRAMFS) \
+		go run ./qemu/cmd/bench
+
+clean:
+	rm -rf build/keel.img build/keel.qcow2 $(INITRAMFS)

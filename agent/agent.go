@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"keel.dev/keel/agent/api"
+	"keel.dev/keel/agent/config"
+	"keel.dev/keel/agent/coldplug"
+	"keel.dev/keel/agent/identity"
+	"keel.dev/keel/agent/pid1"
+	"keel.dev/keel/agent/slots"
+	"keel.dev/keel/agent/supervisor"
+	"keel.dev/keel/agent/users"
+	"keel.dev/keel/image/bootstate"
+	"keel.dev/keel/image/manifest"
+)
+
+// Where things are mounted and kept on the box.
+const (
+	espDir      = "/run/keel/esp"
+	baseDir     = "/run/keel/base"
+	dataDir     = "/data"
+	keelDir     = dataDir + "/keel"
+	configPath  = keelDir + "/config.json"
+	usersPath   = keelDir + "/users.json"
+	preseedPath = keelDir + "/preseed.json"
+	identityDir = keelDir + "/identity"
+	// The users file is mirrored on the ESP so that recovery mode can still
+	// authenticate the operator when the data partition is damaged.
+	usersMirror = espDir + "/EFI/keel/users.json"
+)
+
+// agent is the state of PID 1 during boot and while it runs. Each field has
+// one owner: the phase that sets it.
+type agent struct {
+	log  *slog.Logger
+	con  io.Writer
+	sup  *supervisor.Supervisor
+	ctx  context.Context
+	stop context.CancelFunc
+
+	started  time.Time
+	boot0    slots.Boot
+	bootSt   *bootstate.State // as GRUB left it, before the agent changed anything
+	esp      slots.Store
+	loader   *coldplug.Loader
+	base     *manifest.Base
+	kernel   string
+	serial   string
+	cfg      config.Config
+	users    *users.Store
+	id       *identity.Identity
+	api      *api.Server
+	mounts   []string // in mount order; unmounted in reverse at shutdown
+	shutdown chan pid1.Action
+
+	mu        sync.Mutex
+	recovery  string // why the box is in recovery mode; "" when it is not
+	result    string // boot.last_result
+	committed bool
+	dataState string
+	links     map[string]string
+}
+
+func newAgent(log *slog.Logger, con io.Writer) *agent {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &agent{
+		log: log, con: con, ctx: ctx, stop: cancel,
+		sup:      &supervisor.Supervisor{Log: log},
+		started:  time.Now(),
+		esp:      slots.Store{Dir: espDir},
+		shutdown: make(chan pid1.Action, 1),
+		links:    map[string]string{},
+	}
+}
+
+func (a *agent) stopServices() { a.stop() }
+
+// say writes a line for the operator on the consoles.
+func (a *agent) say(format string, args ...any) {
+	fmt.Fprintf(a.con, "keel: "+format+"\n", args...)
+}
+
+func (a *agent) setRecovery(why string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.recovery == "" {
+		a.recovery = why
+	}
+}
+
+func (a *agent) inRecovery() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.recovery != ""
+}
+
+// requestShutdown asks PID 1's main loop to shut down; later requests while
+// one is pending are ignored.
+func (a *agent) requestShutdown(act pid1.Action) error {
+	select {
+	case a.shutdown <- act:
+	default:
+	}
+	return nil
+}
+
+func readTrim(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+func addrsOf(name string) []string {
+	ifc, err := net.InterfaceByName(name)
+	if err != nil {
+		return nil
+	}
+	as, _ := ifc.Addrs()
+	var out []string
+	for _, a := range as {
+		out = append(out, a.String())
+	}
+	return out
+}

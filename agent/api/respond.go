@@ -1,0 +1,35 @@
+package api
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+)
+
+// errorBody is every error's JSON shape.
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+// writeJSON answers with v as JSON. It encodes before writing anything, so
+// an encoding failure can still become a proper 500.
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		code = http.StatusInternalServerError
+		body, _ = json.Marshal(errorBody{"the agent could not encode its answer; report this as a bug"})
+	}
+	body = append(body, '\n')
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	// Answers describe the live appliance; a cached one would mislead.
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	w.Write(body)
+}
+
+// writeError answers {"error": msg}; msg is a sentence saying what to do.
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, errorBody{msg})
+}

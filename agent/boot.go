@@ -1,0 +1,474 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"keel.dev/keel/agent/api"
+	"keel.dev/keel/agent/atomicfile"
+	"keel.dev/keel/agent/blockdev"
+	"keel.dev/keel/agent/coldplug"
+	"keel.dev/keel/agent/config"
+	"keel.dev/keel/agent/datafs"
+	"keel.dev/keel/agent/identity"
+	"keel.dev/keel/agent/netcfg"
+	"keel.dev/keel/agent/pid1"
+	"keel.dev/keel/agent/powerbutton"
+	"keel.dev/keel/agent/slots"
+	"keel.dev/keel/agent/supervisor"
+	"keel.dev/keel/agent/users"
+	"keel.dev/keel/image/bootstate"
+	"keel.dev/keel/image/layout"
+	"keel.dev/keel/image/manifest"
+)
+
+// phase is one step of the boot sequence. A failing phase is logged and the
+// sequence goes on; phases that leave the box unusable put it in recovery
+// mode instead of stopping, so the operator can always reach it.
+type phase struct {
+	name string
+	run  func() error
+}
+
+func (a *agent) boot() {
+	a.say("booting")
+	phases := []phase{
+		{"drivers", a.loadDrivers},
+		{"boot state", a.readBootState},
+		{"base slot", a.mountBase},
+		{"data partition", a.mountData},
+		{"configuration", a.loadConfig},
+		{"credentials", a.loadUsers},
+		{"identity", a.loadIdentity},
+		{"network", a.startNetwork},
+		{"power button", a.watchPowerButton},
+		{"API", a.startAPI},
+		{"health check", a.checkAndCommit},
+	}
+	for _, p := range phases {
+		start := time.Now()
+		if err := p.run(); err != nil {
+			a.log.Error("boot phase failed", "phase", p.name, "err", err)
+			continue
+		}
+		a.log.Debug("boot phase done", "phase", p.name, "took", time.Since(start))
+	}
+	a.mu.Lock()
+	rec, result := a.recovery, a.result
+	a.mu.Unlock()
+	a.say("%s", result)
+	if rec != "" {
+		a.say("RECOVERY MODE: %s", rec)
+	}
+	a.say("ready: version %s, slot %s, serial %s, uptime %.2fs", a.version(), a.boot0.Slot, a.serial, uptime())
+}
+
+func (a *agent) loadDrivers() error {
+	l, err := coldplug.New(coldplug.Options{Logger: a.log})
+	if err != nil {
+		return err
+	}
+	a.loader = l
+	loaded, err := l.Coldplug(a.ctx)
+	if err != nil {
+		return err
+	}
+	// File systems and character sets have no device to match.
+	for _, m := range []string{"vfat", "nls_cp437", "nls_iso8859_1", "nls_utf8", "squashfs", "ext4"} {
+		if err := l.Load(a.ctx, m); err != nil && !errors.Is(err, coldplug.ErrUnknown) {
+			a.log.Warn("module not loaded", "module", m, "err", err)
+		}
+	}
+	a.log.Info("drivers loaded", "modules", len(loaded))
+	a.sup.Start(a.ctx, supervisor.Service{Name: "hotplug", Run: l.Watch})
+	return nil
+}
+
+func (a *agent) readBootState() error {
+	a.boot0 = slots.ParseCmdline(readTrim("/proc/cmdline"))
+	a.kernel = kernelRelease()
+	if a.boot0.Recovery {
+		a.setRecovery("GRUB found no bootable base slot and booted the last good one in recovery mode")
+	}
+	esp, err := blockdev.Default().Wait(layout.ESP, 10*time.Second)
+	if err != nil {
+		return fmt.Errorf("find the ESP: %w", err)
+	}
+	if err := os.MkdirAll(espDir, 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount(esp.Device, espDir, "vfat", unix.MS_NOATIME|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "umask=077,quiet"); err != nil {
+		return fmt.Errorf("mount the ESP %s: %w", esp.Device, err)
+	}
+	a.mounts = append(a.mounts, espDir)
+	st, _, err := a.esp.Read()
+	if err != nil {
+		return err
+	}
+	a.bootSt = st
+	return nil
+}
+
+func (a *agent) mountBase() error {
+	part, err := blockdev.Default().Find(layout.BasePart(a.boot0.Slot))
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(baseDir, 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount(part.Device, baseDir, "squashfs", unix.MS_RDONLY, ""); err != nil {
+		return fmt.Errorf("mount base slot %s (%s): %w", a.boot0.Slot, part.Device, err)
+	}
+	a.mounts = append(a.mounts, baseDir)
+	b, err := os.ReadFile(filepath.Join(baseDir, manifest.BaseFile))
+	if err != nil {
+		return fmt.Errorf("base slot %s: %w", a.boot0.Slot, err)
+	}
+	m, err := manifest.ParseBase(b)
+	if err != nil {
+		return err
+	}
+	a.base = m
+	return nil
+}
+
+func (a *agent) mountData() error {
+	part, err := blockdev.Default().Wait(layout.Data, 10*time.Second)
+	if err != nil {
+		a.setRecovery("no data partition was found")
+		a.setData("missing")
+		return err
+	}
+	out, err := datafs.Prepare(part.Device, part.Size, dataDir, datafs.Linux())
+	if err != nil {
+		a.setRecovery(err.Error())
+		a.setData("unusable")
+		a.say("the data partition could not be used: %v", err)
+		return err
+	}
+	a.mounts = append(a.mounts, dataDir)
+	if out == datafs.Formatted {
+		a.say("the data partition was empty; a new file system was created")
+		a.setData("formatted")
+	} else {
+		a.setData("mounted")
+	}
+	return os.MkdirAll(keelDir, 0o700)
+}
+
+func (a *agent) dataMounted() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.dataState == "mounted" || a.dataState == "formatted"
+}
+
+func (a *agent) setData(s string) {
+	a.mu.Lock()
+	a.dataState = s
+	a.mu.Unlock()
+}
+
+func (a *agent) loadConfig() error {
+	a.cfg = config.Default()
+	a.serial = hardwareSerial()
+	if !a.dataMounted() {
+		if a.serial == "" {
+			a.serial = "UNKNOWN"
+		}
+		return nil
+	}
+	cfg, created, err := config.Load(configPath)
+	if err != nil {
+		a.setRecovery(err.Error())
+		return err
+	}
+	if a.serial == "" {
+		if cfg.Serial == "" {
+			b := make([]byte, 5)
+			rand.Read(b)
+			cfg.Serial = "KEEL-" + strings.ToUpper(hex.EncodeToString(b))
+			created = true
+		}
+		a.serial = cfg.Serial
+	}
+	if created {
+		if err := config.Save(configPath, cfg); err != nil {
+			return err
+		}
+	}
+	a.cfg = cfg
+	if cfg.Hostname != "" {
+		unix.Sethostname([]byte(cfg.Hostname))
+	}
+	return nil
+}
+
+func (a *agent) loadUsers() error {
+	if !a.dataMounted() {
+		s, err := users.OpenReadOnly(usersMirror)
+		if err != nil || !s.Exists() {
+			a.say("no copy of the admin credentials on the ESP: the API cannot authenticate anyone until the data partition is repaired")
+			if err != nil {
+				return err
+			}
+		}
+		a.users = s
+		return nil
+	}
+	s, err := users.Open(usersPath, usersMirror)
+	if err != nil {
+		a.setRecovery(err.Error())
+		return err
+	}
+	a.users = s
+	if s.Exists() {
+		return s.SyncMirror()
+	}
+	var pre struct {
+		AdminPassword string `json:"admin_password"`
+	}
+	if b, err := os.ReadFile(preseedPath); err == nil {
+		json.Unmarshal(b, &pre)
+	}
+	if pre.AdminPassword != "" {
+		if err := s.Initialize(pre.AdminPassword, false); err != nil {
+			return err
+		}
+		a.say("admin password set from the image's preseed")
+	} else {
+		pw, err := users.GeneratePassword()
+		if err != nil {
+			return err
+		}
+		if err := s.Initialize(pw, true); err != nil {
+			return err
+		}
+		a.say("initial admin password: %s (shown once; you must change it at first login)", pw)
+	}
+	// The preseed has served its purpose; a password must not linger.
+	if err := os.Remove(preseedPath); err == nil {
+		atomicfile.SyncDir(keelDir)
+	}
+	return nil
+}
+
+func (a *agent) loadIdentity() error {
+	dir := identityDir
+	if !a.dataMounted() {
+		// Nowhere durable to keep it: a throwaway identity for this boot.
+		dir = "/run/keel/identity"
+	}
+	id, err := identity.LoadOrCreate(dir, a.serial, []string{a.cfg.Hostname}, time.Now)
+	if err != nil {
+		return err
+	}
+	a.id = id
+	return nil
+}
+
+func (a *agent) startNetwork() error {
+	links, err := netcfg.PhysicalLinks(3 * time.Second)
+	if err != nil {
+		return err
+	}
+	for _, l := range links {
+		d := &netcfg.DHCP{Link: l, Log: a.log, ResolvConf: "/etc/resolv.conf", OnLease: func(link string, addr *net.IPNet) {
+			a.mu.Lock()
+			a.links[link] = addr.String()
+			a.mu.Unlock()
+		}}
+		a.sup.Start(a.ctx, supervisor.Service{Name: "dhcp " + l, Run: d.Run})
+	}
+	a.log.Info("network started", "links", links)
+	return nil
+}
+
+func (a *agent) watchPowerButton() error {
+	devs := powerbutton.Find("/sys/class/input", "/dev")
+	if len(devs) == 0 {
+		return errors.New("no power button input device: the ACPI button or evdev driver is missing")
+	}
+	for _, d := range devs {
+		d := d
+		a.sup.Start(a.ctx, supervisor.Service{Name: "power button", Run: func(ctx context.Context) error {
+			return powerbutton.Watch(ctx, d, func() {
+				a.say("power button pressed")
+				a.requestShutdown(pid1.PowerOff)
+			})
+		}})
+	}
+	return nil
+}
+
+func (a *agent) startAPI() error {
+	if a.id == nil {
+		return errors.New("no TLS identity; the API cannot start")
+	}
+	verify := func(string, string) bool { return false }
+	if a.users != nil {
+		verify = a.users.Verify
+	}
+	a.api = api.New(api.Config{
+		Logger:   a.log,
+		Verify:   verify,
+		Status:   func() any { return a.status() },
+		Reboot:   func() error { return a.requestShutdown(pid1.Reboot) },
+		Shutdown: func() error { return a.requestShutdown(pid1.PowerOff) },
+		Healthy:  func() error { return nil },
+	})
+	ln, err := net.Listen("tcp", ":443")
+	if err != nil {
+		return fmt.Errorf("listen on port 443: %w", err)
+	}
+	cert := a.id.TLS
+	a.sup.Start(a.ctx, supervisor.Service{Name: "api", Run: func(ctx context.Context) error {
+		err := a.api.Serve(ln, cert)
+		if errors.Is(err, http.ErrServerClosed) {
+			<-ctx.Done()
+			return nil
+		}
+		// Serve closed the listener; open a new one for the restart.
+		if l2, lerr := net.Listen("tcp", ":443"); lerr == nil {
+			ln = l2
+		}
+		return err
+	}})
+	return nil
+}
+
+// checkAndCommit runs the health checks of a trial boot and commits the
+// slot, or marks it bad and reboots into the other one. It also records a
+// fallback GRUB made and repairs a damaged copy of the boot state.
+func (a *agent) checkAndCommit() error {
+	result := slots.Describe(a.boot0, a.bootSt, a.version())
+	a.mu.Lock()
+	a.result = result
+	a.mu.Unlock()
+	if a.bootSt == nil || a.inRecovery() {
+		return nil
+	}
+	slot := a.boot0.Slot
+	switch {
+	case a.boot0.Mode == "trial":
+		if err := a.healthCheck(); err != nil {
+			a.say("trial boot of %s in slot %s failed its health check: %v; marking it bad and rebooting into slot %s", a.version(), slot, err, layout.Other(slot))
+			if _, werr := a.esp.Update(func(st *bootstate.State) error { slots.MarkBad(st, slot); return nil }); werr != nil {
+				return werr
+			}
+			return a.requestShutdown(pid1.Reboot)
+		}
+		if _, err := a.esp.Update(func(st *bootstate.State) error { slots.Commit(st, slot); return nil }); err != nil {
+			return fmt.Errorf("commit slot %s: %w", slot, err)
+		}
+		a.setResult(fmt.Sprintf("Trial boot of %s in slot %s passed its health checks and was committed (%s tries were left).", a.version(), slot, a.boot0.Tries))
+	case slot != a.bootSt.Default:
+		// GRUB fell back: the default slot failed. Make it official so
+		// GRUB stops trying it, and keep this slot as the default.
+		failed := a.bootSt.Default
+		if _, err := a.esp.Update(func(st *bootstate.State) error {
+			slots.MarkBad(st, failed)
+			slots.Commit(st, slot)
+			return nil
+		}); err != nil {
+			return err
+		}
+	case a.boot0.EnvFrom == "backup":
+		// Rewriting both copies repairs the damaged primary.
+		if _, err := a.esp.Update(func(*bootstate.State) error { return nil }); err != nil {
+			return err
+		}
+	}
+	a.mu.Lock()
+	a.committed = true
+	a.mu.Unlock()
+	return nil
+}
+
+func (a *agent) setResult(s string) {
+	a.mu.Lock()
+	a.result = s
+	a.mu.Unlock()
+}
+
+// healthCheck is what a trial boot must pass: data mounted, configuration
+// loaded, API answering over TLS with the box's own certificate.
+func (a *agent) healthCheck() error {
+	if !a.dataMounted() {
+		return errors.New("the data partition is not mounted")
+	}
+	if a.users == nil || !a.users.Exists() {
+		return errors.New("the configuration is not loaded")
+	}
+	if a.id == nil || a.api == nil {
+		return errors.New("the API is not running")
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(a.id.TLS.Leaf)
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}}}
+	var err error
+	for i := 0; i < 20; i++ {
+		var resp *http.Response
+		if resp, err = c.Get("https://localhost:443/healthz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("/healthz answered %s", resp.Status)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	return fmt.Errorf("the API does not answer: %w", err)
+}
+
+func (a *agent) version() string {
+	if a.base == nil {
+		return "unknown"
+	}
+	return a.base.Version
+}
+
+func hardwareSerial() string {
+	s := readTrim("/sys/class/dmi/id/product_serial")
+	switch strings.ToLower(s) {
+	case "", "0", "none", "not specified", "default string", "to be filled by o.e.m.":
+		return ""
+	}
+	return s
+}
+
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+func uptime() float64 {
+	var si unix.Sysinfo_t
+	if unix.Sysinfo(&si) != nil {
+		return 0
+	}
+	// /proc/uptime has hundredths; the agent's ready line wants them.
+	if f := strings.Fields(readTrim("/proc/uptime")); len(f) > 0 {
+		var u float64
+		fmt.Sscanf(f[0], "%g", &u)
+		return u
+	}
+	return float64(si.Uptime)
+}

@@ -1,0 +1,77 @@
+// Command agent is keel's PID 1: it mounts what the box needs, loads the
+// drivers its hardware asks for, brings up the data partition, network and
+// API, commits a trial boot once healthy, supervises its services and shuts
+// the box down cleanly. It never exits.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"time"
+
+	"github.com/u-root/u-root/pkg/libinit"
+	"golang.org/x/sys/unix"
+
+	"keel.dev/keel/agent/pid1"
+)
+
+func main() {
+	if os.Getpid() != 1 {
+		fmt.Fprintln(os.Stderr, "agent: must run as PID 1 (the init of a keel initramfs)")
+		os.Exit(2)
+	}
+	libinit.SetEnv()
+	libinit.CreateRootfs()
+	// Ctrl-Alt-Del sends SIGINT to PID 1 instead of an instant reboot.
+	unix.Reboot(unix.LINUX_REBOOT_CMD_CAD_OFF)
+	pid1.ReapOrphans()
+
+	con := pid1.OpenConsoles("/dev/ttyS0", "/dev/tty0")
+	log := slog.New(slog.NewTextHandler(con, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	a := newAgent(log, con)
+	defer func() {
+		// Nothing may take PID 1 down: a panic here still ends in a clean
+		// shutdown rather than a kernel panic.
+		if r := recover(); r != nil {
+			log.Error("agent crashed; rebooting", "panic", r, "stack", string(debug.Stack()))
+			a.halt(pid1.Reboot)
+		}
+	}()
+	a.boot()
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGUSR1, unix.SIGUSR2)
+	for {
+		select {
+		case act := <-a.shutdown:
+			a.halt(act)
+		case s := <-sigs:
+			// SIGINT is Ctrl-Alt-Del; SIGTERM and SIGUSR2 power off, as
+			// busybox init does.
+			if s == unix.SIGINT {
+				a.halt(pid1.Reboot)
+			}
+			a.halt(pid1.PowerOff)
+		}
+	}
+}
+
+// halt stops services, then syncs, unmounts and powers off or reboots.
+func (a *agent) halt(act pid1.Action) {
+	a.log.Info("shutting down", "action", act.String())
+	fmt.Fprintf(a.con, "keel: shutting down (%s)\n", act)
+	a.stopServices()
+	if !a.sup.Wait(10 * time.Second) {
+		a.log.Warn("some services did not stop within 10 s")
+	}
+	if a.api != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		a.api.Shutdown(ctx)
+		cancel()
+	}
+	pid1.Halt(a.log, act, a.mounts)
+}

@@ -1,0 +1,35 @@
+package slots
+
+import (
+	"fmt"
+
+	"keel.dev/keel/image/bootstate"
+)
+
+// Describe is the sentence the operator reads about how this boot came
+// about, from GRUB's account of the boot and the state GRUB started from.
+// st may be nil when the boot state could not be read.
+func Describe(b Boot, st *bootstate.State, version string) string {
+	if st == nil || b.EnvFrom == "none" {
+		return fmt.Sprintf("Both copies of the boot state were unreadable; GRUB booted slot %s (%s) in recovery mode. Check the slots and commit one from the console.", b.Slot, version)
+	}
+	copyNote := ""
+	if b.EnvFrom == "backup" {
+		copyNote = " The primary copy of the boot state was damaged; GRUB used the backup copy."
+	}
+	if b.Recovery {
+		return fmt.Sprintf("No base slot was bootable; GRUB booted the last good slot %s (%s) in recovery mode.%s", b.Slot, version, copyNote)
+	}
+	if b.Slot != st.Default {
+		d := st.Slot(st.Default)
+		why := "it is marked bad"
+		if d.Bootable && !d.Good && d.Tries == 0 {
+			why = "it used up its trial boots without being committed"
+		}
+		return fmt.Sprintf("Slot %s (%s) was not booted because %s; the box fell back to slot %s (%s).%s", st.Default, d.Version, why, b.Slot, version, copyNote)
+	}
+	if b.Mode == "trial" {
+		return fmt.Sprintf("Trial boot of %s in slot %s (%s tries left).%s", version, b.Slot, b.Tries, copyNote)
+	}
+	return fmt.Sprintf("Booted committed slot %s (%s).%s", b.Slot, version, copyNote)
+}

@@ -1,0 +1,51 @@
+package main
+
+import "strconv"
+
+// Status is GET /api/v1/status.
+type Status struct {
+	Base struct {
+		Version string `json:"version"`
+		Slot    string `json:"slot"`
+	} `json:"base"`
+	Boot struct {
+		Committed      bool   `json:"committed"`
+		Trial          bool   `json:"trial"`
+		TriesLeft      int    `json:"tries_left"`
+		Recovery       bool   `json:"recovery"`
+		RecoveryReason string `json:"recovery_reason,omitempty"`
+		LastResult     string `json:"last_result"`
+		BootStateCopy  string `json:"boot_state_copy"`
+	} `json:"boot"`
+	Data struct {
+		State string `json:"state"` // mounted, formatted, unusable, missing
+	} `json:"data"`
+	Network  map[string]string `json:"network"`
+	Serial   string            `json:"serial"`
+	Hostname string            `json:"hostname"`
+	Kernel   string            `json:"kernel"`
+	UptimeS  float64           `json:"uptime_s"`
+}
+
+func (a *agent) status() Status {
+	var s Status
+	s.Base.Version = a.version()
+	s.Base.Slot = a.boot0.Slot
+	s.Serial, s.Kernel, s.Hostname = a.serial, a.kernel, a.cfg.Hostname
+	s.UptimeS = uptime()
+	s.Boot.Trial = a.boot0.Mode == "trial"
+	s.Boot.TriesLeft, _ = strconv.Atoi(a.boot0.Tries)
+	s.Boot.BootStateCopy = a.boot0.EnvFrom
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s.Boot.Committed = a.committed
+	s.Boot.Recovery = a.recovery != ""
+	s.Boot.RecoveryReason = a.recovery
+	s.Boot.LastResult = a.result
+	s.Data.State = a.dataState
+	s.Network = map[string]string{}
+	for k, v := range a.links {
+		s.Network[k] = v
+	}
+	return s
+}

@@ -1,0 +1,73 @@
+package vmtest
+
+import (
+	"crypto/sha256"
+	"io"
+	"os"
+	"strings"
+	"testing"
+
+	"keel.dev/keel/image/layout"
+	"keel.dev/keel/qemu"
+)
+
+// A data partition whose file system is damaged is never formatted: the box
+// comes up in recovery mode, says why, and the partition is unchanged.
+func TestDamagedDataIsNotFormatted(t *testing.T) {
+	e := Require(t)
+	img := e.BuildImage(t, t.TempDir(), "1.0.0", "")
+
+	// First boot writes configuration, credentials and keys to data (and
+	// the credentials' mirror to the ESP).
+	vm := Boot(t, qemu.Config{Image: img})
+	WaitReady(t, vm)
+	PowerOff(t, vm)
+	raw := RawDisk(t, vm)
+
+	// Damage the ext4 group descriptors (block 1), keeping the superblock
+	// magic so the agent sees an ext4 file system it cannot mount.
+	data := PartitionExtent(t, raw, layout.Data)
+	f, err := os.OpenFile(raw, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	garbage := make([]byte, 4096)
+	for i := range garbage {
+		garbage[i] = byte(i*7 + 3)
+	}
+	if _, err := f.WriteAt(garbage, data.Start+4096); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	before := hashRange(t, raw, data.Start, data.End)
+
+	vm2 := Boot(t, qemu.Config{Image: raw})
+	WaitReady(t, vm2)
+	if !strings.Contains(vm2.Output(), "RECOVERY MODE") {
+		t.Error("the console does not announce recovery mode")
+	}
+	st := GetStatus(t, vm2, TestPassword)
+	if !st.Boot.Recovery || !strings.Contains(st.Boot.RecoveryReason, "left untouched") {
+		t.Errorf("status does not explain the recovery: %+v", st.Boot)
+	}
+	PowerOff(t, vm2)
+	if after := hashRange(t, RawDisk(t, vm2), data.Start, data.End); after != before {
+		t.Error("the damaged data partition was modified")
+	}
+}
+
+func hashRange(t *testing.T, path string, start, end int64) [32]byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(f, start, end-start)); err != nil {
+		t.Fatal(err)
+	}
+	var sum [32]byte
+	copy(sum[:], h.Sum(nil))
+	return sum
+}

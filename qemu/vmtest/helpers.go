@@ -1,0 +1,241 @@
+package vmtest
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"keel.dev/keel/image/diskimage"
+	"keel.dev/keel/image/layout"
+	"keel.dev/keel/qemu"
+)
+
+// Timeouts for TCG, which is 10–20 times slower than the host.
+const (
+	BootTimeout     = 3 * time.Minute
+	ShutdownTimeout = time.Minute
+)
+
+// Env is what the VM tests need from `make test`.
+type Env struct {
+	Image     string // built image (raw), never modified
+	KernelDir string
+	Initramfs string
+}
+
+// Require skips the test unless VM tests are enabled and returns their env.
+func Require(t testing.TB) Env {
+	t.Helper()
+	if os.Getenv("KEEL_VM") != "1" {
+		t.Skip("VM test: set KEEL_VM=1 and KEEL_IMAGE (make test does) to boot images under QEMU")
+	}
+	e := Env{Image: os.Getenv("KEEL_IMAGE"), KernelDir: os.Getenv("KEEL_KERNEL_DIR"), Initramfs: os.Getenv("KEEL_INITRAMFS")}
+	if _, err := os.Stat(e.Image); err != nil {
+		t.Fatalf("KEEL_IMAGE=%q: %v (run make image)", e.Image, err)
+	}
+	return e
+}
+
+// TestPassword is the admin password of images the tests build themselves.
+const TestPassword = "vm-test-password"
+
+// BuildImage writes a fresh image into dir with the test password and, when
+// versionB is set, both base slots filled.
+func (e Env) BuildImage(t testing.TB, dir, version, versionB string) string {
+	t.Helper()
+	if e.KernelDir == "" || e.Initramfs == "" {
+		t.Fatal("KEEL_KERNEL_DIR and KEEL_INITRAMFS must be set (make test does)")
+	}
+	rel, err := os.ReadFile(filepath.Join(e.KernelDir, "version"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "keel.img")
+	err = diskimage.Build(context.Background(), diskimage.Options{
+		Out: out, Kernel: filepath.Join(e.KernelDir, "vmlinuz"), KernelRelease: strings.TrimSpace(string(rel)),
+		Initramfs: e.Initramfs, Version: version, VersionB: versionB, AdminPassword: TestPassword,
+		GrubTimeout: 1, BuildTime: time.Now(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// Boot starts a VM on img and registers its cleanup. The console goes to a
+// file in the test's temp dir, named in the log on failure.
+func Boot(t testing.TB, cfg qemu.Config) *qemu.VM {
+	t.Helper()
+	if cfg.WorkDir == "" {
+		cfg.WorkDir = t.TempDir()
+	}
+	vm, err := qemu.Start(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		vm.Close()
+		if t.Failed() {
+			t.Logf("serial console of %s:\n%s", cfg.Image, tail(vm.Output(), 6000))
+		}
+	})
+	return vm
+}
+
+// WaitReady waits for the agent's ready line and returns it.
+func WaitReady(t testing.TB, vm *qemu.VM) string {
+	t.Helper()
+	m, err := vm.Expect(`keel: ready[^\r\n]*`, BootTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m[0]
+}
+
+// Password finds the admin password: printed on the console at first boot,
+// or preseeded into the image.
+func Password(vm *qemu.VM) string {
+	if m := regexp.MustCompile(`initial admin password: (\S+)`).FindStringSubmatch(vm.Output()); m != nil {
+		return m[1]
+	}
+	if p := os.Getenv("KEEL_ADMIN_PASSWORD"); p != "" {
+		return p
+	}
+	return TestPassword
+}
+
+// Client is an HTTPS client for the box's self-signed certificate.
+func Client() *http.Client {
+	return &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+}
+
+// Status is the part of GET /api/v1/status the tests read.
+type Status struct {
+	Base struct {
+		Version string `json:"version"`
+		Slot    string `json:"slot"`
+	} `json:"base"`
+	Boot struct {
+		Committed      bool   `json:"committed"`
+		Trial          bool   `json:"trial"`
+		TriesLeft      int    `json:"tries_left"`
+		Recovery       bool   `json:"recovery"`
+		RecoveryReason string `json:"recovery_reason"`
+		LastResult     string `json:"last_result"`
+		BootStateCopy  string `json:"boot_state_copy"`
+	} `json:"boot"`
+	Serial  string  `json:"serial"`
+	Kernel  string  `json:"kernel"`
+	UptimeS float64 `json:"uptime_s"`
+}
+
+// API calls the box's API with the admin password, retrying while the
+// network comes up.
+func API(t testing.TB, vm *qemu.VM, method, path, password string) (int, []byte) {
+	t.Helper()
+	url := fmt.Sprintf("https://127.0.0.1:%d%s", vm.HTTPSPort(), path)
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		req, _ := http.NewRequest(method, url, nil)
+		if password != "" {
+			req.SetBasicAuth("admin", password)
+		}
+		resp, err := Client().Do(req)
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			return resp.StatusCode, b
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// GetStatus reads /api/v1/status.
+func GetStatus(t testing.TB, vm *qemu.VM, password string) Status {
+	t.Helper()
+	code, body := API(t, vm, "GET", "/api/v1/status", password)
+	if code != http.StatusOK {
+		t.Fatalf("GET /api/v1/status: %d %s", code, body)
+	}
+	var s Status
+	if err := json.Unmarshal(body, &s); err != nil {
+		t.Fatalf("status: %v: %s", err, body)
+	}
+	return s
+}
+
+// PowerOff presses the power button and waits for QEMU to exit by itself.
+func PowerOff(t testing.TB, vm *qemu.VM) {
+	t.Helper()
+	if err := vm.PowerButton(); err != nil {
+		t.Fatal(err)
+	}
+	if err := vm.Wait(ShutdownTimeout); err != nil {
+		t.Fatalf("QEMU did not exit after the power button: %v", err)
+	}
+}
+
+// RawDisk converts a VM's overlay to a raw image for inspection.
+func RawDisk(t testing.TB, vm *qemu.VM) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "disk.raw")
+	if b, err := exec.Command("qemu-img", "convert", "-O", "raw", vm.DiskPath(), out).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img convert: %v: %s", err, b)
+	}
+	return out
+}
+
+// PartitionExtent locates a partition of a raw image of the default layout.
+func PartitionExtent(t testing.TB, img, name string) layout.Extent {
+	t.Helper()
+	st, err := os.Stat(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exts, err := layout.Extents(layout.DefaultSizes, st.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, _ := layout.Find(exts, name)
+	return e
+}
+
+// Fsck runs e2fsck -fn on the data partition of a raw image.
+func Fsck(t testing.TB, img string) {
+	t.Helper()
+	e := PartitionExtent(t, img, layout.Data)
+	out, err := exec.Command("e2fsck", "-fn", fmt.Sprintf("%s?offset=%d", img, e.Start)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("e2fsck -fn on the data partition: %v\n%s", err, out)
+	}
+}
+
+// CopyImage makes a sparse copy of img that a test may modify.
+func CopyImage(t testing.TB, img string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), filepath.Base(img))
+	if b, err := exec.Command("cp", "--sparse=always", img, out).CombinedOutput(); err != nil {
+		t.Fatalf("copy image: %v: %s", err, b)
+	}
+	return out
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
