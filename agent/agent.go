@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"keel.dev/keel/agent/api"
-	"keel.dev/keel/agent/config"
 	"keel.dev/keel/agent/coldplug"
+	"keel.dev/keel/agent/config"
 	"keel.dev/keel/agent/identity"
 	"keel.dev/keel/agent/pid1"
 	"keel.dev/keel/agent/slots"

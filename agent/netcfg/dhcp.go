@@ -145,4 +145,3 @@ func (d *DHCP) apply(link netlink.Link, lease *nclient4.Lease) (*net.IPNet, erro
 	}
 	return addr, nil
 }
-

@@ -65,7 +65,7 @@ func TestGRUBStateMachine(t *testing.T) {
 			slot: "a", version: "1.0.0", recovery: true, result: "recovery mode",
 		},
 		{
-			name: "corrupted primary copy still boots",
+			name:  "corrupted primary copy still boots",
 			state: func(s *bootstate.State) {}, corrupt: true,
 			slot: "a", version: "1.0.0", committed: true, result: "used the backup copy",
 			after: func(t *testing.T, st *bootstate.State) {},
