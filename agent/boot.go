@@ -88,7 +88,7 @@ func (a *agent) loadDrivers() error {
 		return err
 	}
 	// File systems and character sets have no device to match.
-	for _, m := range []string{"vfat", "nls_cp437", "nls_iso8859_1", "nls_utf8", "squashfs", "ext4"} {
+	for _, m := range []string{"vfat", "nls_cp437", "nls_ascii", "nls_iso8859_1", "nls_utf8", "squashfs", "ext4"} {
 		if err := l.Load(a.ctx, m); err != nil && !errors.Is(err, coldplug.ErrUnknown) {
 			a.log.Warn("module not loaded", "module", m, "err", err)
 		}
@@ -115,11 +115,16 @@ func (a *agent) readBootState() error {
 		return fmt.Errorf("mount the ESP %s: %w", esp.Device, err)
 	}
 	a.mounts = append(a.mounts, espDir)
-	st, _, err := a.esp.Read()
+	st, which, err := a.esp.Read()
 	if err != nil {
 		return err
 	}
 	a.bootSt = st
+	// GRUB's parser forgives more damage than the agent's; a copy either of
+	// them could not use gets rewritten.
+	if which == "backup" {
+		a.boot0.EnvFrom = "backup"
+	}
 	return nil
 }
 
@@ -215,7 +220,9 @@ func (a *agent) loadConfig() error {
 	if cfg.Hostname != "" {
 		unix.Sethostname([]byte(cfg.Hostname))
 	}
-	return nil
+	// Programs on the box (and Go's resolver) look localhost up here.
+	hosts := fmt.Sprintf("127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t%s\n", cfg.Hostname)
+	return atomicfile.Write("/etc/hosts", []byte(hosts), 0o644)
 }
 
 func (a *agent) loadUsers() error {
@@ -337,16 +344,22 @@ func (a *agent) startAPI() error {
 	}
 	cert := a.id.TLS
 	a.sup.Start(a.ctx, supervisor.Service{Name: "api", Run: func(ctx context.Context) error {
-		err := a.api.Serve(ln, cert)
-		if errors.Is(err, http.ErrServerClosed) {
-			<-ctx.Done()
+		errc := make(chan error, 1)
+		go func() { errc <- a.api.Serve(ln, cert) }()
+		select {
+		case <-ctx.Done():
+			sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			a.api.Shutdown(sctx)
+			<-errc
 			return nil
+		case err := <-errc:
+			// Serve closed the listener; open a new one for the restart.
+			if l2, lerr := net.Listen("tcp", ":443"); lerr == nil {
+				ln = l2
+			}
+			return err
 		}
-		// Serve closed the listener; open a new one for the restart.
-		if l2, lerr := net.Listen("tcp", ":443"); lerr == nil {
-			ln = l2
-		}
-		return err
 	}})
 	return nil
 }
@@ -423,7 +436,7 @@ func (a *agent) healthCheck() error {
 	var err error
 	for i := 0; i < 20; i++ {
 		var resp *http.Response
-		if resp, err = c.Get("https://localhost:443/healthz"); err == nil {
+		if resp, err = c.Get("https://127.0.0.1:443/healthz"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return nil

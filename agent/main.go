@@ -5,7 +5,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -26,6 +25,7 @@ func main() {
 	}
 	libinit.SetEnv()
 	libinit.CreateRootfs()
+	libinit.NetInit() // loopback: the health check and local tools use it
 	// Ctrl-Alt-Del sends SIGINT to PID 1 instead of an instant reboot.
 	unix.Reboot(unix.LINUX_REBOOT_CMD_CAD_OFF)
 	pid1.ReapOrphans()
@@ -67,11 +67,6 @@ func (a *agent) halt(act pid1.Action) {
 	a.stopServices()
 	if !a.sup.Wait(10 * time.Second) {
 		a.log.Warn("some services did not stop within 10 s")
-	}
-	if a.api != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		a.api.Shutdown(ctx)
-		cancel()
 	}
 	pid1.Halt(a.log, act, a.mounts)
 }

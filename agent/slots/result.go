@@ -15,7 +15,7 @@ func Describe(b Boot, st *bootstate.State, version string) string {
 	}
 	copyNote := ""
 	if b.EnvFrom == "backup" {
-		copyNote = " The primary copy of the boot state was damaged; GRUB used the backup copy."
+		copyNote = " The primary copy of the boot state was damaged; it was repaired from the backup copy."
 	}
 	if b.Recovery {
 		return fmt.Sprintf("No base slot was bootable; GRUB booted the last good slot %s (%s) in recovery mode.%s", b.Slot, version, copyNote)

@@ -115,8 +115,9 @@ else
   echo "keel: no bootable base slot; booting slot $keel_last_good in recovery mode"
 fi
 
-menuentry "keel ${keel_a_ver} (slot A)" --id slot-a { keel_boot_a }
-menuentry "keel ${keel_b_ver} (slot B)" --id slot-b { keel_boot_b }
+# A slot that never held a base gets no entry.
+if [ -n "$keel_a_ver" ]; then menuentry "keel ${keel_a_ver} (slot A)" --id slot-a { keel_boot_a }; fi
+if [ -n "$keel_b_ver" ]; then menuentry "keel ${keel_b_ver} (slot B)" --id slot-b { keel_boot_b }; fi
 menuentry "keel recovery (slot ${keel_last_good})" --id recovery {
   if [ "$keel_last_good" = b ]; then keel_boot_b recovery; else keel_boot_a recovery; fi
 }

@@ -67,7 +67,7 @@ func TestGRUBStateMachine(t *testing.T) {
 		{
 			name:  "corrupted primary copy still boots",
 			state: func(s *bootstate.State) {}, corrupt: true,
-			slot: "a", version: "1.0.0", committed: true, result: "used the backup copy",
+			slot: "a", version: "1.0.0", committed: true, result: "repaired from the backup copy",
 			after: func(t *testing.T, st *bootstate.State) {},
 		},
 	}

@@ -87,6 +87,12 @@ func Boot(t testing.TB, cfg qemu.Config) *qemu.VM {
 		vm.Close()
 		if t.Failed() {
 			t.Logf("serial console of %s:\n%s", cfg.Image, tail(vm.Output(), 6000))
+			if dir := os.Getenv("KEEL_VM_LOGS"); dir != "" {
+				name := filepath.Join(dir, strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())+".log")
+				if os.MkdirAll(dir, 0o755) == nil && os.WriteFile(name, []byte(vm.Output()), 0o644) == nil {
+					t.Logf("whole console in %s", name)
+				}
+			}
 		}
 	})
 	return vm
