@@ -65,7 +65,7 @@ func (a *agent) boot() {
 			a.log.Error("boot phase failed", "phase", p.name, "err", err)
 			continue
 		}
-		a.log.Debug("boot phase done", "phase", p.name, "took", time.Since(start))
+		a.log.Info("boot phase done", "phase", p.name, "took", time.Since(start).Round(time.Millisecond))
 	}
 	a.mu.Lock()
 	rec, result := a.recovery, a.result

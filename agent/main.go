@@ -23,6 +23,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, "agent: must run as PID 1 (the init of a keel initramfs)")
 		os.Exit(2)
 	}
+	// A soft limit keeps the agent's footprint small on small appliances:
+	// the runtime collects and returns memory to the kernel sooner (password
+	// hashing allocates 16 MiB at a time).
+	debug.SetMemoryLimit(24 << 20)
 	libinit.SetEnv()
 	libinit.CreateRootfs()
 	libinit.NetInit() // loopback: the health check and local tools use it

@@ -1,6 +1,9 @@
 package main
 
-import "strconv"
+import (
+	"strconv"
+	"strings"
+)
 
 // Status is GET /api/v1/status.
 type Status struct {
@@ -20,6 +23,9 @@ type Status struct {
 	Data struct {
 		State string `json:"state"` // mounted, formatted, unusable, missing
 	} `json:"data"`
+	Agent struct {
+		RSSBytes int64 `json:"rss_bytes"` // resident memory of PID 1
+	} `json:"agent"`
 	Network  map[string]string `json:"network"`
 	Serial   string            `json:"serial"`
 	Hostname string            `json:"hostname"`
@@ -33,6 +39,7 @@ func (a *agent) status() Status {
 	s.Base.Slot = a.boot0.Slot
 	s.Serial, s.Kernel, s.Hostname = a.serial, a.kernel, a.cfg.Hostname
 	s.UptimeS = uptime()
+	s.Agent.RSSBytes = rss()
 	s.Boot.Trial = a.boot0.Mode == "trial"
 	s.Boot.TriesLeft, _ = strconv.Atoi(a.boot0.Tries)
 	s.Boot.BootStateCopy = a.boot0.EnvFrom
@@ -48,4 +55,15 @@ func (a *agent) status() Status {
 		s.Network[k] = v
 	}
 	return s
+}
+
+// rss reads PID 1's resident set size from /proc/self/status.
+func rss() int64 {
+	for _, line := range strings.Split(readTrim("/proc/self/status"), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
 }

@@ -96,6 +96,10 @@ func buildArgs(c Config, f runFiles, httpsPort int) []string {
 	}
 	a = append(a, "-netdev", netdev, "-device", nic)
 
+	// An entropy source, as hypervisors give their guests: without it the
+	// guest's getrandom blocks for seconds at boot until the kernel's
+	// jitter entropy has initialised the CRNG.
+	a = append(a, "-device", "virtio-rng-pci")
 	a = append(a, "-smbios", "type=1,serial="+escape(c.Serial))
 	if c.RTCBase != "" {
 		a = append(a, "-rtc", "base="+escape(c.RTCBase))

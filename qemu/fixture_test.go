@@ -34,6 +34,13 @@ func testKernel(t *testing.T) string {
 // moduleDir finds the modules of a Debian kernel unpacked with dpkg-deb -x:
 // ROOT/boot/vmlinuz-VERSION goes with ROOT/lib/modules/VERSION.
 func moduleDir(kernel string) (string, bool) {
+	// build/kernel as image/deps.sh lays it out: vmlinuz, version, lib/modules.
+	if b, err := os.ReadFile(filepath.Join(filepath.Dir(kernel), "version")); err == nil {
+		dir := filepath.Join(filepath.Dir(kernel), "lib", "modules", strings.TrimSpace(string(b)))
+		if _, err := os.Stat(filepath.Join(dir, "kernel")); err == nil {
+			return dir, true
+		}
+	}
 	version, ok := strings.CutPrefix(filepath.Base(kernel), "vmlinuz-")
 	if !ok {
 		return "", false

@@ -1,6 +1,7 @@
 package diskimage
 
 import (
+	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
@@ -80,4 +81,39 @@ func espNumber() int {
 		}
 	}
 	return 1
+}
+
+// ReadPartition returns the used part of a squashfs slot of a raw image:
+// the squashfs superblock's bytes_used, rounded up to 4 KiB as the
+// squashfs pads it.
+func ReadPartition(img, name string) ([]byte, error) {
+	st, err := os.Stat(img)
+	if err != nil {
+		return nil, err
+	}
+	exts, err := layout.Extents(layout.DefaultSizes, st.Size())
+	if err != nil {
+		return nil, err
+	}
+	e, ok := layout.Find(exts, name)
+	if !ok {
+		return nil, fmt.Errorf("no partition %s", name)
+	}
+	f, err := os.Open(img)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	sb := make([]byte, 96)
+	if _, err := f.ReadAt(sb, e.Start); err != nil {
+		return nil, err
+	}
+	if string(sb[:4]) != "hsqs" {
+		return nil, fmt.Errorf("%s: partition %s holds no squashfs", img, name)
+	}
+	used := int64(binary.LittleEndian.Uint64(sb[40:]))
+	used = (used + 4095) / 4096 * 4096
+	buf := make([]byte, used)
+	_, err = f.ReadAt(buf, e.Start)
+	return buf, err
 }
