@@ -30,6 +30,14 @@ initramfs: $(INITRAMFS)
 image: deps $(INITRAMFS)
 	go run ./image build -version $(VERSION) -kernel-dir build/kernel -initramfs $(INITRAMFS) -o build/keel.img -qcow2 build/keel.qcow2
 
+build/keys/vendor.key:
+	go run ./image keygen -o build/keys/vendor
+
+# A signed base package of this tree: build/packages/keel-base-$(VERSION).kpkg.
+package: deps $(INITRAMFS) build/keys/vendor.key
+	go run ./image package -base-from-build -kernel-dir build/kernel -initramfs $(INITRAMFS) -version $(VERSION) \
+		-key build/keys/vendor.key -o build/packages/keel-base-$(VERSION).kpkg
+
 run: image
 	go run ./qemu/cmd/vm -image build/keel.img -port $(PORT) -disk $(DISK) -nic $(NIC)
 

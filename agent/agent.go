@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"strings"
 	"sync"
@@ -119,17 +118,4 @@ func readTrim(path string) string {
 		return ""
 	}
 	return strings.TrimSpace(string(b))
-}
-
-func addrsOf(name string) []string {
-	ifc, err := net.InterfaceByName(name)
-	if err != nil {
-		return nil
-	}
-	as, _ := ifc.Addrs()
-	var out []string
-	for _, a := range as {
-		out = append(out, a.String())
-	}
-	return out
 }

@@ -21,6 +21,7 @@ PACKAGES=(
 	grub-efi-amd64-bin grub-common
 	kmod e2fsprogs squashfs-tools mtools dosfstools
 	iproute2 ca-certificates
+	dnsmasq-base chrony
 )
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

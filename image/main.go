@@ -1,7 +1,10 @@
-// Command image is the vendor's side of keel: it builds disk images (and,
-// later, packages and releases).
+// Command image is the vendor's side of keel: it builds disk images and
+// signed packages (and, later, releases).
 //
-//	go run ./image build [flags]   write a disk image (see -h)
+//	go run ./image build [flags]     write a disk image (see -h)
+//	go run ./image keygen [-o P]     make a vendor signing key pair
+//	go run ./image package [flags]   sign a slot image into a package
+//	go run ./image inspect FILE...   print and verify packages
 package main
 
 import (
@@ -27,6 +30,12 @@ func main() {
 	switch os.Args[1] {
 	case "build":
 		err = build(ctx, os.Args[2:])
+	case "keygen":
+		err = keygen(os.Args[2:], os.Stdout)
+	case "package":
+		err = makePackage(os.Args[2:], os.Stdout)
+	case "inspect":
+		err = inspect(os.Args[2:], os.Stdout)
 	default:
 		usage()
 	}
@@ -37,7 +46,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: image build [flags]   (image build -h for the flags)")
+	fmt.Fprintln(os.Stderr, "usage: image build|keygen|package|inspect [flags]   (image COMMAND -h for the flags)")
 	os.Exit(2)
 }
 

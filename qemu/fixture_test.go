@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 )
@@ -63,9 +62,9 @@ func guestInitramfs(t *testing.T, kernel string, modules ...string) string {
 	}
 	dir := t.TempDir()
 	initBin := filepath.Join(dir, "init")
-	goTool := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if p, err := exec.LookPath("go"); err == nil {
-		goTool = p
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("the go command is needed to build the test init: %v", err)
 	}
 	build := exec.Command(goTool, "build", "-trimpath", "-ldflags=-s -w", "-o", initBin, "./testdata/guestinit")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64", "GOAMD64=v1")

@@ -1,0 +1,189 @@
+// Package floatip moves shared (floating) addresses between appliances:
+// enabling one first checks that no other host answers for it (an ARP
+// probe, RFC 5227), then adds it and announces it (gratuitous ARP, or an
+// unsolicited neighbour advertisement for IPv6) so switches and neighbours
+// send traffic to this box at once; disabling removes it.
+package floatip
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"keel.dev/keel/agent/netcfg"
+)
+
+// ConflictError says another host answers for the address.
+type ConflictError struct {
+	Addr  netip.Addr
+	Owner net.HardwareAddr
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("%s is in use by the host with MAC %s; disable it there first or force the takeover", e.Addr, e.Owner)
+}
+
+// Manager enables and disables floating addresses in one namespace.
+type Manager struct {
+	ns  netcfg.NS
+	nl  *netlink.Handle
+	log *slog.Logger
+
+	// Probes ARP probes are sent Interval apart, then Wait is given for an
+	// answer. RFC 5227 asks for 3 probes 1-2 s apart; a failover must be
+	// quicker, and on the LAN segments appliances share an answer comes
+	// in well under a millisecond.
+	Probes   int
+	Interval time.Duration
+	Wait     time.Duration
+	// Announcements are sent AnnounceInterval apart; the first at once.
+	Announcements    int
+	AnnounceInterval time.Duration
+
+	mu   sync.Mutex
+	held map[string]netip.Prefix // "link addr" → prefix, for Holds
+}
+
+// New opens a manager for namespace ns (the zero NS is the agent's own).
+func New(ns netcfg.NS, log *slog.Logger) (*Manager, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	h, err := ns.Netlink()
+	if err != nil {
+		return nil, fmt.Errorf("open netlink: %w", err)
+	}
+	return &Manager{ns: ns, nl: h, log: log,
+		Probes: 3, Interval: 100 * time.Millisecond, Wait: 200 * time.Millisecond,
+		Announcements: 2, AnnounceInterval: 200 * time.Millisecond,
+		held: map[string]netip.Prefix{}}, nil
+}
+
+// Close releases the netlink handle.
+func (m *Manager) Close() { m.nl.Close() }
+
+// Enable adds addr (with its prefix length) to link and announces it.
+// Unless force, it first probes for another holder (IPv4) and refuses with
+// a *ConflictError naming its MAC. Enabling an address already present
+// only announces it again.
+func (m *Manager) Enable(link string, addr netip.Prefix, force bool) error {
+	l, err := m.nl.LinkByName(link)
+	if err != nil {
+		return fmt.Errorf("enable %s: link %s: %w", addr, link, err)
+	}
+	present, err := m.present(l, addr)
+	if err != nil {
+		return err
+	}
+	var ifi *net.Interface
+	var ac *arpConn
+	err = m.ns.Do(func() error {
+		var err error
+		if ifi, err = net.InterfaceByName(link); err != nil {
+			return err
+		}
+		if addr.Addr().Is4() {
+			ac, err = openARP(ifi)
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("enable %s on %s: %w", addr, link, err)
+	}
+	if ac != nil {
+		defer ac.Close()
+	}
+	if ac != nil && !present && !force {
+		owner, err := ac.probe(addr.Addr(), m.Probes, m.Interval, m.Wait)
+		if err != nil {
+			return fmt.Errorf("enable %s on %s: %w", addr, link, err)
+		}
+		if owner != nil {
+			return &ConflictError{Addr: addr.Addr(), Owner: owner}
+		}
+	}
+	if !present {
+		a := &netlink.Addr{IPNet: ipNet(addr)}
+		if addr.Addr().Is6() {
+			// Usable at once: duplicate address detection would hold
+			// it back for a second and block the announcement.
+			a.Flags = unix.IFA_F_NODAD
+		}
+		if err := m.nl.AddrAdd(l, a); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("add address %s on %s: %w", addr, link, err)
+		}
+	}
+	m.mu.Lock()
+	m.held[link+" "+addr.Addr().String()] = addr
+	m.mu.Unlock()
+	for i := 0; i < max(m.Announcements, 1); i++ {
+		if i > 0 {
+			time.Sleep(m.AnnounceInterval)
+		}
+		if ac != nil {
+			err = ac.announce(addr.Addr())
+		} else {
+			err = m.ns.Do(func() error { return advertise(ifi, addr.Addr()) })
+		}
+		if err != nil {
+			return fmt.Errorf("enable %s on %s: added, but %w", addr, link, err)
+		}
+	}
+	m.log.Info("floating address enabled", "link", link, "addr", addr, "forced", force)
+	return nil
+}
+
+// Disable removes addr from link; removing an absent address is not an
+// error.
+func (m *Manager) Disable(link string, addr netip.Prefix) error {
+	l, err := m.nl.LinkByName(link)
+	if err != nil {
+		return fmt.Errorf("disable %s: link %s: %w", addr, link, err)
+	}
+	m.mu.Lock()
+	delete(m.held, link+" "+addr.Addr().String())
+	m.mu.Unlock()
+	if err := m.nl.AddrDel(l, &netlink.Addr{IPNet: ipNet(addr)}); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+		return fmt.Errorf("remove address %s from %s: %w", addr, link, err)
+	}
+	m.log.Info("floating address disabled", "link", link, "addr", addr)
+	return nil
+}
+
+// Holds reports whether this manager enabled p on link; it fits
+// netcfg.Reconciler.Keep.
+func (m *Manager) Holds(link string, p netip.Prefix) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.held[link+" "+p.Addr().String()]
+	return ok
+}
+
+func (m *Manager) present(l netlink.Link, p netip.Prefix) (bool, error) {
+	addrs, err := m.nl.AddrList(l, netlink.FAMILY_ALL)
+	if err != nil {
+		return false, fmt.Errorf("list addresses on %s: %w", l.Attrs().Name, err)
+	}
+	for _, a := range addrs {
+		ones, _ := a.Mask.Size()
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == p.Addr() && ones == p.Bits() {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	bits := 32
+	if p.Addr().Is6() {
+		bits = 128
+	}
+	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), bits)}
+}

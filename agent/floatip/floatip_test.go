@@ -1,0 +1,151 @@
+package floatip_test
+
+import (
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"keel.dev/keel/agent/floatip"
+	"keel.dev/keel/agent/netcfg/nstest"
+)
+
+func neighbour(n *nstest.Node, ip string) string {
+	out, _ := n.Try("ip", "neigh", "show", ip, "dev", "eth0")
+	return out
+}
+
+// TestTakeover moves a shared address from A to B while an observer talks
+// to it: B is refused while A holds it, then forced in after A lets go,
+// and the observer's neighbour entry follows to B's MAC without the
+// observer asking.
+func TestTakeover(t *testing.T) {
+	nstest.RequireRoot(t)
+	lab := nstest.New(t)
+	a, b, obs := lab.Node("a"), lab.Node("b"), lab.Node("obs")
+	for i, n := range []*nstest.Node{a, b, obs} {
+		n.Exec("ip", "addr", "add", "10.5.0."+string(rune('1'+i))+"/24", "dev", "eth0")
+		n.Exec("ip", "addr", "add", "fd00:5::"+string(rune('1'+i))+"/64", "dev", "eth0", "nodad")
+	}
+	// A neighbour entry younger than locktime (1 s) ignores gratuitous
+	// ARP; the test moves faster than that.
+	obs.Exec("sysctl", "-qw", "net.ipv4.neigh.eth0.locktime=0")
+
+	ma, err := floatip.New(a.NS, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ma.Close()
+	mb, err := floatip.New(b.NS, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+
+	for _, shared := range []string{"10.5.0.100/24", "fd00:5::100/64"} {
+		t.Run(shared, func(t *testing.T) {
+			p := netip.MustParsePrefix(shared)
+			ip := p.Addr().String()
+			if err := ma.Enable("eth0", p, false); err != nil {
+				t.Fatalf("A enable: %v", err)
+			}
+			if !ma.Holds("eth0", p) {
+				t.Error("A does not report holding it")
+			}
+			// One UDP datagram makes the observer resolve the address.
+			if out, err := obs.Try("bash", "-c", "echo hi > /dev/udp/"+ip+"/9"); err != nil {
+				t.Fatalf("observer send: %v\n%s", err, out)
+			}
+			nstest.Eventually(time.Second, func() bool { return strings.Contains(neighbour(obs, ip), "lladdr") })
+			if e := neighbour(obs, ip); !strings.Contains(e, a.MAC.String()) {
+				t.Fatalf("observer's entry %q, want A's MAC %s", e, a.MAC)
+			}
+
+			if p.Addr().Is4() {
+				err := mb.Enable("eth0", p, false)
+				var conflict *floatip.ConflictError
+				if !errors.As(err, &conflict) || conflict.Owner.String() != a.MAC.String() || !strings.Contains(err.Error(), a.MAC.String()) {
+					t.Fatalf("B enable without force while A holds it: %v; want a conflict naming %s", err, a.MAC)
+				}
+			}
+
+			if err := ma.Disable("eth0", p); err != nil {
+				t.Fatalf("A disable: %v", err)
+			}
+			if out, _ := a.Try("ip", "addr", "show", "dev", "eth0"); strings.Contains(out, shared) {
+				t.Fatalf("A still has %s:\n%s", shared, out)
+			}
+			start := time.Now()
+			if err := mb.Enable("eth0", p, true); err != nil {
+				t.Fatalf("B enable with force: %v", err)
+			}
+			if !nstest.Eventually(2*time.Second, func() bool { return strings.Contains(neighbour(obs, ip), b.MAC.String()) }) {
+				t.Fatalf("observer's entry %q did not move to B's MAC %s", neighbour(obs, ip), b.MAC)
+			}
+			t.Logf("observer's entry moved to B %v after the enable call started", time.Since(start).Round(time.Millisecond))
+			if err := mb.Disable("eth0", p); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestEnableFreeAddressNeedsNoForce(t *testing.T) {
+	nstest.RequireRoot(t)
+	lab := nstest.New(t)
+	a := lab.Node("a")
+	lab.Node("b") // someone else on the segment, not holding the address
+	m, err := floatip.New(a.NS, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	p := netip.MustParsePrefix("10.6.0.100/24")
+	start := time.Now()
+	if err := m.Enable("eth0", p, false); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("probe and announce took %v", time.Since(start).Round(time.Millisecond))
+	// Enabling again is a re-announcement, not a conflict with itself.
+	if err := m.Enable("eth0", p, false); err != nil {
+		t.Fatalf("second enable: %v", err)
+	}
+	if err := m.Disable("eth0", p); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Disable("eth0", p); err != nil {
+		t.Fatalf("disabling an absent address: %v", err)
+	}
+}
+
+func TestHTTPConflictAndBadInput(t *testing.T) {
+	nstest.RequireRoot(t)
+	lab := nstest.New(t)
+	a, b := lab.Node("a"), lab.Node("b")
+	a.Exec("ip", "addr", "add", "10.4.0.100/24", "dev", "eth0")
+	b.Exec("ip", "addr", "add", "10.4.0.2/24", "dev", "eth0")
+	m, err := floatip.New(b.NS, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	mux := http.NewServeMux()
+	m.Routes(mux)
+	post := func(path, body string) (int, string) {
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest("POST", path, strings.NewReader(body)))
+		return rec.Code, rec.Body.String()
+	}
+	if code, body := post("/api/v1/network/floating/enable", `{"interface":"eth0","address":"10.4.0.100/24"}`); code != 409 || !strings.Contains(body, a.MAC.String()) {
+		t.Errorf("enable held address: %d %s", code, body)
+	}
+	if code, body := post("/api/v1/network/floating/enable", `{"interface":"eth0","address":"10.4.0.300/24"}`); code != 400 || !strings.Contains(body, `"error":"address:`) {
+		t.Errorf("bad address: %d %s", code, body)
+	}
+	if code, body := post("/api/v1/network/floating/disable", `{"interface":"eth0","address":"10.4.0.100/24"}`); code != 200 {
+		t.Errorf("disable: %d %s", code, body)
+	}
+}

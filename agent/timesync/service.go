@@ -1,0 +1,287 @@
+package timesync
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/beevik/ntp"
+)
+
+// Defaults; see the fields of Service.
+const (
+	DefaultStepThreshold = 128 * time.Millisecond // as ntpd and chrony's makestep use
+	DefaultMinPoll       = 64 * time.Second
+	DefaultMaxPoll       = 1024 * time.Second
+	queryTimeout         = 3 * time.Second
+)
+
+// QueryFunc asks one NTP server how far clock now is from its time.
+type QueryFunc func(ctx context.Context, server string, now func() time.Time) (Sample, error)
+
+// Service keeps Clock in step with NTP servers: those configured, or when
+// none are, those DHCP handed out.
+type Service struct {
+	clock Clock
+	log   *slog.Logger
+	query QueryFunc
+
+	// StepThreshold: offsets larger than this are stepped, smaller ones
+	// slewed. The first correction after start is always a step.
+	StepThreshold time.Duration
+	// MinPoll and MaxPoll bound the interval between syncs; it doubles
+	// while the clock stays close and drops back to MinPoll when it does
+	// not or a sync fails.
+	MinPoll, MaxPoll time.Duration
+
+	kick chan struct{}
+
+	mu         sync.Mutex
+	configured []string
+	dhcp       map[string][]string // by link
+	stepped    bool                // a first step has been made
+	status     Status
+}
+
+// New makes a service for clock; query may be nil for real NTP queries.
+func New(clock Clock, query QueryFunc, log *slog.Logger) *Service {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if query == nil {
+		query = QueryNTP
+	}
+	return &Service{
+		clock: clock, log: log, query: query,
+		StepThreshold: DefaultStepThreshold, MinPoll: DefaultMinPoll, MaxPoll: DefaultMaxPoll,
+		kick: make(chan struct{}, 1),
+		dhcp: map[string][]string{},
+	}
+}
+
+// QueryNTP queries server ("host" or "host:port") with beevik/ntp,
+// measuring against now rather than the system clock.
+func QueryNTP(ctx context.Context, server string, now func() time.Time) (Sample, error) {
+	timeout := queryTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(dl))
+	}
+	r, err := ntp.QueryWithOptions(server, ntp.QueryOptions{Timeout: timeout, GetSystemTime: now})
+	if err != nil {
+		return Sample{}, fmt.Errorf("query %s: %w", server, err)
+	}
+	if err := r.Validate(); err != nil {
+		return Sample{}, fmt.Errorf("query %s: bad answer: %w", server, err)
+	}
+	return Sample{Server: server, Offset: r.ClockOffset, RTT: r.RTT, Stratum: int(r.Stratum)}, nil
+}
+
+// ServerStatus is one server's last answer.
+type ServerStatus struct {
+	Server   string  `json:"server"`
+	OffsetMS float64 `json:"offset_ms,omitempty"`
+	RTTMS    float64 `json:"rtt_ms,omitempty"`
+	Stratum  int     `json:"stratum,omitempty"`
+	Error    string  `json:"error,omitempty"`
+}
+
+// Status is what GET /api/v1/time reports.
+type Status struct {
+	Synchronized bool           `json:"synchronized"`
+	OffsetMS     float64        `json:"offset_ms"`        // measured before the correction
+	Action       string         `json:"action,omitempty"` // "step" or "slew"
+	Server       string         `json:"server,omitempty"`
+	LastSync     time.Time      `json:"last_sync,omitzero"`
+	LastAttempt  time.Time      `json:"last_attempt,omitzero"`
+	Source       string         `json:"source"` // "configured", "dhcp" or "none"
+	Servers      []ServerStatus `json:"servers"`
+	Error        string         `json:"error,omitempty"`
+}
+
+// SetServers replaces the configured servers; an empty list falls back to
+// DHCP's. A sync follows soon.
+func (s *Service) SetServers(servers []string) {
+	s.mu.Lock()
+	s.configured = slices.Clone(servers)
+	s.mu.Unlock()
+	s.Kick()
+}
+
+// SetDHCPServers records the NTP servers (option 42) a link's lease gave;
+// nil when the lease ends.
+func (s *Service) SetDHCPServers(link string, servers []netip.Addr) {
+	var list []string
+	for _, a := range servers {
+		list = append(list, a.String())
+	}
+	s.mu.Lock()
+	if len(list) == 0 {
+		delete(s.dhcp, link)
+	} else {
+		s.dhcp[link] = list
+	}
+	s.mu.Unlock()
+	s.Kick()
+}
+
+// Servers returns the servers in use and where they came from.
+func (s *Service) Servers() ([]string, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.serversLocked()
+}
+
+func (s *Service) serversLocked() ([]string, string) {
+	if len(s.configured) > 0 {
+		return slices.Clone(s.configured), "configured"
+	}
+	links := make([]string, 0, len(s.dhcp))
+	for l := range s.dhcp {
+		links = append(links, l)
+	}
+	sort.Strings(links)
+	var out []string
+	for _, l := range links {
+		for _, a := range s.dhcp[l] {
+			if !slices.Contains(out, a) {
+				out = append(out, a)
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, "none"
+	}
+	return out, "dhcp"
+}
+
+// Kick asks Run to sync now rather than at the next poll.
+func (s *Service) Kick() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Status reports the last sync. Synchronized lapses when no sync has
+// succeeded for four maximum poll intervals.
+func (s *Service) Status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.status
+	st.Servers = slices.Clone(st.Servers)
+	_, st.Source = s.serversLocked()
+	st.Synchronized = !st.LastSync.IsZero() && s.clock.Now().Sub(st.LastSync) < 4*s.MaxPoll
+	return st
+}
+
+// Synced is what the download key checks: the clock is known good.
+func (s *Service) Synced() bool { return s.Status().Synchronized }
+
+// Sync queries every server at once, picks the majority's offset and
+// corrects the clock by it.
+func (s *Service) Sync(ctx context.Context) (Status, error) {
+	servers, _ := s.Servers()
+	if len(servers) == 0 {
+		err := fmt.Errorf("no NTP servers: none configured and none from DHCP")
+		s.record(nil, err)
+		return s.Status(), err
+	}
+	results := make([]ServerStatus, len(servers))
+	samples := make([]*Sample, len(servers))
+	var wg sync.WaitGroup
+	for i, srv := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sm, err := s.query(ctx, srv, s.clock.Now)
+			results[i] = ServerStatus{Server: srv}
+			if err != nil {
+				results[i].Error = err.Error()
+				return
+			}
+			results[i].OffsetMS, results[i].RTTMS, results[i].Stratum = ms(sm.Offset), ms(sm.RTT), sm.Stratum
+			samples[i] = &sm
+		}()
+	}
+	wg.Wait()
+	var got []Sample
+	for _, sm := range samples {
+		if sm != nil {
+			got = append(got, *sm)
+		}
+	}
+	pick, n, err := choose(got)
+	if err != nil {
+		s.record(results, err)
+		return s.Status(), err
+	}
+	s.mu.Lock()
+	step := !s.stepped || pick.Offset > s.StepThreshold || pick.Offset < -s.StepThreshold
+	s.mu.Unlock()
+	action := "slew"
+	if step {
+		action = "step"
+		err = s.clock.Step(pick.Offset)
+	} else {
+		err = s.clock.Slew(pick.Offset)
+	}
+	if err != nil {
+		s.record(results, err)
+		return s.Status(), err
+	}
+	s.log.Info("clock synchronized", "offset", pick.Offset, "action", action, "server", pick.Server, "agreeing", n, "answered", len(got))
+	s.mu.Lock()
+	s.stepped = s.stepped || step
+	s.status = Status{OffsetMS: ms(pick.Offset), Action: action, Server: pick.Server,
+		LastSync: s.clock.Now(), LastAttempt: s.clock.Now(), Servers: results}
+	s.mu.Unlock()
+	return s.Status(), nil
+}
+
+func (s *Service) record(results []ServerStatus, err error) {
+	s.log.Warn("clock not synchronized", "err", err)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.status.Error = err.Error()
+	s.status.LastAttempt = s.clock.Now()
+	s.status.Servers = results
+}
+
+// Run syncs at once and then at an adaptive interval until ctx ends.
+func (s *Service) Run(ctx context.Context) error {
+	interval := s.MinPoll
+	for {
+		st, err := s.Sync(ctx)
+		switch {
+		case err != nil:
+			interval = s.MinPoll
+		case st.Action == "slew" && abs(st.OffsetMS) < ms(s.StepThreshold)/4:
+			interval = min(2*interval, s.MaxPoll)
+		default:
+			interval = s.MinPoll
+		}
+		t := time.NewTimer(interval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-s.kick:
+			t.Stop()
+		case <-t.C:
+		}
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func abs(f float64) float64 {
+	if f < 0 {
+		return -f
+	}
+	return f
+}

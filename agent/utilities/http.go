@@ -1,0 +1,86 @@
+package utilities
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+)
+
+// Mux is where Routes registers its handlers; the agent's API server
+// (authenticated) and *http.ServeMux both fit.
+type Mux interface {
+	Handle(pattern string, h http.Handler)
+}
+
+// Request is the body of every utility endpoint; each uses what it needs.
+type Request struct {
+	Host      string `json:"host"`
+	Port      int    `json:"port,omitempty"`       // tcp
+	Count     int    `json:"count,omitempty"`      // ping; at most MaxCount
+	TimeoutMS int    `json:"timeout_ms,omitempty"` // per attempt; at most MaxTimeout
+}
+
+// Routes registers POST /api/v1/utilities/{ping,dns,tcp}. resolver may be
+// nil for the default one.
+func Routes(mux Mux, resolver *net.Resolver) {
+	if resolver == nil {
+		resolver = net.DefaultResolver
+	}
+	mux.Handle("POST /api/v1/utilities/tcp", handle(func(w http.ResponseWriter, r *http.Request, q Request) {
+		if q.Port < 1 || q.Port > 65535 {
+			writeError(w, http.StatusBadRequest, "port: must be between 1 and 65535.")
+			return
+		}
+		writeJSON(w, http.StatusOK, TCP(r.Context(), q.Host, q.Port, timeout(q)))
+	}))
+	mux.Handle("POST /api/v1/utilities/dns", handle(func(w http.ResponseWriter, r *http.Request, q Request) {
+		writeJSON(w, http.StatusOK, DNS(r.Context(), resolver, q.Host, timeout(q)))
+	}))
+	mux.Handle("POST /api/v1/utilities/ping", handle(func(w http.ResponseWriter, r *http.Request, q Request) {
+		if q.Count > MaxCount {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("count: at most %d.", MaxCount))
+			return
+		}
+		res, err := Ping(r.Context(), resolver, q.Host, q.Count, timeout(q))
+		if err != nil {
+			writeError(w, http.StatusBadGateway, fmt.Sprintf("Ping failed: %v.", err))
+			return
+		}
+		writeJSON(w, http.StatusOK, res)
+	}))
+}
+
+func handle(f func(http.ResponseWriter, *http.Request, Request)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var q Request
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<10))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&q); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("The body is not a utility request: %v.", err))
+			return
+		}
+		if q.Host == "" || len(q.Host) > 253 {
+			writeError(w, http.StatusBadRequest, "host: is required (a host name or an IP address).")
+			return
+		}
+		if q.TimeoutMS < 0 || time.Duration(q.TimeoutMS)*time.Millisecond > MaxTimeout {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("timeout_ms: must be between 0 and %d.", MaxTimeout.Milliseconds()))
+			return
+		}
+		f(w, r, q)
+	})
+}
+
+func timeout(q Request) time.Duration { return time.Duration(q.TimeoutMS) * time.Millisecond }
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}
