@@ -13,10 +13,13 @@ import (
 	"keel.dev/keel/agent/api"
 	"keel.dev/keel/agent/coldplug"
 	"keel.dev/keel/agent/config"
+	"keel.dev/keel/agent/floatip"
 	"keel.dev/keel/agent/identity"
+	"keel.dev/keel/agent/netcfg"
 	"keel.dev/keel/agent/pid1"
 	"keel.dev/keel/agent/slots"
 	"keel.dev/keel/agent/supervisor"
+	"keel.dev/keel/agent/timesync"
 	"keel.dev/keel/agent/users"
 	"keel.dev/keel/image/bootstate"
 	"keel.dev/keel/image/manifest"
@@ -58,6 +61,9 @@ type agent struct {
 	users    *users.Store
 	id       *identity.Identity
 	api      *api.Server
+	network  *netcfg.Manager
+	clock    *timesync.Service
+	floating *floatip.Manager
 	mounts   []string // in mount order; unmounted in reverse at shutdown
 	shutdown chan pid1.Action
 
@@ -66,7 +72,6 @@ type agent struct {
 	result    string // boot.last_result
 	committed bool
 	dataState string
-	links     map[string]string
 }
 
 func newAgent(log *slog.Logger, con io.Writer) *agent {
@@ -77,7 +82,6 @@ func newAgent(log *slog.Logger, con io.Writer) *agent {
 		started:  time.Now(),
 		esp:      slots.Store{Dir: espDir},
 		shutdown: make(chan pid1.Action, 1),
-		links:    map[string]string{},
 	}
 }
 

@@ -25,7 +25,6 @@ import (
 	"keel.dev/keel/agent/config"
 	"keel.dev/keel/agent/datafs"
 	"keel.dev/keel/agent/identity"
-	"keel.dev/keel/agent/netcfg"
 	"keel.dev/keel/agent/pid1"
 	"keel.dev/keel/agent/powerbutton"
 	"keel.dev/keel/agent/slots"
@@ -217,12 +216,7 @@ func (a *agent) loadConfig() error {
 		}
 	}
 	a.cfg = cfg
-	if cfg.Hostname != "" {
-		unix.Sethostname([]byte(cfg.Hostname))
-	}
-	// Programs on the box (and Go's resolver) look localhost up here.
-	hosts := fmt.Sprintf("127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t%s\n", cfg.Hostname)
-	return atomicfile.Write("/etc/hosts", []byte(hosts), 0o644)
+	return nil
 }
 
 func (a *agent) loadUsers() error {
@@ -280,28 +274,11 @@ func (a *agent) loadIdentity() error {
 		// Nowhere durable to keep it: a throwaway identity for this boot.
 		dir = "/run/keel/identity"
 	}
-	id, err := identity.LoadOrCreate(dir, a.serial, []string{a.cfg.Hostname}, time.Now)
+	id, err := identity.LoadOrCreate(dir, a.serial, []string{defaultHostname}, time.Now)
 	if err != nil {
 		return err
 	}
 	a.id = id
-	return nil
-}
-
-func (a *agent) startNetwork() error {
-	links, err := netcfg.PhysicalLinks(3 * time.Second)
-	if err != nil {
-		return err
-	}
-	for _, l := range links {
-		d := &netcfg.DHCP{Link: l, Log: a.log, ResolvConf: "/etc/resolv.conf", OnLease: func(link string, addr *net.IPNet) {
-			a.mu.Lock()
-			a.links[link] = addr.String()
-			a.mu.Unlock()
-		}}
-		a.sup.Start(a.ctx, supervisor.Service{Name: "dhcp " + l, Run: d.Run})
-	}
-	a.log.Info("network started", "links", links)
 	return nil
 }
 
@@ -338,6 +315,7 @@ func (a *agent) startAPI() error {
 		Shutdown: func() error { return a.requestShutdown(pid1.PowerOff) },
 		Healthy:  func() error { return nil },
 	})
+	a.networkRoutes()
 	ln, err := net.Listen("tcp", ":443")
 	if err != nil {
 		return fmt.Errorf("listen on port 443: %w", err)

@@ -1,8 +1,12 @@
 package main
 
 import (
+	"os"
 	"strconv"
 	"strings"
+
+	"keel.dev/keel/agent/netcfg"
+	"keel.dev/keel/agent/timesync"
 )
 
 // Status is GET /api/v1/status.
@@ -26,18 +30,28 @@ type Status struct {
 	Agent struct {
 		RSSBytes int64 `json:"rss_bytes"` // resident memory of PID 1
 	} `json:"agent"`
-	Network  map[string]string `json:"network"`
-	Serial   string            `json:"serial"`
-	Hostname string            `json:"hostname"`
-	Kernel   string            `json:"kernel"`
-	UptimeS  float64           `json:"uptime_s"`
+	Network  *netcfg.Status   `json:"network,omitempty"`
+	Time     *timesync.Status `json:"time,omitempty"`
+	Serial   string           `json:"serial"`
+	Hostname string           `json:"hostname"`
+	Kernel   string           `json:"kernel"`
+	UptimeS  float64          `json:"uptime_s"`
 }
 
 func (a *agent) status() Status {
 	var s Status
 	s.Base.Version = a.version()
 	s.Base.Slot = a.boot0.Slot
-	s.Serial, s.Kernel, s.Hostname = a.serial, a.kernel, a.cfg.Hostname
+	s.Serial, s.Kernel = a.serial, a.kernel
+	s.Hostname, _ = os.Hostname()
+	if a.network != nil {
+		ns := a.network.Status()
+		s.Network = &ns
+	}
+	if a.clock != nil {
+		ts := a.clock.Status()
+		s.Time = &ts
+	}
 	s.UptimeS = uptime()
 	s.Agent.RSSBytes = rss()
 	s.Boot.Trial = a.boot0.Mode == "trial"
@@ -50,10 +64,6 @@ func (a *agent) status() Status {
 	s.Boot.RecoveryReason = a.recovery
 	s.Boot.LastResult = a.result
 	s.Data.State = a.dataState
-	s.Network = map[string]string{}
-	for k, v := range a.links {
-		s.Network[k] = v
-	}
 	return s
 }
 

@@ -12,16 +12,16 @@ import (
 	"keel.dev/keel/agent/atomicfile"
 )
 
-// Config is the appliance's configuration. Later subsystems add sections.
+// Config is the agent's own settings. Subsystems keep theirs in files
+// they own (the network configuration, with the host name, in netcfg).
 type Config struct {
-	Hostname string `json:"hostname"`
 	// Serial is kept here when the hardware reports none, so it stays the
 	// same across reboots.
 	Serial string `json:"serial,omitempty"`
 }
 
 // Default is the configuration of a new box.
-func Default() Config { return Config{Hostname: "keel"} }
+func Default() Config { return Config{} }
 
 // Load reads path; a missing file gives the defaults and created=true.
 func Load(path string) (cfg Config, created bool, err error) {

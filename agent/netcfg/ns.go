@@ -6,6 +6,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // NS is the network namespace a component works in. The zero value is the
@@ -35,12 +36,14 @@ func (n *NS) Close() error {
 	return n.h.Close()
 }
 
-// Netlink opens a netlink handle bound to the namespace.
+// Netlink opens a route netlink handle bound to the namespace. Only
+// NETLINK_ROUTE: with no family named, the library also opens XFRM and
+// netfilter sockets, which fail on a kernel without those modules loaded.
 func (n NS) Netlink() (*netlink.Handle, error) {
 	if !n.open {
-		return netlink.NewHandle()
+		return netlink.NewHandle(unix.NETLINK_ROUTE)
 	}
-	return netlink.NewHandleAt(n.h)
+	return netlink.NewHandleAt(n.h, unix.NETLINK_ROUTE)
 }
 
 // Do runs fn on an OS thread that is inside the namespace. Sockets fn opens

@@ -36,6 +36,15 @@ func TestBootStatusPowerButton(t *testing.T) {
 		t.Errorf("status lacks serial, kernel, uptime or last result: %+v", st)
 	}
 
+	// The network manager runs DHCP on the NIC by default, and the time
+	// service answers (unsynchronised: QEMU's isolated network has no NTP).
+	if code, body := API(t, vm, "GET", "/api/v1/network", pw); code != http.StatusOK || !strings.Contains(string(body), `"dhcp"`) {
+		t.Errorf("GET /api/v1/network: %d %s", code, body)
+	}
+	if code, body := API(t, vm, "GET", "/api/v1/time", pw); code != http.StatusOK || !strings.Contains(string(body), `"synchronized"`) {
+		t.Errorf("GET /api/v1/time: %d %s", code, body)
+	}
+
 	PowerOff(t, vm)
 	if !strings.Contains(vm.Output(), "unmounted") {
 		t.Error("the console does not show the data partition being unmounted")

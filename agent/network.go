@@ -1,0 +1,112 @@
+package main
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"keel.dev/keel/agent/atomicfile"
+	"keel.dev/keel/agent/floatip"
+	"keel.dev/keel/agent/netcfg"
+	"keel.dev/keel/agent/supervisor"
+	"keel.dev/keel/agent/timesync"
+	"keel.dev/keel/agent/utilities"
+)
+
+const (
+	networkPath = keelDir + "/network.json"
+	// defaultHostname is used until the operator sets one.
+	defaultHostname = "keel"
+)
+
+// startNetwork runs the network manager, the time service and the floating
+// address manager. A box without a network configuration (first boot, or a
+// damaged data partition) runs DHCP on every link that has a carrier.
+func (a *agent) startNetwork() error {
+	path := networkPath
+	if !a.dataMounted() {
+		path = "" // nowhere durable: keep it in memory
+	}
+	a.clock = timesync.New(timesync.SystemClock{RTC: "/dev/rtc0"}, nil, a.log)
+	fm, err := floatip.New(netcfg.NS{}, a.log)
+	if err != nil {
+		return fmt.Errorf("floating addresses: %w", err)
+	}
+	a.floating = fm
+	nm, err := netcfg.NewManager(netcfg.ManagerOptions{
+		Path: path, ResolvConf: "/etc/resolv.conf", Log: a.log,
+		SetHostname: a.setHostname,
+		OnNTP:       a.clock.SetServers,
+		OnLease: func(l netcfg.Lease, ok bool) {
+			var ntp []netip.Addr
+			if ok {
+				ntp = l.NTP
+			}
+			a.clock.SetDHCPServers(l.Link, ntp)
+		},
+		Keep: fm.Holds,
+	})
+	if err != nil {
+		// A damaged network.json must not cut the box off: fall back to
+		// DHCP in memory and say so; the file stays for the operator.
+		a.say("the network configuration could not be read (%v); using DHCP on every link until it is fixed", err)
+		if nm, err = netcfg.NewManager(netcfg.ManagerOptions{ResolvConf: "/etc/resolv.conf", Log: a.log, SetHostname: a.setHostname, OnNTP: a.clock.SetServers, Keep: fm.Holds}); err != nil {
+			return err
+		}
+	}
+	a.network = nm
+	if len(nm.Config().Interfaces) == 0 {
+		links, err := netcfg.PhysicalLinks(3 * time.Second)
+		if err != nil {
+			return err
+		}
+		cfg := nm.Config()
+		for _, l := range links {
+			cfg.Interfaces = append(cfg.Interfaces, netcfg.Interface{Name: l, Enabled: true,
+				Addresses: []netcfg.Address{{Method: netcfg.MethodDHCP, Enabled: true}}})
+		}
+		if cfg.Hostname == "" {
+			cfg.Hostname = defaultHostname
+		}
+		if _, err := nm.Apply(cfg); err != nil {
+			a.log.Warn("default network configuration not applied", "err", err)
+		}
+	}
+	a.sup.Start(a.ctx, supervisor.Service{Name: "network", Run: nm.Run})
+	a.sup.Start(a.ctx, supervisor.Service{Name: "time", Run: a.clock.Run})
+	return nil
+}
+
+// setHostname sets the kernel's host name and the /etc/hosts line local
+// programs (and Go's resolver) use to find it and localhost.
+func (a *agent) setHostname(name string) error {
+	if name == "" {
+		name = defaultHostname
+	}
+	if err := netcfg.SystemHostname(name); err != nil {
+		return err
+	}
+	hosts := fmt.Sprintf("127.0.0.1\tlocalhost\n::1\tlocalhost\n127.0.1.1\t%s\n", name)
+	return atomicfile.Write("/etc/hosts", []byte(hosts), 0o644)
+}
+
+// networkRoutes registers the network, time, floating address and utility
+// endpoints on the API.
+func (a *agent) networkRoutes() {
+	if a.network != nil {
+		a.network.Routes(a.api)
+	}
+	if a.clock != nil {
+		a.clock.Routes(a.api, func(servers []string) error {
+			cfg := a.network.Config()
+			cfg.NTPServers = slices.Clone(servers)
+			_, err := a.network.Apply(cfg)
+			return err
+		})
+	}
+	if a.floating != nil {
+		a.floating.Routes(a.api)
+	}
+	utilities.Routes(a.api, nil)
+}
