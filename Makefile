@@ -54,6 +54,7 @@ test-unit:
 bench: image
 	KEEL_IMAGE=$(CURDIR)/build/keel.img KEEL_KERNEL_DIR=$(CURDIR)/build/kernel KEEL_INITRAMFS=$(CURDIR)/$(INITRAMFS) \
 		go run ./qemu/cmd/bench
+	go run ./qemu/cmd/netbench -runs 9
 
 clean:
 	rm -rf build/keel.img build/keel.qcow2 $(INITRAMFS)

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -82,15 +83,27 @@ func (a *agent) loadDrivers() error {
 		return err
 	}
 	a.loader = l
+	// File systems and character sets have no device to match; they load
+	// beside the device drivers rather than after them.
+	fsDone := make(chan struct{})
+	go func() {
+		defer close(fsDone)
+		var wg sync.WaitGroup
+		for _, m := range []string{"vfat", "nls_cp437", "nls_ascii", "nls_iso8859_1", "nls_utf8", "squashfs", "ext4"} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := l.Load(a.ctx, m); err != nil && !errors.Is(err, coldplug.ErrUnknown) {
+					a.log.Warn("module not loaded", "module", m, "err", err)
+				}
+			}()
+		}
+		wg.Wait()
+	}()
 	loaded, err := l.Coldplug(a.ctx)
+	<-fsDone
 	if err != nil {
 		return err
-	}
-	// File systems and character sets have no device to match.
-	for _, m := range []string{"vfat", "nls_cp437", "nls_ascii", "nls_iso8859_1", "nls_utf8", "squashfs", "ext4"} {
-		if err := l.Load(a.ctx, m); err != nil && !errors.Is(err, coldplug.ErrUnknown) {
-			a.log.Warn("module not loaded", "module", m, "err", err)
-		}
 	}
 	a.log.Info("drivers loaded", "modules", len(loaded))
 	a.sup.Start(a.ctx, supervisor.Service{Name: "hotplug", Run: l.Watch})

@@ -83,7 +83,11 @@ func buildArgs(c Config, f runFiles, httpsPort int) []string {
 	// restrict=on isolates the guest: no packets leave through the host,
 	// and the gateway does not reach host services. DHCP from slirp and the
 	// explicit forwards below still work.
-	netdev := "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:" + strconv.Itoa(httpsPort) + "-:443"
+	restrict := "on"
+	if c.HostLoopback {
+		restrict = "off"
+	}
+	netdev := "user,id=n0,restrict=" + restrict + ",hostfwd=tcp:127.0.0.1:" + strconv.Itoa(httpsPort) + "-:443"
 	for _, r := range c.HostFwd {
 		netdev += ",hostfwd=" + escape(r)
 	}

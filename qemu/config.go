@@ -59,6 +59,12 @@ type Config struct {
 	// listen). With restrict=on these forwards are the only way out of the
 	// guest; the gateway 10.0.2.2 does not reach the host.
 	GuestFwd []string
+	// HostLoopback lifts restrict=on so the guest reaches the host's
+	// loopback services at 10.0.2.2 over UDP too (an NTP server, say).
+	// The user network then also routes to other addresses: use it only
+	// for guests that send to 10.0.2.2 alone, as keel's agent does when it
+	// is configured with nothing else.
+	HostLoopback bool
 	// KVM uses -accel kvm (and -cpu host) instead of TCG. The environment
 	// variable KEEL_KVM=1 turns it on too. Never the default: nested KVM
 	// hangs on the build machines.

@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -55,9 +57,20 @@ softdep jbd2 pre: crypto-crc32c post: nonexistent
 // fakeSystem is a root with lib/modules and a sys tree whose devices change
 // as modules "load", like the kernel's.
 type fakeSystem struct {
-	t        *testing.T
-	root     string
+	t    *testing.T
+	root string
+
+	// mu guards the fields below: with Workers > 1 insert runs on
+	// several goroutines.
+	mu       sync.Mutex
 	inserted []string
+	// delay is how long a module's insertion takes (its probe).
+	delay map[string]time.Duration
+	// started and ended record when each insertion began and finished;
+	// active and maxActive count concurrent insertions.
+	started, ended    map[string]time.Time
+	calls             map[string]int
+	active, maxActive int
 	// exist are modules the kernel already has (finit_module: EEXIST).
 	exist map[string]bool
 	// broken fail to load.
@@ -69,10 +82,14 @@ type fakeSystem struct {
 func newFakeSystem(t *testing.T) *fakeSystem {
 	t.Helper()
 	fs := &fakeSystem{
-		t:      t,
-		root:   t.TempDir(),
-		exist:  map[string]bool{"virtio_ring": true},
-		broken: map[string]bool{"broken": true},
+		t:       t,
+		root:    t.TempDir(),
+		exist:   map[string]bool{"virtio_ring": true},
+		delay:   map[string]time.Duration{},
+		started: map[string]time.Time{},
+		ended:   map[string]time.Time{},
+		calls:   map[string]int{},
+		broken:  map[string]bool{"broken": true},
 		reveals: map[string]map[string]string{
 			"virtio_pci": {
 				"pci0000:00/0000:00:03.0/virtio0": "virtio:d00000001v00001AF4",
@@ -120,13 +137,31 @@ func (fs *fakeSystem) insert(file string) error {
 		return fmt.Errorf("unexpected module file %s", file)
 	}
 	name := strings.ReplaceAll(strings.TrimSuffix(filepath.Base(file), ".ko"), "-", "_")
+	fs.mu.Lock()
+	fs.calls[name]++
 	switch {
 	case fs.exist[name]:
+		fs.mu.Unlock()
 		return fmt.Errorf("finit_module %s: %w", name, unix.EEXIST)
 	case fs.broken[name]:
+		fs.mu.Unlock()
 		return fmt.Errorf("finit_module %s: %w", name, unix.ENOEXEC)
 	}
+	// Like the kernel, a second load of a module still initialising
+	// gets EEXIST.
 	fs.exist[name] = true
+	fs.started[name] = time.Now()
+	fs.active++
+	fs.maxActive = max(fs.maxActive, fs.active)
+	d := fs.delay[name]
+	fs.mu.Unlock()
+
+	time.Sleep(d) // the probe
+
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.active--
+	fs.ended[name] = time.Now()
 	fs.inserted = append(fs.inserted, name)
 	for dev, alias := range fs.reveals[name] {
 		fs.device(dev, alias)

@@ -169,7 +169,7 @@ func (ix *index) addSoftdep(line string) error {
 			cur = &post
 		default:
 			if cur == nil {
-				return fmt.Errorf("softdep name %q before pre: or post:", tok)
+				return fmt.Errorf("softdep name %q comes before any pre: or post: marker", tok)
 			}
 			*cur = append(*cur, tok)
 		}

@@ -62,9 +62,7 @@ func (l *Loader) Watch(ctx context.Context) error {
 		if action != "add" || modalias == "" {
 			continue
 		}
-		l.mu.Lock()
 		l.handleModalias(ctx, modalias)
-		l.mu.Unlock()
 	}
 }
 

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
 )
 
 // Mux is where Routes registers its handlers; the agent's API server
@@ -13,10 +15,18 @@ type Mux interface {
 	Handle(pattern string, h http.Handler)
 }
 
-// Routes registers GET and PUT /api/v1/network.
+// Routes registers GET and PUT /api/v1/network and
+// POST /api/v1/network/confirm.
+//
+// A PUT that could cut off the client that made it (it changes the link
+// the request arrived on, or the routing; see NeedsConfirm) answers 202
+// with confirm_token and rollback_at instead of 200: the client must POST
+// {"token": confirm_token} to /api/v1/network/confirm, over the network as
+// it now is, before rollback_at or the previous configuration comes back.
 func (m *Manager) Routes(mux Mux) {
 	mux.Handle("GET /api/v1/network", http.HandlerFunc(m.getNetwork))
 	mux.Handle("PUT /api/v1/network", http.HandlerFunc(m.putNetwork))
+	mux.Handle("POST /api/v1/network/confirm", http.HandlerFunc(m.confirm))
 }
 
 type networkView struct {
@@ -36,11 +46,18 @@ func (m *Manager) putNetwork(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("The body is not a network configuration: %v.", err), nil)
 		return
 	}
-	res, err := m.Apply(c)
+	res, p, err := m.ApplyFrom(c, localAddr(r))
 	var verr ValidationError
 	switch {
 	case errors.As(err, &verr):
 		writeError(w, http.StatusBadRequest, verr.Error()+".", verr)
+		return
+	case err != nil && p != nil:
+		// Partly applied and still rolled back unless confirmed; the
+		// client needs the token either way.
+		writeJSON(w, http.StatusInternalServerError, map[string]any{
+			"error":         fmt.Sprintf("The configuration was not fully applied: %v. Confirm it to keep it anyway.", err),
+			"confirm_token": p.Token, "rollback_at": p.RollbackAt})
 		return
 	case err != nil:
 		// Applied as far as it went and kept; the operator sees what
@@ -48,10 +65,66 @@ func (m *Manager) putNetwork(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, fmt.Sprintf("The configuration was saved but not fully applied: %v.", err), nil)
 		return
 	}
-	writeJSON(w, http.StatusOK, struct {
+	code := http.StatusOK
+	if p != nil {
+		code = http.StatusAccepted
+	}
+	writeJSON(w, code, struct {
 		networkView
 		Applied Result `json:"applied"`
-	}{networkView{Config: m.Config(), Status: m.Status()}, res})
+		*Pending
+	}{networkView{Config: m.Config(), Status: m.Status()}, res, p})
+}
+
+func (m *Manager) confirm(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Token string `json:"token"`
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil || body.Token == "" {
+		writeError(w, http.StatusBadRequest, `The body must be {"token": "<confirm_token from the PUT>"}.`, nil)
+		return
+	}
+	err := m.Confirm(body.Token)
+	switch {
+	case errors.Is(err, ErrWrongToken):
+		writeError(w, http.StatusForbidden, sentence(err), nil)
+	case errors.Is(err, ErrNothingPending):
+		writeError(w, http.StatusConflict, sentence(err), nil)
+	case err != nil:
+		writeError(w, http.StatusInternalServerError, fmt.Sprintf("The configuration is kept but %v.", err), nil)
+	default:
+		writeJSON(w, http.StatusOK, networkView{Config: m.Config(), Status: m.Status()})
+	}
+}
+
+// localAddr is the box's address the request arrived on; invalid when
+// the server does not say (a test calling the handler directly).
+func localAddr(r *http.Request) netip.Addr {
+	a, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if a == nil {
+		return netip.Addr{}
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap().WithZone("")
+}
+
+func sentence(err error) string {
+	s := err.Error()
+	if s == "" {
+		return s
+	}
+	if s[0] >= 'a' && s[0] <= 'z' {
+		s = string(s[0]-'a'+'A') + s[1:]
+	}
+	if s[len(s)-1] != '.' {
+		s += "."
+	}
+	return s
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

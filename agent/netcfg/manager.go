@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -24,6 +25,10 @@ type Manager struct {
 	rec  *Reconciler
 	log  *slog.Logger
 
+	// applyMu serialises applies, confirmations and rollbacks, so a
+	// rollback cannot interleave with an operator's next change.
+	applyMu sync.Mutex
+
 	mu      sync.Mutex
 	cfg     Config
 	last    Result
@@ -31,6 +36,9 @@ type Manager struct {
 	leases  map[string]Lease              // by link name
 	clients map[string]context.CancelFunc // DHCP clients by link name
 	ctx     context.Context               // set while Run runs
+	closed  bool                          // Run has ended; no more rollbacks
+	pending *pending                      // a change awaiting confirmation
+	rolled  time.Time                     // when the last rollback happened
 }
 
 // ManagerOptions configures a Manager; zero values are safe.
@@ -49,6 +57,10 @@ type ManagerOptions struct {
 	// Keep protects addresses another service holds (floating addresses);
 	// see Reconciler.Keep.
 	Keep func(link string, p netip.Prefix) bool
+	// ConfirmTimeout is how long a change that could cut off its client
+	// waits for confirmation before it is rolled back; 0 means
+	// DefaultConfirmTimeout. Tests shorten it.
+	ConfirmTimeout time.Duration
 }
 
 // SystemHostname sets the kernel's host name; use it for
@@ -99,16 +111,28 @@ func (m *Manager) Reconciler() *Reconciler { return m.rec }
 // Run applies the configuration and keeps DHCP clients running until ctx
 // ends; then it stops them, which releases their leases.
 func (m *Manager) Run(ctx context.Context) error {
+	m.applyMu.Lock()
 	m.mu.Lock()
 	m.ctx = ctx
 	cfg := m.cfg
 	m.mu.Unlock()
-	if _, err := m.apply(cfg, false); err != nil {
+	_, err := m.apply(cfg, false, true)
+	m.applyMu.Unlock()
+	if err != nil {
 		m.log.Warn("network configuration not fully applied", "err", err)
 	}
 	<-ctx.Done()
+	m.applyMu.Lock()
+	defer m.applyMu.Unlock()
 	m.mu.Lock()
 	m.ctx = nil
+	m.closed = true
+	if m.pending != nil {
+		// The file still holds the confirmed configuration, so the
+		// next boot applies that one.
+		m.pending.timer.Stop()
+		m.pending = nil
+	}
 	for link, stop := range m.clients {
 		stop()
 		delete(m.clients, link)
@@ -120,24 +144,31 @@ func (m *Manager) Run(ctx context.Context) error {
 
 // Apply validates c, applies it, and keeps it as the configuration in
 // force. A configuration that fails validation changes nothing and the
-// error is a ValidationError.
+// error is a ValidationError. It is a deliberate change by the agent or
+// the console, so it also settles any change awaiting confirmation.
 func (m *Manager) Apply(c Config) (Result, error) {
 	if err := c.Validate(); err != nil {
 		return Result{}, err
 	}
-	return m.apply(c, true)
+	m.applyMu.Lock()
+	defer m.applyMu.Unlock()
+	m.settle()
+	return m.apply(c, true, false)
 }
 
-func (m *Manager) apply(c Config, save bool) (Result, error) {
+// apply makes c the configuration in force. persist writes it to the file
+// (a change awaiting confirmation is not written, so a reboot before the
+// confirmation comes back with the confirmed one); boot sets the host name
+// even when it has not changed. The caller holds applyMu.
+func (m *Manager) apply(c Config, persist, boot bool) (Result, error) {
 	res, err := m.rec.Apply(c)
 	var errs []error
 	if err != nil {
 		errs = append(errs, err)
 	}
-	if save && m.opts.Path != "" {
-		b, _ := json.MarshalIndent(c, "", "  ")
-		if err := atomicfile.Write(m.opts.Path, append(b, '\n'), 0o600); err != nil {
-			errs = append(errs, fmt.Errorf("save network configuration: %w", err))
+	if persist {
+		if err := m.save(c); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	m.mu.Lock()
@@ -150,7 +181,7 @@ func (m *Manager) apply(c Config, save bool) (Result, error) {
 	if err := m.writeResolver(); err != nil {
 		errs = append(errs, err)
 	}
-	if c.Hostname != "" && m.opts.SetHostname != nil && (c.Hostname != prevHost || !save) {
+	if c.Hostname != "" && m.opts.SetHostname != nil && (c.Hostname != prevHost || boot) {
 		if err := m.opts.SetHostname(c.Hostname); err != nil {
 			errs = append(errs, err)
 		}
@@ -159,6 +190,17 @@ func (m *Manager) apply(c Config, save bool) (Result, error) {
 		m.opts.OnNTP(slices.Clone(c.NTPServers))
 	}
 	return res, errors.Join(errs...)
+}
+
+func (m *Manager) save(c Config) error {
+	if m.opts.Path == "" {
+		return nil
+	}
+	b, _ := json.MarshalIndent(c, "", "  ")
+	if err := atomicfile.Write(m.opts.Path, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("save network configuration: %w", err)
+	}
+	return nil
 }
 
 // syncDHCP starts a client on each enabled link that asks for DHCP and
@@ -260,11 +302,15 @@ func (m *Manager) writeResolver() error {
 
 // Status is what GET /api/v1/network reports besides the configuration.
 type Status struct {
-	Leases    []Lease  `json:"leases"`
-	LastApply Result   `json:"last_apply"`
-	LastError string   `json:"last_error,omitempty"`
-	Changes   uint64   `json:"netlink_changes"`
-	DHCPLinks []string `json:"dhcp_links"`
+	// Pending is set while a change waits for its client's confirmation.
+	Pending *PendingStatus `json:"pending,omitempty"`
+	// RolledBackAt is when an unconfirmed change was last rolled back.
+	RolledBackAt *time.Time `json:"rolled_back_at,omitempty"`
+	Leases       []Lease    `json:"leases"`
+	LastApply    Result     `json:"last_apply"`
+	LastError    string     `json:"last_error,omitempty"`
+	Changes      uint64     `json:"netlink_changes"`
+	DHCPLinks    []string   `json:"dhcp_links"`
 }
 
 // Status reports leases and the last apply.
@@ -272,6 +318,13 @@ func (m *Manager) Status() Status {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	st := Status{LastApply: m.last, Changes: m.rec.Changes(), Leases: []Lease{}, DHCPLinks: []string{}}
+	if m.pending != nil {
+		st.Pending = &PendingStatus{RollbackAt: m.pending.deadline}
+	}
+	if !m.rolled.IsZero() {
+		t := m.rolled
+		st.RolledBackAt = &t
+	}
 	if m.lastErr != nil {
 		st.LastError = m.lastErr.Error()
 	}

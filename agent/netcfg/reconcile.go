@@ -131,6 +131,12 @@ func (r *Reconciler) applyLink(l netlink.Link, ifc Interface, res *Result) error
 	if err := r.applySLAAC(name, ifc.UsesSLAAC(), res); err != nil {
 		errs = append(errs, err)
 	}
+	// Before any address is removed: without promote_secondaries the
+	// kernel silently drops every other address of a subnet with its
+	// primary, so removing 10.0.0.1 would also take 10.0.0.2 away.
+	if err := r.promoteSecondaries(name, res); err != nil {
+		errs = append(errs, err)
+	}
 	if err := r.applyAddrs(l, ifc, res); err != nil {
 		errs = append(errs, err)
 	}
@@ -225,4 +231,23 @@ func (r *Reconciler) applyAddrs(l netlink.Link, ifc Interface, res *Result) erro
 		res.Changes = append(res.Changes, fmt.Sprintf("add address %s on %s", p, name))
 	}
 	return errors.Join(errs...)
+}
+
+// promoteSecondaries makes the kernel keep the other addresses of a
+// subnet when its primary address is removed.
+func (r *Reconciler) promoteSecondaries(link string, res *Result) error {
+	key := "net/ipv4/conf/" + link + "/promote_secondaries"
+	got, err := r.sysctl.Get(key)
+	if isNotExist(err) || got == "1" {
+		return nil // no IPv4 on this kernel or link
+	}
+	if err != nil {
+		return err
+	}
+	r.changes.Add(1)
+	if err := r.sysctl.Set(key, "1"); err != nil {
+		return err
+	}
+	res.Changes = append(res.Changes, "set "+key+" to 1")
+	return nil
 }

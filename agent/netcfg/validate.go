@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 )
 
@@ -187,8 +188,16 @@ func (c Config) Validate() error {
 		bad("hostname", "%q is not a host name (letters, digits and hyphens in dot-separated labels, at most 64 characters)", c.Hostname)
 	}
 	for k, s := range c.NTPServers {
-		if _, err := netip.ParseAddr(s); err != nil && !validHostname(s, 253) {
-			bad(fmt.Sprintf("ntp_servers[%d]", k), "%q is neither an IP address nor a host name", s)
+		// The time service takes "host" or "host:port" (a server on a
+		// non-standard port); so must its configuration.
+		host := s
+		if h, port, err := net.SplitHostPort(s); err == nil {
+			if n, perr := strconv.Atoi(port); perr == nil && n > 0 && n < 65536 {
+				host = h
+			}
+		}
+		if _, err := netip.ParseAddr(host); err != nil && !validHostname(host, 253) {
+			bad(fmt.Sprintf("ntp_servers[%d]", k), "%q is neither an IP address nor a host name (with an optional :port)", s)
 		}
 	}
 	if len(errs) > 0 {

@@ -31,13 +31,14 @@ type TimeConfig struct {
 }
 
 type timeView struct {
-	Servers []string `json:"servers"`
-	Status  Status   `json:"status"`
+	Now     time.Time `json:"now"` // the box's clock, so an operator sees how far off it is
+	Servers []string  `json:"servers"`
+	Status  Status    `json:"status"`
 }
 
 func (s *Service) view() timeView {
 	servers, _ := s.Servers()
-	return timeView{Servers: servers, Status: s.Status()}
+	return timeView{Now: s.clock.Now().UTC(), Servers: servers, Status: s.Status()}
 }
 
 func (s *Service) getTime(w http.ResponseWriter, r *http.Request) {

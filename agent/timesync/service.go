@@ -30,6 +30,9 @@ type Service struct {
 	clock Clock
 	log   *slog.Logger
 	query QueryFunc
+	// syncing serialises Sync: two corrections measured against the same
+	// clock would each apply the whole offset.
+	syncing sync.Mutex
 
 	// StepThreshold: offsets larger than this are stepped, smaller ones
 	// slewed. The first correction after start is always a step.
@@ -185,6 +188,8 @@ func (s *Service) Synced() bool { return s.Status().Synchronized }
 // Sync queries every server at once, picks the majority's offset and
 // corrects the clock by it.
 func (s *Service) Sync(ctx context.Context) (Status, error) {
+	s.syncing.Lock()
+	defer s.syncing.Unlock()
 	servers, _ := s.Servers()
 	if len(servers) == 0 {
 		err := fmt.Errorf("no NTP servers: none configured and none from DHCP")

@@ -20,9 +20,11 @@ type Request struct {
 	Port      int    `json:"port,omitempty"`       // tcp
 	Count     int    `json:"count,omitempty"`      // ping; at most MaxCount
 	TimeoutMS int    `json:"timeout_ms,omitempty"` // per attempt; at most MaxTimeout
+	MaxHops   int    `json:"max_hops,omitempty"`   // traceroute; at most MaxHops
+	Probe     string `json:"probe,omitempty"`      // traceroute: "icmp" (default) or "udp"
 }
 
-// Routes registers POST /api/v1/utilities/{ping,dns,tcp}. resolver may be
+// Routes registers POST /api/v1/utilities/{ping,traceroute,dns,tcp}. resolver may be
 // nil for the default one.
 func Routes(mux Mux, resolver *net.Resolver) {
 	if resolver == nil {
@@ -37,6 +39,22 @@ func Routes(mux Mux, resolver *net.Resolver) {
 	}))
 	mux.Handle("POST /api/v1/utilities/dns", handle(func(w http.ResponseWriter, r *http.Request, q Request) {
 		writeJSON(w, http.StatusOK, DNS(r.Context(), resolver, q.Host, timeout(q)))
+	}))
+	mux.Handle("POST /api/v1/utilities/traceroute", handle(func(w http.ResponseWriter, r *http.Request, q Request) {
+		if q.MaxHops < 0 || q.MaxHops > MaxHops {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("max_hops: must be between 1 and %d.", MaxHops))
+			return
+		}
+		if q.Probe != "" && q.Probe != ProbeICMP && q.Probe != ProbeUDP {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("probe: must be %q or %q.", ProbeICMP, ProbeUDP))
+			return
+		}
+		res, err := Traceroute(r.Context(), resolver, q.Host, TraceOptions{MaxHops: q.MaxHops, Timeout: timeout(q), Probe: q.Probe})
+		if err != nil {
+			writeError(w, http.StatusBadGateway, fmt.Sprintf("Traceroute failed: %v.", err))
+			return
+		}
+		writeJSON(w, http.StatusOK, res)
 	}))
 	mux.Handle("POST /api/v1/utilities/ping", handle(func(w http.ResponseWriter, r *http.Request, q Request) {
 		if q.Count > MaxCount {

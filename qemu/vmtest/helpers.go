@@ -149,10 +149,19 @@ type Status struct {
 // network comes up.
 func API(t testing.TB, vm *qemu.VM, method, path, password string) (int, []byte) {
 	t.Helper()
+	return APIBody(t, vm, method, path, password, "")
+}
+
+// APIBody is API with a JSON request body.
+func APIBody(t testing.TB, vm *qemu.VM, method, path, password, body string) (int, []byte) {
+	t.Helper()
 	url := fmt.Sprintf("https://127.0.0.1:%d%s", vm.HTTPSPort(), path)
 	deadline := time.Now().Add(90 * time.Second)
 	for {
-		req, _ := http.NewRequest(method, url, nil)
+		req, _ := http.NewRequest(method, url, strings.NewReader(body))
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
 		if password != "" {
 			req.SetBasicAuth("admin", password)
 		}

@@ -13,14 +13,24 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
-	"testing"
+	"sync/atomic"
 	"time"
 
 	"keel.dev/keel/agent/netcfg"
 )
 
+// T is the part of testing.TB a Lab uses; a command (the network
+// benchmarks) can supply its own.
+type T interface {
+	Helper()
+	Cleanup(func())
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Skip(args ...any)
+}
+
 // RequireRoot skips the test unless it runs as root with iproute2.
-func RequireRoot(t testing.TB) {
+func RequireRoot(t T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("skipped: needs root to create network namespaces (run the tests as root)")
@@ -32,7 +42,7 @@ func RequireRoot(t testing.TB) {
 
 // Lab is a set of namespaces on one bridge.
 type Lab struct {
-	t      testing.TB
+	t      T
 	prefix string
 	hub    string
 	mu     sync.Mutex
@@ -41,9 +51,10 @@ type Lab struct {
 
 // New makes the hub namespace and its bridge; it needs root (call
 // RequireRoot first).
-func New(t testing.TB) *Lab {
+func New(t T) *Lab {
 	t.Helper()
-	l := &Lab{t: t, prefix: fmt.Sprintf("keel%d%x", os.Getpid(), time.Now().UnixNano()&0xfff)}
+	// The counter keeps two labs of one test (a routed topology) apart.
+	l := &Lab{t: t, prefix: fmt.Sprintf("keel%d%x%d", os.Getpid(), time.Now().UnixNano()&0xfff, labs.Add(1))}
 	l.hub = l.prefix + "-hub"
 	l.ns("add", l.hub)
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", l.hub).Run() })
@@ -51,6 +62,8 @@ func New(t testing.TB) *Lab {
 	l.ip("-n", l.hub, "link", "set", "br0", "up")
 	return l
 }
+
+var labs atomic.Uint32
 
 // Node is one namespace with an interface eth0 on the lab's bridge.
 type Node struct {
@@ -88,6 +101,20 @@ func (l *Lab) Node(name string) *Node {
 		l.t.Fatalf("eth0 MAC of %s: %v", n.Name, err)
 	}
 	return n
+}
+
+// Attach joins an existing node (of this lab or another) to this lab's
+// bridge with a new interface ifname, up: a node attached to two labs is a
+// router between two segments.
+func (l *Lab) Attach(n *Node, ifname string) {
+	l.t.Helper()
+	l.mu.Lock()
+	l.nodes++
+	peer := fmt.Sprintf("p%d", l.nodes)
+	l.mu.Unlock()
+	l.ip("-n", l.hub, "link", "add", peer, "type", "veth", "peer", "name", ifname, "netns", n.Name)
+	l.ip("-n", l.hub, "link", "set", peer, "master", "br0", "up")
+	l.ip("-n", n.Name, "link", "set", ifname, "up")
 }
 
 // Exec runs a command inside the node and returns its output, failing the

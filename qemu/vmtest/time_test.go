@@ -1,0 +1,115 @@
+package vmtest
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"keel.dev/keel/qemu"
+)
+
+// A box whose RTC is years in the past steps its clock from an NTP server
+// (chrony on the host's loopback, reached through QEMU's user network),
+// writes the RTC, and keeps the right time across a reboot with the server
+// gone. The host's clock is never touched: chronyd runs with -x.
+func TestClockStepsFromNTPAndSurvivesReboot(t *testing.T) {
+	e := Require(t)
+	chronyd, err := exec.LookPath("chronyd")
+	if err != nil {
+		t.Fatal("chronyd not found: run `make deps` (Debian package chrony)")
+	}
+	port := freeUDPPort(t)
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "chrony.conf")
+	os.WriteFile(conf, []byte(fmt.Sprintf("port %d\nbindaddress 127.0.0.1\nallow 127.0.0.1\nlocal stratum 8\ncmdport 0\npidfile %s/chronyd.pid\ndriftfile %s/drift\n", port, dir, dir)), 0o644)
+	srv := exec.Command(chronyd, "-x", "-d", "-f", conf)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	stop := func() {
+		if !stopped {
+			srv.Process.Kill()
+			srv.Wait()
+			stopped = true
+		}
+	}
+	t.Cleanup(stop)
+
+	vm := Boot(t, qemu.Config{Image: e.Image, RTCBase: "2020-01-01T00:00:00", HostLoopback: true})
+	WaitReady(t, vm)
+	pw := Password(vm)
+	if off := clockOffset(t, vm, pw); off > -365*24*time.Hour {
+		t.Fatalf("the box's clock is only %v off before any sync; -rtc base did not take", off)
+	}
+	if code, body := APIBody(t, vm, "PUT", "/api/v1/time", pw, fmt.Sprintf(`{"servers":["10.0.2.2:%d"]}`, port)); code != http.StatusOK {
+		t.Fatalf("PUT /api/v1/time: %d %s", code, body)
+	}
+	var synced bool
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(time.Second) {
+		if code, _ := API(t, vm, "POST", "/api/v1/time/sync", pw); code == http.StatusOK {
+			synced = true
+			break
+		}
+	}
+	if !synced {
+		t.Fatal("the box never synchronized with the NTP server")
+	}
+	if off := clockOffset(t, vm, pw); off > time.Second || off < -time.Second {
+		t.Fatalf("after the step the box is %v off the host", off)
+	}
+
+	// Reboot with the server gone: the time now comes from the RTC, which
+	// counts whole seconds.
+	stop()
+	if code, body := API(t, vm, "POST", "/api/v1/power/reboot", pw); code != http.StatusAccepted {
+		t.Fatalf("reboot: %d %s", code, body)
+	}
+	if _, err := vm.Expect(`keel: reboot`, ShutdownTimeout); err != nil {
+		t.Fatal(err)
+	}
+	WaitReady(t, vm)
+	// Observed here: the box comes back 3–4 s ahead of the host after the
+	// reboot, not the ≤1 s the RTC's whole seconds explain; the cause is
+	// open (QEMU's emulated RTC under TCG is a suspect). 5 s still tells a
+	// written RTC from an unwritten one, which is years off.
+	if off := clockOffset(t, vm, pw); off > 5*time.Second || off < -5*time.Second {
+		t.Fatalf("after the reboot the box is %v off the host: the RTC was not written", off)
+	}
+	PowerOff(t, vm)
+}
+
+// clockOffset is the box's clock minus the host's, taking the request's
+// midpoint as the moment the box read its clock.
+func clockOffset(t *testing.T, vm *qemu.VM, pw string) time.Duration {
+	t.Helper()
+	before := time.Now()
+	code, body := API(t, vm, "GET", "/api/v1/time", pw)
+	after := time.Now()
+	if code != http.StatusOK {
+		t.Fatalf("GET /api/v1/time: %d %s", code, body)
+	}
+	var v struct {
+		Now time.Time `json:"now"`
+	}
+	if err := json.Unmarshal(body, &v); err != nil {
+		t.Fatal(err)
+	}
+	return v.Now.Sub(before.Add(after.Sub(before) / 2))
+}
+
+func freeUDPPort(t *testing.T) int {
+	t.Helper()
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
