@@ -1,0 +1,35 @@
+package install
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"keel.dev/keel/agent/blockdev"
+	"keel.dev/keel/image/layout"
+)
+
+// BlockDevices is the production OpenSlot: it finds a base slot's
+// partition by its GPT name and opens the device for reading and writing.
+func BlockDevices(f blockdev.Finder) func(slot string) (Device, int64, error) {
+	return func(slot string) (Device, int64, error) {
+		name := layout.BasePart(slot)
+		p, err := f.Find(name)
+		if err != nil {
+			return nil, 0, err
+		}
+		fh, err := os.OpenFile(p.Device, os.O_RDWR, 0)
+		if err != nil {
+			return nil, 0, fmt.Errorf("open partition %s: %w", name, err)
+		}
+		size := p.Size
+		if size <= 0 {
+			// sysfs had no size; the device itself knows.
+			if size, err = fh.Seek(0, io.SeekEnd); err != nil {
+				fh.Close()
+				return nil, 0, fmt.Errorf("size of partition %s (%s): %w", name, p.Device, err)
+			}
+		}
+		return fh, size, nil
+	}
+}

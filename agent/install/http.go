@@ -1,0 +1,122 @@
+package install
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+
+	"keel.dev/keel/image/kpkg"
+)
+
+// Mux registers handlers; api.Server (which adds authentication) and
+// http.ServeMux are both one.
+type Mux interface {
+	Handle(pattern string, h http.Handler)
+}
+
+// Routes registers the install and job endpoints (see the package
+// documentation for their semantics).
+func (in *Installer) Routes(mux Mux) {
+	mux.Handle("POST /api/v1/install", http.HandlerFunc(in.serveInstall))
+	mux.Handle("GET /api/v1/jobs", http.HandlerFunc(in.serveJobs))
+	mux.Handle("GET /api/v1/jobs/{id}", http.HandlerFunc(in.serveJob))
+}
+
+func (in *Installer) serveInstall(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	opts := Options{Size: r.ContentLength}
+	switch q.Get("force") {
+	case "", "0", "false":
+	case "1", "true":
+		opts.Force = true
+	default:
+		writeError(w, http.StatusBadRequest, "force must be 1 or 0", "")
+		return
+	}
+	switch q.Get("reboot") {
+	case "", "now":
+	case "later":
+		opts.RebootLater = true
+	default:
+		writeError(w, http.StatusBadRequest, "reboot must be now or later", "")
+		return
+	}
+	// The request's context ends once the handler has returned and the
+	// answer is flushed: the operator hears the outcome before the box goes.
+	opts.RebootAfter = r.Context().Done()
+
+	j, err := in.Start(r.Context(), r.Body, opts)
+	if err != nil {
+		id := ""
+		if j != nil {
+			id = j.ID()
+		}
+		writeError(w, statusOf(err), err.Error(), id)
+		return
+	}
+	s := j.Status()
+	writeJSON(w, http.StatusAccepted, map[string]string{"job": s.ID, "message": s.Message})
+	if err := http.NewResponseController(w).Flush(); err != nil {
+		in.log().Debug("flush install answer", "err", err)
+	}
+}
+
+func (in *Installer) serveJobs(w http.ResponseWriter, r *http.Request) {
+	jobs := in.jobs().List()
+	out := make([]JobStatus, len(jobs))
+	for i, j := range jobs {
+		out[i] = j.Status()
+	}
+	writeJSON(w, http.StatusOK, map[string][]JobStatus{"jobs": out})
+}
+
+func (in *Installer) serveJob(w http.ResponseWriter, r *http.Request) {
+	j, ok := in.jobs().Get(r.PathValue("id"))
+	if !ok {
+		writeError(w, http.StatusNotFound, "there is no job "+strconv.Quote(r.PathValue("id"))+"; jobs are kept until the agent restarts or newer ones replace them", "")
+		return
+	}
+	writeJSON(w, http.StatusOK, j.Status())
+}
+
+// statusOf maps an install error to its HTTP status.
+func statusOf(err error) int {
+	switch {
+	case errors.Is(err, ErrSystem):
+		return http.StatusInternalServerError
+	case errors.Is(err, ErrBusy), errors.Is(err, ErrNotNewer), errors.Is(err, ErrUncommitted):
+		return http.StatusConflict
+	case errors.Is(err, kpkg.ErrUnknownKey):
+		return http.StatusForbidden
+	case errors.Is(err, ErrIncompatible), errors.Is(err, kpkg.ErrManifest):
+		return http.StatusUnprocessableEntity
+	}
+	// Damaged, truncated, tampered or broken-off uploads.
+	return http.StatusBadRequest
+}
+
+type errorBody struct {
+	Error string `json:"error"`
+	Job   string `json:"job,omitempty"`
+}
+
+func writeError(w http.ResponseWriter, code int, msg, job string) {
+	writeJSON(w, code, errorBody{Error: msg, Job: job})
+}
+
+// writeJSON answers with v, uncached: answers describe the live box.
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		code = http.StatusInternalServerError
+		body, _ = json.Marshal(errorBody{Error: "the agent could not encode its answer; report this as a bug"})
+	}
+	body = append(body, '\n')
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	w.Write(body)
+}

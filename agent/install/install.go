@@ -1,0 +1,415 @@
+// Package install writes signed base packages into the inactive A/B slot and
+// stages a trial boot of them, as DESIGN.md's "Packages" and "Slots and boot
+// counting" require. The order of work is the safety argument:
+//
+//  1. kpkg.Open verifies the manifest's signature against the trusted keys;
+//     then kind, hardware, requirements and version order are checked, and
+//     a known upload size shorter than the package is refused. A refusal
+//     here has written nothing, neither to a slot nor to the boot state.
+//  2. The inactive slot is marked unbootable (and not the default) in the
+//     boot state, so from here on a power cut leaves GRUB booting the
+//     running slot.
+//  3. The payload streams into the slot through one fixed buffer while it
+//     is hashed; only a payload that ended with the manifest's size and
+//     SHA-256 goes on. The slot is synced and read back, and its hash is
+//     checked again from the disk.
+//  4. The boot state is written for a trial boot: the slot bootable, not
+//     good, N tries, the new version, the default. LastGood is unchanged,
+//     so a failed trial falls back to the running slot.
+//  5. The box reboots, now or when the operator chooses.
+//
+// Failures after step 2 leave the slot unbootable and the box on the
+// running slot. One install runs at a time.
+//
+// # HTTP
+//
+// Routes registers, for the agent's authenticated API:
+//
+//	POST /api/v1/install[?force=1][&reboot=later]
+//	GET  /api/v1/jobs
+//	GET  /api/v1/jobs/{id}
+//
+// The package is the request body. Because the upload is the work, the
+// install runs while the body is read and the answer comes once the outcome
+// is known: 202 {"job": id, "message": sentence} when the payload is
+// written, read back and the trial boot is staged (the reboot follows the
+// answer unless reboot=later), or an error {"error": sentence}, with "job"
+// too when a job had started:
+//
+//	400  the package is damaged, truncated, its signature does not verify,
+//	     its payload does not match the manifest, or the upload broke off
+//	403  it is signed by a key this box does not trust
+//	409  its version is not newer (without force=1); another install is
+//	     running or a reboot into a new slot is pending; the running slot is
+//	     an uncommitted trial and the other slot is the only committed one
+//	422  its manifest is invalid, it is not a base package, it is for other
+//	     hardware, its requirements do not hold, or it does not fit the slot
+//	500  the appliance failed: boot state, slot device, read-back mismatch
+//
+// A job is registered once the package is accepted (its signature and
+// checks passed), before anything is written. A client that wants progress
+// during a long upload polls GET /api/v1/jobs, which lists recent jobs
+// newest first, and follows the running install job; each job reports
+// state (running, done, failed), progress 0..1 (the write and the
+// read-back are each half) and a message sentence.
+package install
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+
+	"keel.dev/keel/image/bootstate"
+	"keel.dev/keel/image/kpkg"
+	"keel.dev/keel/image/layout"
+)
+
+// Errors Start wraps, besides kpkg's, so callers (and the HTTP status) can
+// tell why an install did not happen. Their text is never shown: each
+// failure carries its own sentence.
+var (
+	// ErrBusy: another install runs, or a reboot into a new slot is pending.
+	ErrBusy = errors.New("install busy")
+	// ErrNotNewer: the version is not newer than the installed one and
+	// force was not given.
+	ErrNotNewer = errors.New("version not newer")
+	// ErrUncommitted: the running slot is an uncommitted trial, so the
+	// other slot is the only committed fallback.
+	ErrUncommitted = errors.New("running slot not committed")
+	// ErrIncompatible: the package is not for this box (kind, hardware,
+	// requirements, slot size).
+	ErrIncompatible = errors.New("package incompatible")
+	// ErrSystem: the appliance failed (boot state, slot device, read-back).
+	ErrSystem = errors.New("appliance failure")
+)
+
+// failure is an error whose message is a sentence for the operator and
+// whose kind is one of the errors above.
+type failure struct {
+	kind error
+	msg  string
+}
+
+func (f *failure) Error() string { return f.msg }
+func (f *failure) Unwrap() error { return f.kind }
+
+func fail(kind error, format string, args ...any) error {
+	return &failure{kind: kind, msg: fmt.Sprintf(format, args...)}
+}
+
+// Device is an opened slot partition. *os.File is one.
+type Device interface {
+	io.ReaderAt
+	io.WriterAt
+	Sync() error
+	Close() error
+}
+
+// BootState reads and updates the boot state; slots.Store is one.
+type BootState interface {
+	Read() (*bootstate.State, string, error)
+	Update(change func(*bootstate.State) error) (*bootstate.State, error)
+}
+
+// Installer installs base packages. Fill in the fields, then call Start or
+// register Routes; the fields must not change afterwards.
+type Installer struct {
+	Trusted  []ed25519.PublicKey // the vendor keys the base image carries
+	Hardware string              // this box's hardware model
+	// Installed returns the installed version of each kind (the running
+	// slot's); a missing kind is not installed.
+	Installed func() map[kpkg.Kind]kpkg.Version
+	Slots     BootState
+	Running   string // the slot booted now, "a" or "b"
+	// OpenSlot opens a base slot's partition for reading and writing and
+	// returns its size in bytes; see BlockDevices.
+	OpenSlot func(slot string) (Device, int64, error)
+	Reboot   func() error // nil: the operator reboots
+	Log      *slog.Logger // nil: discard
+	Tries    int          // trial boots for a new slot; 0 means bootstate.DefaultTries
+	Jobs     *Jobs        // nil: a registry of the last DefaultJobs jobs
+
+	mu        sync.Mutex // held for a whole install
+	current   atomic.Pointer[Job]
+	rebooting atomic.Bool
+	jobsOnce  sync.Once
+}
+
+// Options are an install request's choices.
+type Options struct {
+	// Force allows the same or an older version, and an install while the
+	// running slot is an uncommitted trial.
+	Force bool
+	// RebootLater stages the trial boot without rebooting.
+	RebootLater bool
+	// Size is the package's length when known (an HTTP Content-Length),
+	// else 0 or less. A package longer than Size is refused as truncated
+	// before anything is written.
+	Size int64
+	// RebootAfter, when not nil, delays the reboot until it is closed, in
+	// another goroutine, so that an HTTP answer reaches the client first.
+	// When nil, Start reboots before it returns.
+	RebootAfter <-chan struct{}
+}
+
+// copyBuffer is the one buffer a payload streams through: large enough for
+// block devices to see big sequential writes, and the same whatever the
+// package's size.
+const copyBuffer = 1 << 20
+
+func (in *Installer) log() *slog.Logger {
+	if in.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return in.Log
+}
+
+func (in *Installer) jobs() *Jobs {
+	in.jobsOnce.Do(func() {
+		if in.Jobs == nil {
+			in.Jobs = NewJobs(DefaultJobs)
+		}
+	})
+	return in.Jobs
+}
+
+func (in *Installer) tries() (int, error) {
+	switch {
+	case in.Tries == 0:
+		return bootstate.DefaultTries, nil
+	case in.Tries < 1 || in.Tries > bootstate.MaxTries:
+		return 0, fail(ErrSystem, "the agent is configured with %d trial boots; it must be 1 to %d", in.Tries, bootstate.MaxTries)
+	}
+	return in.Tries, nil
+}
+
+// Start installs the package read from body into the inactive slot, in the
+// caller's goroutine, and returns when the trial boot is staged (and, unless
+// opts say otherwise, after calling Reboot). body is read up to the end of
+// the package and no further. A package refused before anything was written
+// returns a nil Job; once the job exists it is returned with the error, and
+// it stays in the registry as failed. Every error's message is a sentence
+// for the operator.
+func (in *Installer) Start(ctx context.Context, body io.Reader, opts Options) (*Job, error) {
+	if !in.mu.TryLock() {
+		if j := in.current.Load(); j != nil {
+			return nil, fail(ErrBusy, "another install is running (job %s, %s); wait for it to finish", j.ID(), j.Status().Version)
+		}
+		return nil, fail(ErrBusy, "another install is starting; wait for it to finish")
+	}
+	defer in.mu.Unlock()
+	if in.rebooting.Load() {
+		return nil, fail(ErrBusy, "the box is about to reboot into a newly installed slot; install again once it is back")
+	}
+	tries, err := in.tries()
+	if err != nil {
+		return nil, err
+	}
+
+	p, err := kpkg.Open(body, in.Trusted)
+	if err != nil {
+		return nil, fmt.Errorf("%w; nothing was written", err)
+	}
+	m := &p.Manifest
+	if err := in.check(p, opts); err != nil {
+		return nil, err
+	}
+	st, _, err := in.Slots.Read()
+	if err != nil {
+		return nil, fail(ErrSystem, "the boot state cannot be read, so nothing was written: %v", err)
+	}
+	target := layout.Other(in.Running)
+	if run, oth := st.Slot(in.Running), st.Slot(target); !run.Good && oth.Good && !opts.Force {
+		return nil, fail(ErrUncommitted, "slot %s runs a trial boot of %s that is not committed yet, and slot %s (%s) is the only committed fallback; wait for the commit, or use force to overwrite it",
+			in.Running, run.Version, target, oth.Version)
+	}
+	dev, size, err := in.OpenSlot(target)
+	if err != nil {
+		return nil, fail(ErrSystem, "slot %s cannot be opened, so nothing was written: %v", target, err)
+	}
+	defer dev.Close()
+	if m.Payload.Size > size {
+		return nil, fail(ErrIncompatible, "the payload of %s %s is %d bytes, but slot %s holds only %d; nothing was written",
+			m.Name, m.Version, m.Payload.Size, target, size)
+	}
+
+	j := newJob(m.Version.String(), target)
+	in.jobs().add(j)
+	in.current.Store(j)
+	defer in.current.Store(nil)
+	log := in.log().With("job", j.ID(), "version", m.Version.String(), "slot", target)
+	log.Info("install accepted", "name", m.Name, "key", p.KeyID, "bytes", m.Payload.Size, "force", opts.Force)
+
+	if err := in.write(ctx, p, dev, target, j); err != nil {
+		err = fmt.Errorf("%w; slot %s is left unbootable and the box stays on slot %s", err, target, in.Running)
+		log.Error("install failed", "err", err)
+		j.finish(Failed, err.Error())
+		return j, err
+	}
+	j.setMessage(fmt.Sprintf("staging a trial boot of %s in slot %s", m.Version, target))
+	if _, err := in.Slots.Update(func(st *bootstate.State) error {
+		sl := st.Slot(target)
+		sl.Bootable, sl.Good, sl.Tries, sl.Version = true, false, tries, m.Version.String()
+		st.Default = target
+		return nil
+	}); err != nil {
+		err = fail(ErrSystem, "%s was written to slot %s, but its trial boot could not be staged: %v; the box stays on slot %s", m.Version, target, err, in.Running)
+		log.Error("install failed", "err", err)
+		j.finish(Failed, err.Error())
+		return j, err
+	}
+
+	what := fmt.Sprintf("%s %s is in slot %s, staged for a trial boot with %d tries", m.Name, m.Version, target, tries)
+	if opts.RebootLater || in.Reboot == nil {
+		j.finish(Done, what+"; it boots on the next reboot")
+		log.Info("install done; reboot later")
+		return j, nil
+	}
+	j.finish(Done, what+"; the box reboots into it now")
+	log.Info("install done; rebooting")
+	in.rebooting.Store(true)
+	if opts.RebootAfter == nil {
+		in.reboot(j, what, log)
+		return j, nil
+	}
+	go func() {
+		<-opts.RebootAfter
+		in.reboot(j, what, log)
+	}()
+	return j, nil
+}
+
+func (in *Installer) reboot(j *Job, what string, log *slog.Logger) {
+	if err := in.Reboot(); err != nil {
+		in.rebooting.Store(false) // nothing is pending: let the operator retry
+		log.Error("reboot after install failed", "err", err)
+		j.setMessage(fmt.Sprintf("%s, but the reboot failed (%v); reboot to boot it", what, err))
+	}
+}
+
+// check refuses a verified package that must not be installed on this box.
+func (in *Installer) check(p *kpkg.Package, opts Options) error {
+	m := &p.Manifest
+	if m.Kind != kpkg.KindBase {
+		return fail(ErrIncompatible, "%s %s is an %s package, and only %s packages can be installed so far; nothing was written", m.Name, m.Version, m.Kind, kpkg.KindBase)
+	}
+	if err := m.CheckHardware(in.Hardware); err != nil {
+		return fail(ErrIncompatible, "%v; nothing was written", err)
+	}
+	var installed map[kpkg.Kind]kpkg.Version
+	if in.Installed != nil {
+		installed = in.Installed()
+	}
+	if err := m.CheckRequirements(installed); err != nil {
+		return fail(ErrIncompatible, "%s %s %v; nothing was written", m.Name, m.Version, err)
+	}
+	if cur, ok := installed[kpkg.KindBase]; ok && !opts.Force {
+		switch c := m.Version.Compare(cur); {
+		case c == 0:
+			return fail(ErrNotNewer, "%s is already installed; use force to reinstall", cur)
+		case c < 0:
+			return fail(ErrNotNewer, "%s is older than the installed %s; use force to downgrade", m.Version, cur)
+		}
+	}
+	if need := minPackageSize(p); opts.Size > 0 && opts.Size < need {
+		return fmt.Errorf("%w: the upload has %d bytes but %s %s needs at least %d; nothing was written",
+			kpkg.ErrTruncated, opts.Size, m.Name, m.Version, need)
+	}
+	return nil
+}
+
+// minPackageSize is the shortest archive that holds p: ustar headers, the
+// three entries padded to blocks, and the end-of-archive marker. Extensions
+// kpkg might tolerate only add bytes, so a shorter upload is truncated.
+func minPackageSize(p *kpkg.Package) int64 {
+	const block = 512
+	pad := func(n int64) int64 { return (n + block - 1) / block * block }
+	return 3*block + pad(int64(len(p.ManifestJSON))) + pad(int64(len(p.Signature))) + pad(p.Manifest.Payload.Size) + 2*block
+}
+
+// write marks target unbootable, streams the payload into it and checks it
+// by reading it back from the disk.
+func (in *Installer) write(ctx context.Context, p *kpkg.Package, dev Device, target string, j *Job) error {
+	m := &p.Manifest
+	if _, err := in.Slots.Update(func(st *bootstate.State) error {
+		sl := st.Slot(target)
+		sl.Bootable, sl.Good, sl.Tries, sl.Version = false, false, 0, ""
+		if st.Default == target {
+			st.Default = in.Running
+		}
+		return nil
+	}); err != nil {
+		return fail(ErrSystem, "slot %s could not be marked unbootable before writing: %v", target, err)
+	}
+
+	size := m.Payload.Size
+	j.setMessage(fmt.Sprintf("writing %s to slot %s", m.Version, target))
+	buf := make([]byte, copyBuffer)
+	// progressWriter hides *os.File's ReadFrom, so the copy goes through
+	// buf and is counted as it goes.
+	w := &progressWriter{ctx: ctx, w: io.NewOffsetWriter(dev, 0), job: j, total: 2 * size, slot: target}
+	if _, err := io.CopyBuffer(w, p.Payload(), buf); err != nil {
+		return fmt.Errorf("writing %s to slot %s stopped at byte %d: %w", m.Version, target, w.n, err)
+	}
+	if err := p.Verified(); err != nil {
+		return fmt.Errorf("writing %s to slot %s: %w", m.Version, target, err)
+	}
+	if err := dev.Sync(); err != nil {
+		return fail(ErrSystem, "syncing slot %s failed: %v", target, err)
+	}
+	dropCache(dev, size)
+
+	j.setMessage(fmt.Sprintf("reading slot %s back", target))
+	h := sha256.New()
+	hw := &progressWriter{ctx: ctx, w: h, job: j, total: 2 * size, done: size, slot: target}
+	if _, err := io.CopyBuffer(hw, io.NewSectionReader(dev, 0, size), buf); err != nil {
+		return fail(ErrSystem, "reading slot %s back failed at byte %d: %v", target, hw.n, err)
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != m.Payload.SHA256 {
+		return fail(ErrSystem, "slot %s reads back with SHA-256 %s instead of %s: the disk may be failing", target, got, m.Payload.SHA256)
+	}
+	return nil
+}
+
+// dropCache asks the kernel to forget the slot's cached pages, so that the
+// read-back reads the disk rather than the page cache it was written from.
+// Best effort: a device without a descriptor is read back as it is.
+func dropCache(dev Device, size int64) {
+	if f, ok := dev.(interface{ Fd() uintptr }); ok {
+		_ = unix.Fadvise(int(f.Fd()), 0, size, unix.FADV_DONTNEED)
+	}
+}
+
+// progressWriter counts bytes into the job's progress and stops when ctx
+// ends. Errors of the destination (the slot; a hash never fails) are the
+// appliance's.
+type progressWriter struct {
+	ctx         context.Context
+	w           io.Writer
+	job         *Job
+	n           int64 // bytes through this writer
+	done, total int64 // progress = (done+n)/total
+	slot        string
+}
+
+func (w *progressWriter) Write(b []byte) (int, error) {
+	if err := w.ctx.Err(); err != nil {
+		return 0, fmt.Errorf("the install was cancelled: %w", err)
+	}
+	n, err := w.w.Write(b)
+	w.n += int64(n)
+	w.job.setProgress(float64(w.done+w.n) / float64(w.total))
+	if err != nil {
+		return n, fail(ErrSystem, "slot %s: %v", w.slot, err)
+	}
+	return n, nil
+}

@@ -1,0 +1,138 @@
+package install
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"sync"
+)
+
+// State is a job's life stage.
+type State string
+
+// The states of a job.
+const (
+	Running State = "running"
+	Done    State = "done"
+	Failed  State = "failed"
+)
+
+// Job is one install, observable while it runs.
+type Job struct {
+	id      string
+	version string
+	slot    string
+
+	mu       sync.Mutex
+	state    State
+	progress float64
+	message  string
+}
+
+// JobStatus is a snapshot of a job, as the API shows it.
+type JobStatus struct {
+	ID       string  `json:"id"`
+	Kind     string  `json:"kind"` // "install"
+	State    State   `json:"state"`
+	Progress float64 `json:"progress"` // 0..1
+	Message  string  `json:"message"`  // a sentence
+	Version  string  `json:"version"`  // the version being installed
+	Slot     string  `json:"slot"`     // the slot written
+}
+
+func newJob(version, slot string) *Job {
+	var b [8]byte
+	rand.Read(b[:]) // never fails (crypto/rand panics rather)
+	return &Job{
+		id: hex.EncodeToString(b[:]), version: version, slot: slot,
+		state: Running, message: "starting the install of " + version,
+	}
+}
+
+// ID is the job's random identifier.
+func (j *Job) ID() string { return j.id }
+
+// Status returns a consistent snapshot.
+func (j *Job) Status() JobStatus {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return JobStatus{ID: j.id, Kind: "install", State: j.state, Progress: j.progress, Message: j.message, Version: j.version, Slot: j.slot}
+}
+
+func (j *Job) setProgress(p float64) {
+	j.mu.Lock()
+	j.progress = min(max(p, 0), 1)
+	j.mu.Unlock()
+}
+
+func (j *Job) setMessage(msg string) {
+	j.mu.Lock()
+	j.message = msg
+	j.mu.Unlock()
+}
+
+func (j *Job) finish(s State, msg string) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.state, j.message = s, msg
+	if s == Done {
+		j.progress = 1
+	}
+}
+
+func (j *Job) finished() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.state != Running
+}
+
+// DefaultJobs is how many jobs a registry keeps by default: enough for an
+// operator to look back at the last installs, few enough that memory is
+// bounded on a box that runs for years.
+const DefaultJobs = 20
+
+// Jobs keeps the most recent jobs. The oldest finished job goes when the
+// registry is full; a running job is never dropped.
+type Jobs struct {
+	mu   sync.Mutex
+	max  int
+	list []*Job // oldest first
+}
+
+// NewJobs makes a registry that keeps max jobs (at least 1).
+func NewJobs(max int) *Jobs { return &Jobs{max: max} }
+
+func (js *Jobs) add(j *Job) {
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	js.list = append(js.list, j)
+	for i := 0; len(js.list) > max(js.max, 1) && i < len(js.list); {
+		if js.list[i].finished() {
+			js.list = append(js.list[:i], js.list[i+1:]...)
+			continue
+		}
+		i++
+	}
+}
+
+// Get returns the job with id, if it is still kept.
+func (js *Jobs) Get(id string) (*Job, bool) {
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	for _, j := range js.list {
+		if j.id == id {
+			return j, true
+		}
+	}
+	return nil, false
+}
+
+// List returns the kept jobs, newest first.
+func (js *Jobs) List() []*Job {
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	out := make([]*Job, len(js.list))
+	for i, j := range js.list {
+		out[len(js.list)-1-i] = j
+	}
+	return out
+}
