@@ -21,8 +21,10 @@ deps:
 $(KERNEL):
 	@bash image/deps.sh
 
-$(INITRAMFS): $(KERNEL) $(GO_SRC)
-	go run ./initramfs -kernel build/kernel -o $@
+# The initramfs carries the vendor's public key: the box installs only
+# packages signed with build/keys/vendor.key.
+$(INITRAMFS): $(KERNEL) $(GO_SRC) build/keys/vendor.key
+	go run ./initramfs -kernel build/kernel -files build/keys/vendor.pub:etc/keel/trusted.pub -o $@
 
 initramfs: $(INITRAMFS)
 
@@ -46,6 +48,7 @@ run: image
 test: image
 	KEEL_VM=1 KEEL_VM_LOGS=$(CURDIR)/build/vmtest-logs KEEL_IMAGE=$(CURDIR)/build/keel.img \
 		KEEL_KERNEL=$(CURDIR)/build/kernel/vmlinuz KEEL_KERNEL_DIR=$(CURDIR)/build/kernel KEEL_INITRAMFS=$(CURDIR)/$(INITRAMFS) \
+		KEEL_VENDOR_KEY=$(CURDIR)/build/keys/vendor.key \
 		go test -count=1 -p 1 -parallel 3 -timeout 25m ./...
 
 test-unit:

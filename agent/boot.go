@@ -57,6 +57,7 @@ func (a *agent) boot() {
 		{"network", a.startNetwork},
 		{"power button", a.watchPowerButton},
 		{"API", a.startAPI},
+		{"installer", a.startInstaller},
 		{"health check", a.checkAndCommit},
 	}
 	for _, p := range phases {

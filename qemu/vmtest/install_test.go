@@ -1,0 +1,128 @@
+package vmtest
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"keel.dev/keel/image/diskimage"
+	"keel.dev/keel/image/kpkg"
+	"keel.dev/keel/image/manifest"
+	"keel.dev/keel/qemu"
+)
+
+// Installing a newer signed base moves the box to the other slot, which it
+// commits after its health checks; one more install brings it back to the
+// first slot. Bad packages are refused before anything is written.
+func TestInstallBaseAcrossSlots(t *testing.T) {
+	e := Require(t)
+	keyFile := os.Getenv("KEEL_VENDOR_KEY")
+	if keyFile == "" {
+		t.Fatal("KEEL_VENDOR_KEY must name the vendor key the image trusts (make test sets it)")
+	}
+	img := e.BuildImage(t, t.TempDir(), "1.0.0", "")
+	vm := Boot(t, qemu.Config{Image: img})
+	WaitReady(t, vm)
+
+	pkg110 := e.basePackage(t, keyFile, "1.1.0")
+	damaged, _ := os.ReadFile(pkg110)
+	damaged[600] ^= 0x01 // inside manifest.json
+	if code, body := upload(t, vm, "", damaged); code != http.StatusBadRequest || !strings.Contains(string(body), "error") {
+		t.Errorf("a flipped manifest bit: %d %s", code, body)
+	}
+	same := e.basePackage(t, keyFile, "1.0.0")
+	if code, body := upload(t, vm, "", mustRead(t, same)); code != http.StatusConflict || !strings.Contains(string(body), "already installed") {
+		t.Errorf("the same version without force: %d %s", code, body)
+	}
+
+	for _, step := range []struct{ version, slot string }{{"1.1.0", "b"}, {"1.2.0", "a"}} {
+		pkg := pkg110
+		if step.version != "1.1.0" {
+			pkg = e.basePackage(t, keyFile, step.version)
+		}
+		code, body := upload(t, vm, "", mustRead(t, pkg))
+		if code != http.StatusAccepted {
+			t.Fatalf("install %s: %d %s", step.version, code, body)
+		}
+		if _, err := vm.Expect(`keel: reboot`, ShutdownTimeout); err != nil {
+			t.Fatal(err)
+		}
+		WaitReady(t, vm)
+		st := GetStatus(t, vm, TestPassword)
+		if st.Base.Version != step.version || st.Base.Slot != step.slot || !st.Boot.Committed || !st.Boot.Trial {
+			t.Fatalf("after installing %s: %+v", step.version, st)
+		}
+		if !strings.Contains(st.Boot.LastResult, "committed") {
+			t.Errorf("last_result %q does not say the trial was committed", st.Boot.LastResult)
+		}
+	}
+	PowerOff(t, vm)
+}
+
+// basePackage builds a signed base package of this tree's kernel and
+// initramfs with the given version.
+func (e Env) basePackage(t *testing.T, keyFile, version string) string {
+	t.Helper()
+	dir := t.TempDir()
+	rel, _ := os.ReadFile(filepath.Join(e.KernelDir, "version"))
+	sq := filepath.Join(dir, "base.squashfs")
+	m := manifest.Base{Kind: "base", Name: "keel", Version: version, BuildTime: time.Now().UTC(), Kernel: strings.TrimSpace(string(rel))}
+	if err := diskimage.BaseSquashfs(sq, filepath.Join(e.KernelDir, "vmlinuz"), e.Initramfs, m); err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := kpkg.ParsePrivateKey(keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, err := os.Open(sq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer payload.Close()
+	out := filepath.Join(dir, fmt.Sprintf("keel-base-%s.kpkg", version))
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	man := kpkg.Manifest{Kind: kpkg.KindBase, Name: "keel", Version: kpkg.MustParseVersion(version)}
+	if err := kpkg.Write(f, man, payload, key); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func upload(t *testing.T, vm *qemu.VM, query string, pkg []byte) (int, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", fmt.Sprintf("https://127.0.0.1:%d/api/v1/install%s", vm.HTTPSPort(), query), bytes.NewReader(pkg))
+	req.SetBasicAuth("admin", TestPassword)
+	req.ContentLength = int64(len(pkg))
+	c := Client()
+	c.Timeout = 5 * time.Minute
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatalf("POST /api/v1/install: %v", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, body
+}
+
+func mustRead(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
