@@ -21,6 +21,7 @@ import (
 	"keel.dev/keel/agent/supervisor"
 	"keel.dev/keel/agent/timesync"
 	"keel.dev/keel/agent/users"
+	"keel.dev/keel/agent/watchdog"
 	"keel.dev/keel/image/bootstate"
 	"keel.dev/keel/image/manifest"
 )
@@ -64,7 +65,8 @@ type agent struct {
 	network  *netcfg.Manager
 	clock    *timesync.Service
 	floating *floatip.Manager
-	mounts   []string // in mount order; unmounted in reverse at shutdown
+	mounts   []string           // in mount order; unmounted in reverse at shutdown
+	wd       *watchdog.Watchdog // armed during a trial boot until the commit
 	shutdown chan pid1.Action
 
 	mu        sync.Mutex

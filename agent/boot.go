@@ -31,6 +31,7 @@ import (
 	"keel.dev/keel/agent/slots"
 	"keel.dev/keel/agent/supervisor"
 	"keel.dev/keel/agent/users"
+	"keel.dev/keel/agent/watchdog"
 	"keel.dev/keel/image/bootstate"
 	"keel.dev/keel/image/layout"
 	"keel.dev/keel/image/manifest"
@@ -62,7 +63,9 @@ func (a *agent) boot() {
 	}
 	for _, p := range phases {
 		start := time.Now()
-		if err := p.run(); err != nil {
+		err := p.run()
+		a.wd.Pet()
+		if err != nil {
 			a.log.Error("boot phase failed", "phase", p.name, "err", err)
 			continue
 		}
@@ -108,7 +111,27 @@ func (a *agent) loadDrivers() error {
 	}
 	a.log.Info("drivers loaded", "modules", len(loaded))
 	a.sup.Start(a.ctx, supervisor.Service{Name: "hotplug", Run: l.Watch})
+	a.armWatchdog()
 	return nil
+}
+
+// trialWatchdog is how long a trial boot may go without progress before
+// the hardware resets it: long enough for a slow emulated boot phase.
+const trialWatchdog = 30 * time.Second
+
+// armWatchdog arms the hardware watchdog for a trial boot, so a hang before
+// the commit resets the box and GRUB counts the try.
+func (a *agent) armWatchdog() {
+	if slots.ParseCmdline(readTrim("/proc/cmdline")).Mode != "trial" {
+		return
+	}
+	wd, err := watchdog.Arm("/dev/watchdog", trialWatchdog)
+	if err != nil {
+		a.log.Warn("no hardware watchdog for this trial boot: a hang will need a power cycle", "err", err)
+		return
+	}
+	a.wd = wd
+	a.log.Info("watchdog armed for the trial boot", "timeout", trialWatchdog)
 }
 
 func (a *agent) readBootState() error {
@@ -361,6 +384,9 @@ func (a *agent) startAPI() error {
 // fallback GRUB made and repairs a damaged copy of the boot state.
 func (a *agent) checkAndCommit() error {
 	result := slots.Describe(a.boot0, a.bootSt, a.version())
+	if note := a.takeFailureNote(); note != "" {
+		result = note
+	}
 	a.mu.Lock()
 	a.result = result
 	a.mu.Unlock()
@@ -372,13 +398,20 @@ func (a *agent) checkAndCommit() error {
 	case a.boot0.Mode == "trial":
 		if err := a.healthCheck(); err != nil {
 			a.say("trial boot of %s in slot %s failed its health check: %v; marking it bad and rebooting into slot %s", a.version(), slot, err, layout.Other(slot))
+			if nerr := a.noteFailure(slot, "failed its health check ("+err.Error()+")"); nerr != nil {
+				a.log.Warn("the failure will not be reported after the reboot", "err", nerr)
+			}
 			if _, werr := a.esp.Update(func(st *bootstate.State) error { slots.MarkBad(st, slot); return nil }); werr != nil {
 				return werr
 			}
+			a.wd.Disarm()
 			return a.requestShutdown(pid1.Reboot)
 		}
 		if _, err := a.esp.Update(func(st *bootstate.State) error { slots.Commit(st, slot); return nil }); err != nil {
 			return fmt.Errorf("commit slot %s: %w", slot, err)
+		}
+		if err := a.wd.Disarm(); err != nil {
+			a.log.Warn("watchdog not disarmed", "err", err)
 		}
 		a.setResult(fmt.Sprintf("Trial boot of %s in slot %s passed its health checks and was committed (%s tries were left).", a.version(), slot, a.boot0.Tries))
 	case slot != a.bootSt.Default:
@@ -413,6 +446,9 @@ func (a *agent) setResult(s string) {
 // healthCheck is what a trial boot must pass: data mounted, configuration
 // loaded, API answering over TLS with the box's own certificate.
 func (a *agent) healthCheck() error {
+	if err := fault("health"); err != nil {
+		return err
+	}
 	if !a.dataMounted() {
 		return errors.New("the data partition is not mounted")
 	}
@@ -427,6 +463,7 @@ func (a *agent) healthCheck() error {
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "localhost"}}}
 	var err error
 	for i := 0; i < 20; i++ {
+		a.wd.Pet()
 		var resp *http.Response
 		if resp, err = c.Get("https://127.0.0.1:443/healthz"); err == nil {
 			resp.Body.Close()

@@ -22,11 +22,10 @@ func Describe(b Boot, st *bootstate.State, version string) string {
 	}
 	if b.Slot != st.Default {
 		d := st.Slot(st.Default)
-		why := "it is marked bad"
 		if d.Bootable && !d.Good && d.Tries == 0 {
-			why = "it used up its trial boots without being committed"
+			return fmt.Sprintf("The trial boot of %s in slot %s did not come up healthy in any of its tries (a kernel panic, a hang or a reset before the commit); the box is back on %s in slot %s.%s", d.Version, st.Default, version, b.Slot, copyNote)
 		}
-		return fmt.Sprintf("Slot %s (%s) was not booted because %s; the box fell back to slot %s (%s).%s", st.Default, d.Version, why, b.Slot, version, copyNote)
+		return fmt.Sprintf("Slot %s (%s) is marked bad and was not booted; the box is on %s in slot %s.%s", st.Default, d.Version, version, b.Slot, copyNote)
 	}
 	if b.Mode == "trial" {
 		return fmt.Sprintf("Trial boot of %s in slot %s (%s tries left).%s", version, b.Slot, b.Tries, copyNote)

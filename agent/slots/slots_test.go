@@ -55,7 +55,7 @@ func TestDescribe(t *testing.T) {
 	st := bootstate.Initial("1.0.0", "1.1.0")
 	st.Default, st.B.Good, st.B.Tries = "b", false, 0
 	got := Describe(ParseCmdline("keel.slot=a keel.mode=good keel.bootenv=primary"), &st, "1.0.0")
-	if !strings.Contains(got, "Slot b (1.1.0) was not booted because it used up its trial boots") || !strings.Contains(got, "fell back to slot a (1.0.0)") {
+	if !strings.Contains(got, "The trial boot of 1.1.0 in slot b did not come up healthy") || !strings.Contains(got, "back on 1.0.0 in slot a") {
 		t.Errorf("fallback sentence: %s", got)
 	}
 	got = Describe(ParseCmdline("keel.slot=a keel.mode=recovery keel.recovery=1"), &st, "1.0.0")

@@ -50,7 +50,7 @@ func TestGRUBStateMachine(t *testing.T) {
 			state: func(s *bootstate.State) {
 				s.Default, s.B.Good, s.B.Tries = "b", false, 0
 			},
-			slot: "a", version: "1.0.0", committed: true, result: "used up its trial boots",
+			slot: "a", version: "1.0.0", committed: true, result: "did not come up healthy",
 			after: func(t *testing.T, st *bootstate.State) {
 				if st.B.Bootable || st.Default != "a" {
 					t.Errorf("the failed slot is not marked bad: %+v", st)

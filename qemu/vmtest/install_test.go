@@ -69,11 +69,18 @@ func TestInstallBaseAcrossSlots(t *testing.T) {
 // initramfs with the given version.
 func (e Env) basePackage(t *testing.T, keyFile, version string) string {
 	t.Helper()
+	return e.basePackageWith(t, keyFile, version, e.Initramfs)
+}
+
+// basePackageWith builds a signed base package of this tree's kernel and
+// the given initramfs.
+func (e Env) basePackageWith(t *testing.T, keyFile, version, initramfs string) string {
+	t.Helper()
 	dir := t.TempDir()
 	rel, _ := os.ReadFile(filepath.Join(e.KernelDir, "version"))
 	sq := filepath.Join(dir, "base.squashfs")
 	m := manifest.Base{Kind: "base", Name: "keel", Version: version, BuildTime: time.Now().UTC(), Kernel: strings.TrimSpace(string(rel))}
-	if err := diskimage.BaseSquashfs(sq, filepath.Join(e.KernelDir, "vmlinuz"), e.Initramfs, m); err != nil {
+	if err := diskimage.BaseSquashfs(sq, filepath.Join(e.KernelDir, "vmlinuz"), initramfs, m); err != nil {
 		t.Fatal(err)
 	}
 	keyPEM, err := os.ReadFile(keyFile)

@@ -10,13 +10,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -26,12 +24,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
-	"github.com/u-root/mkuimage/cpio"
-
 	"keel.dev/keel/image/diskimage"
 	"keel.dev/keel/image/layout"
 	"keel.dev/keel/qemu"
+	"keel.dev/keel/qemu/tinyinitrd"
 )
 
 func main() {
@@ -112,13 +108,11 @@ func row(name string, v, base float64, goal string) {
 // floor boots the kernel directly with an initramfs holding only floorinit.
 func (b *bench) floor() (uptime, rssMiB float64, err error) {
 	bin := filepath.Join(b.work, "floorinit")
-	cmd := exec.Command("go", "build", "-o", bin, "./qemu/cmd/bench/floorinit")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOAMD64=v1")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return 0, 0, fmt.Errorf("build floorinit: %v: %s", err, out)
+	if err := tinyinitrd.Build(".", "./qemu/cmd/bench/floorinit", bin); err != nil {
+		return 0, 0, err
 	}
 	initrd := filepath.Join(b.work, "floor.cpio.zst")
-	if err := writeInitramfs(initrd, bin); err != nil {
+	if err := tinyinitrd.Write(initrd, bin); err != nil {
 		return 0, 0, err
 	}
 	var ups, rsss []float64
@@ -259,39 +253,6 @@ func (b *bench) build(gocache string) (float64, error) {
 		}
 	}
 	return time.Since(start).Seconds(), nil
-}
-
-func writeInitramfs(out, init string) error {
-	bin, err := os.ReadFile(init)
-	if err != nil {
-		return err
-	}
-	var raw bytes.Buffer
-	w := cpio.Newc.Writer(&raw)
-	recs := []cpio.Record{
-		cpio.Directory("dev", 0o755),
-		cpio.CharDev("dev/console", 0o600, 5, 1),
-		cpio.StaticRecord(bin, cpio.Info{Name: "init", Mode: 0o100755}),
-	}
-	if err := cpio.WriteRecords(w, recs); err != nil {
-		return err
-	}
-	if err := cpio.WriteTrailer(w); err != nil {
-		return err
-	}
-	f, err := os.Create(out)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	enc, err := zstd.NewWriter(f)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(enc, &raw); err != nil {
-		return err
-	}
-	return enc.Close()
 }
 
 func squashOf(img, out string) error {
