@@ -96,4 +96,3 @@ func (e Env) faultInitramfs(t *testing.T, keyFile, fault string) string {
 	}
 	return out
 }
-
