@@ -76,7 +76,7 @@ func TestVMKernelPanic(t *testing.T) {
 	kernel := testKernel(t)
 	start := time.Now()
 	vm := startVM(t, Config{Kernel: kernel, Append: "console=ttyS0 panic=-1"})
-	m := expect(t, vm, `Linux version (\S+)`)
+	m := expect(t, vm, `Linux version (\S+) `)
 	t.Logf("kernel %s after %v", m[1], time.Since(start).Round(time.Millisecond))
 	// One pattern: the panic message contains the VFS one, and Expect's
 	// cursor moves past the whole match.
@@ -181,7 +181,9 @@ func TestVMGuest(t *testing.T) {
 			if !strings.HasPrefix(m[1], tc.diskPrefix) || m[2] != "131072" {
 				t.Errorf("disk %s with %s sectors, want %s* with 131072", m[1], m[2], tc.diskPrefix)
 			}
-			m = expect(t, vm, `keel-test: nic (\w+) driver=(\S+)`)
+			// The line end matters: Expect matches output as it arrives, and
+			// (\S+) would take half a driver name still on its way.
+			m = expect(t, vm, `keel-test: nic (\w+) driver=(\S+)[\r\n]`)
 			if m[2] != tc.driver {
 				t.Errorf("NIC driver %s, want %s", m[2], tc.driver)
 			}
