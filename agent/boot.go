@@ -58,7 +58,6 @@ func (a *agent) boot() {
 		{"network", a.startNetwork},
 		{"power button", a.watchPowerButton},
 		{"API", a.startAPI},
-		{"installer", a.startInstaller},
 		{"health check", a.checkAndCommit},
 	}
 	for _, p := range phases {
@@ -352,7 +351,11 @@ func (a *agent) startAPI() error {
 		Shutdown: func() error { return a.requestShutdown(pid1.PowerOff) },
 		Healthy:  func() error { return nil },
 	})
+	// Every route is registered before the server starts serving.
 	a.networkRoutes()
+	if err := a.startInstaller(); err != nil {
+		a.log.Error("package installs are disabled", "err", err)
+	}
 	ln, err := net.Listen("tcp", ":443")
 	if err != nil {
 		return fmt.Errorf("listen on port 443: %w", err)
