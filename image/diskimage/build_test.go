@@ -160,15 +160,11 @@ func TestMissingKernelNamesMakeDeps(t *testing.T) {
 }
 
 func extent(t *testing.T, img, name string) layout.Extent {
-	st, err := os.Stat(img)
+	t.Helper()
+	e, err := PartitionOf(img, name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	exts, err := layout.Extents(layout.DefaultSizes, st.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, _ := layout.Find(exts, name)
 	return e
 }
 

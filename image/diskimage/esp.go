@@ -83,21 +83,31 @@ func espNumber() int {
 	return 1
 }
 
+// PartitionOf locates a partition of a raw image built with the default
+// layout sizes.
+func PartitionOf(img, name string) (layout.Extent, error) {
+	st, err := os.Stat(img)
+	if err != nil {
+		return layout.Extent{}, err
+	}
+	exts, err := layout.Extents(layout.DefaultSizes, st.Size())
+	if err != nil {
+		return layout.Extent{}, err
+	}
+	e, ok := layout.Find(exts, name)
+	if !ok {
+		return layout.Extent{}, fmt.Errorf("%s: no partition %s", img, name)
+	}
+	return e, nil
+}
+
 // ReadPartition returns the used part of a squashfs slot of a raw image:
 // the squashfs superblock's bytes_used, rounded up to 4 KiB as the
 // squashfs pads it.
 func ReadPartition(img, name string) ([]byte, error) {
-	st, err := os.Stat(img)
+	e, err := PartitionOf(img, name)
 	if err != nil {
 		return nil, err
-	}
-	exts, err := layout.Extents(layout.DefaultSizes, st.Size())
-	if err != nil {
-		return nil, err
-	}
-	e, ok := layout.Find(exts, name)
-	if !ok {
-		return nil, fmt.Errorf("no partition %s", name)
 	}
 	f, err := os.Open(img)
 	if err != nil {

@@ -46,6 +46,16 @@ func Require(t testing.TB) Env {
 	return e
 }
 
+// VendorKey is the vendor signing key the built images trust.
+func VendorKey(t testing.TB) string {
+	t.Helper()
+	k := os.Getenv("KEEL_VENDOR_KEY")
+	if k == "" {
+		t.Fatal("KEEL_VENDOR_KEY must name the vendor key the image trusts (make test sets it)")
+	}
+	return k
+}
+
 // TestPassword is the admin password of images the tests build themselves.
 const TestPassword = "vm-test-password"
 
@@ -216,15 +226,10 @@ func RawDisk(t testing.TB, vm *qemu.VM) string {
 // PartitionExtent locates a partition of a raw image of the default layout.
 func PartitionExtent(t testing.TB, img, name string) layout.Extent {
 	t.Helper()
-	st, err := os.Stat(img)
+	e, err := diskimage.PartitionOf(img, name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	exts, err := layout.Extents(layout.DefaultSizes, st.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, _ := layout.Find(exts, name)
 	return e
 }
 

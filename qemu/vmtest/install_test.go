@@ -22,10 +22,7 @@ import (
 // first slot. Bad packages are refused before anything is written.
 func TestInstallBaseAcrossSlots(t *testing.T) {
 	e := Require(t)
-	keyFile := os.Getenv("KEEL_VENDOR_KEY")
-	if keyFile == "" {
-		t.Fatal("KEEL_VENDOR_KEY must name the vendor key the image trusts (make test sets it)")
-	}
+	keyFile := VendorKey(t)
 	img := e.BuildImage(t, t.TempDir(), "1.0.0", "")
 	vm := Boot(t, qemu.Config{Image: img})
 	WaitReady(t, vm)

@@ -19,10 +19,7 @@ import (
 // check is marked bad at once.
 func TestRollbackOfBrokenBase(t *testing.T) {
 	e := Require(t)
-	keyFile := os.Getenv("KEEL_VENDOR_KEY")
-	if keyFile == "" {
-		t.Fatal("KEEL_VENDOR_KEY must name the vendor key the image trusts (make test sets it)")
-	}
+	keyFile := VendorKey(t)
 	cases := []struct {
 		fault    string
 		watchdog bool
