@@ -11,9 +11,10 @@ type errorBody struct {
 	Error string `json:"error"`
 }
 
-// writeJSON answers with v as JSON. It encodes before writing anything, so
-// an encoding failure can still become a proper 500.
-func writeJSON(w http.ResponseWriter, code int, v any) {
+// WriteJSON answers with v as JSON: every endpoint of the agent answers
+// through it. It encodes before writing anything, so an encoding failure can
+// still become a proper 500.
+func WriteJSON(w http.ResponseWriter, code int, v any) {
 	body, err := json.Marshal(v)
 	if err != nil {
 		code = http.StatusInternalServerError
@@ -29,7 +30,11 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Write(body)
 }
 
-// writeError answers {"error": msg}; msg is a sentence saying what to do.
-func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, errorBody{msg})
+// WriteError answers {"error": msg}; msg is a sentence saying what to do.
+func WriteError(w http.ResponseWriter, code int, msg string) {
+	WriteJSON(w, code, errorBody{msg})
 }
+
+func writeJSON(w http.ResponseWriter, code int, v any) { WriteJSON(w, code, v) }
+
+func writeError(w http.ResponseWriter, code int, msg string) { WriteError(w, code, msg) }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+
+	"keel.dev/keel/agent/api"
 )
 
 // Mux is where Routes registers its handlers; the agent's API server
@@ -81,11 +83,9 @@ func sentence(err error) string {
 	return s
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(v)
-}
+// writeJSON answers through the API's one JSON writer, so every endpoint
+// sends the same headers.
+func writeJSON(w http.ResponseWriter, code int, v any) { api.WriteJSON(w, code, v) }
 
 func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, map[string]string{"error": msg})

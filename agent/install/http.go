@@ -1,12 +1,13 @@
 package install
 
 import (
-	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
 
 	"keel.dev/keel/image/kpkg"
+
+	"keel.dev/keel/agent/api"
 )
 
 // Mux registers handlers; api.Server (which adds authentication) and
@@ -105,18 +106,5 @@ func writeError(w http.ResponseWriter, code int, msg, job string) {
 	writeJSON(w, code, errorBody{Error: msg, Job: job})
 }
 
-// writeJSON answers with v, uncached: answers describe the live box.
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	body, err := json.Marshal(v)
-	if err != nil {
-		code = http.StatusInternalServerError
-		body, _ = json.Marshal(errorBody{Error: "the agent could not encode its answer; report this as a bug"})
-	}
-	body = append(body, '\n')
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(code)
-	w.Write(body)
-}
+// writeJSON answers through the API's one JSON writer.
+func writeJSON(w http.ResponseWriter, code int, v any) { api.WriteJSON(w, code, v) }

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+
+	"keel.dev/keel/agent/api"
 )
 
 // Mux is where Routes registers its handlers; the agent's API server
@@ -127,11 +129,9 @@ func sentence(err error) string {
 	return s
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(v)
-}
+// writeJSON answers through the API's one JSON writer, so every endpoint
+// sends the same headers.
+func writeJSON(w http.ResponseWriter, code int, v any) { api.WriteJSON(w, code, v) }
 
 // writeError answers {"error": msg}, with the field errors alongside when
 // there are any so a UI can mark the fields.

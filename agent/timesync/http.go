@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"keel.dev/keel/agent/api"
 )
 
 // Mux is where Routes registers its handlers; the agent's API server
@@ -116,11 +118,9 @@ func validHost(s string) bool {
 	return true
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(v)
-}
+// writeJSON answers through the API's one JSON writer, so every endpoint
+// sends the same headers.
+func writeJSON(w http.ResponseWriter, code int, v any) { api.WriteJSON(w, code, v) }
 
 func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, map[string]string{"error": msg})

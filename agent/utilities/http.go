@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"keel.dev/keel/agent/api"
 )
 
 // Mux is where Routes registers its handlers; the agent's API server
@@ -93,11 +95,9 @@ func handle(f func(http.ResponseWriter, *http.Request, Request)) http.Handler {
 
 func timeout(q Request) time.Duration { return time.Duration(q.TimeoutMS) * time.Millisecond }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(v)
-}
+// writeJSON answers through the API's one JSON writer, so every endpoint
+// sends the same headers.
+func writeJSON(w http.ResponseWriter, code int, v any) { api.WriteJSON(w, code, v) }
 
 func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, map[string]string{"error": msg})
