@@ -1,6 +1,7 @@
 // Package floatip moves shared (floating) addresses between appliances:
 // enabling one first checks that no other host answers for it (an ARP
-// probe, RFC 5227), then adds it and announces it (gratuitous ARP, or an
+// probe, RFC 5227; duplicate address detection, RFC 4862, for IPv6), then
+// adds it and announces it (gratuitous ARP, or an
 // unsolicited neighbour advertisement for IPv6) so switches and neighbours
 // send traffic to this box at once; disabling removes it.
 package floatip
@@ -70,7 +71,8 @@ func New(ns netcfg.NS, log *slog.Logger) (*Manager, error) {
 func (m *Manager) Close() { m.nl.Close() }
 
 // Enable adds addr (with its prefix length) to link and announces it.
-// Unless force, it first probes for another holder (IPv4) and refuses with
+// Unless force, it first probes for another holder (ARP probes for IPv4,
+// duplicate address detection probes for IPv6) and refuses with
 // a *ConflictError naming its MAC. Enabling an address already present
 // only announces it again.
 func (m *Manager) Enable(link string, addr netip.Prefix, force bool) error {
@@ -84,6 +86,7 @@ func (m *Manager) Enable(link string, addr netip.Prefix, force bool) error {
 	}
 	var ifi *net.Interface
 	var ac *arpConn
+	var nc *ndpConn
 	err = m.ns.Do(func() error {
 		var err error
 		if ifi, err = net.InterfaceByName(link); err != nil {
@@ -91,6 +94,8 @@ func (m *Manager) Enable(link string, addr netip.Prefix, force bool) error {
 		}
 		if addr.Addr().Is4() {
 			ac, err = openARP(ifi)
+		} else if !present && !force {
+			nc, err = openNDP(ifi)
 		}
 		return err
 	})
@@ -102,6 +107,16 @@ func (m *Manager) Enable(link string, addr netip.Prefix, force bool) error {
 	}
 	if ac != nil && !present && !force {
 		owner, err := ac.probe(addr.Addr(), m.Probes, m.Interval, m.Wait)
+		if err != nil {
+			return fmt.Errorf("enable %s on %s: %w", addr, link, err)
+		}
+		if owner != nil {
+			return &ConflictError{Addr: addr.Addr(), Owner: owner}
+		}
+	}
+	if nc != nil {
+		owner, err := nc.probe(addr.Addr(), m.Probes, m.Interval, m.Wait)
+		nc.Close()
 		if err != nil {
 			return fmt.Errorf("enable %s on %s: %w", addr, link, err)
 		}

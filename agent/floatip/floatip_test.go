@@ -64,7 +64,7 @@ func TestTakeover(t *testing.T) {
 				t.Fatalf("observer's entry %q, want A's MAC %s", e, a.MAC)
 			}
 
-			if p.Addr().Is4() {
+			{
 				err := mb.Enable("eth0", p, false)
 				var conflict *floatip.ConflictError
 				if !errors.As(err, &conflict) || conflict.Owner.String() != a.MAC.String() || !strings.Contains(err.Error(), a.MAC.String()) {
@@ -103,21 +103,23 @@ func TestEnableFreeAddressNeedsNoForce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	p := netip.MustParsePrefix("10.6.0.100/24")
-	start := time.Now()
-	if err := m.Enable("eth0", p, false); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("probe and announce took %v", time.Since(start).Round(time.Millisecond))
-	// Enabling again is a re-announcement, not a conflict with itself.
-	if err := m.Enable("eth0", p, false); err != nil {
-		t.Fatalf("second enable: %v", err)
-	}
-	if err := m.Disable("eth0", p); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Disable("eth0", p); err != nil {
-		t.Fatalf("disabling an absent address: %v", err)
+	for _, s := range []string{"10.6.0.100/24", "fd00:6::100/64"} {
+		p := netip.MustParsePrefix(s)
+		start := time.Now()
+		if err := m.Enable("eth0", p, false); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: probe and announce took %v", s, time.Since(start).Round(time.Millisecond))
+		// Enabling again is a re-announcement, not a conflict with itself.
+		if err := m.Enable("eth0", p, false); err != nil {
+			t.Fatalf("second enable of %s: %v", s, err)
+		}
+		if err := m.Disable("eth0", p); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Disable("eth0", p); err != nil {
+			t.Fatalf("disabling an absent address %s: %v", s, err)
+		}
 	}
 }
 

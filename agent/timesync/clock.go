@@ -47,7 +47,11 @@ func (c SystemClock) Step(d time.Duration) error {
 	if c.RTC == "" {
 		return nil
 	}
-	if err := writeRTC(c.RTC, time.Now()); err != nil {
+	// The RTC holds whole seconds and starts its second when written: write
+	// at a second boundary so it does not start up to a second behind.
+	next := time.Now().Truncate(time.Second).Add(time.Second)
+	time.Sleep(time.Until(next))
+	if err := writeRTC(c.RTC, next); err != nil {
 		return fmt.Errorf("clock stepped by %v but %w", d, err)
 	}
 	return nil
