@@ -128,8 +128,12 @@ func (r *Reconciler) applyLink(l netlink.Link, ifc Interface, res *Result) error
 			res.Changes = append(res.Changes, "take down "+name)
 		}
 	}
-	if err := r.applySLAAC(name, ifc.UsesSLAAC(), res); err != nil {
+	if off, err := r.applySLAAC(name, ifc.UsesSLAAC(), res); err != nil {
 		errs = append(errs, err)
+	} else if off {
+		if err := r.dropSLAAC(l, res); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	// Before any address is removed: without promote_secondaries the
 	// kernel silently drops every other address of a subnet with its
@@ -145,8 +149,9 @@ func (r *Reconciler) applyLink(l netlink.Link, ifc Interface, res *Result) error
 
 // applySLAAC turns router-advertisement processing on or off. Off also
 // means no default route from router advertisements: a static IPv6
-// configuration should not be overridden by a stray router.
-func (r *Reconciler) applySLAAC(link string, on bool, res *Result) error {
+// configuration should not be overridden by a stray router. It reports
+// whether it just turned SLAAC off.
+func (r *Reconciler) applySLAAC(link string, on bool, res *Result) (turnedOff bool, err error) {
 	want := "0"
 	if on {
 		want = "1"
@@ -156,23 +161,72 @@ func (r *Reconciler) applySLAAC(link string, on bool, res *Result) error {
 		got, err := r.sysctl.Get(key)
 		if isNotExist(err) {
 			if on {
-				return fmt.Errorf("enable SLAAC on %s: the kernel has IPv6 disabled", link)
+				return false, fmt.Errorf("enable SLAAC on %s: the kernel has IPv6 disabled", link)
 			}
-			return nil
+			return false, nil
 		}
 		if err != nil {
-			return err
+			return false, err
 		}
 		if got == want {
 			continue
 		}
 		r.changes.Add(1)
 		if err := r.sysctl.Set(key, want); err != nil {
-			return err
+			return false, err
 		}
 		res.Changes = append(res.Changes, fmt.Sprintf("set %s to %s", key, want))
+		turnedOff = !on
 	}
-	return nil
+	return turnedOff, nil
+}
+
+// dropSLAAC removes what router advertisements gave a link whose SLAAC was
+// just turned off: the kernel would keep the addresses until their
+// lifetimes end and the routes until the router's lifetime does. Global
+// IPv6 addresses with lifetimes are SLAAC's (keel has no DHCPv6 client);
+// routes with protocol "ra" are the kernel's from advertisements.
+func (r *Reconciler) dropSLAAC(l netlink.Link, res *Result) error {
+	name := l.Attrs().Name
+	var errs []error
+	addrs, err := r.nl.AddrList(l, netlink.FAMILY_V6)
+	if err != nil {
+		return fmt.Errorf("list addresses on %s: %w", name, err)
+	}
+	for _, a := range addrs {
+		p, ok := prefixOf(a.IPNet)
+		if !ok || a.Flags&unix.IFA_F_PERMANENT != 0 || !p.Addr().IsGlobalUnicast() {
+			continue
+		}
+		if err := r.nl.AddrDel(l, &netlink.Addr{IPNet: a.IPNet}); err != nil {
+			errs = append(errs, fmt.Errorf("remove SLAAC address %s from %s: %w", p, name, err))
+			continue
+		}
+		res.Changes = append(res.Changes, fmt.Sprintf("remove SLAAC address %s from %s", p, name))
+	}
+	routes, err := r.nl.RouteListFiltered(netlink.FAMILY_V6, &netlink.Route{LinkIndex: l.Attrs().Index, Protocol: unix.RTPROT_RA},
+		netlink.RT_FILTER_OIF|netlink.RT_FILTER_PROTOCOL)
+	if err != nil {
+		return errors.Join(append(errs, fmt.Errorf("list routes on %s: %w", name, err))...)
+	}
+	for _, rt := range routes {
+		if err := r.nl.RouteDel(&rt); err != nil {
+			errs = append(errs, fmt.Errorf("remove route %s from router advertisements on %s: %w", rt.Dst, name, err))
+			continue
+		}
+		res.Changes = append(res.Changes, fmt.Sprintf("remove route %s from router advertisements on %s", raRouteDst(rt), name))
+	}
+	return errors.Join(errs...)
+}
+
+func raRouteDst(rt netlink.Route) string {
+	if rt.Dst == nil {
+		return "default"
+	}
+	if ones, _ := rt.Dst.Mask.Size(); ones == 0 {
+		return "default"
+	}
+	return rt.Dst.String()
 }
 
 func (r *Reconciler) applyAddrs(l netlink.Link, ifc Interface, res *Result) error {
