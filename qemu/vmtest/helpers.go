@@ -93,19 +93,39 @@ func Boot(t testing.TB, cfg qemu.Config) *qemu.VM {
 	if err != nil {
 		t.Fatal(err)
 	}
+	watch(t, vm)
+	return vm
+}
+
+// Restart power-cycles a VM that has exited (after PowerCut) and registers
+// the new one's cleanup.
+func Restart(t testing.TB, vm *qemu.VM) *qemu.VM {
+	t.Helper()
+	nvm, err := vm.Restart(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	watch(t, nvm)
+	return nvm
+}
+
+// watch closes vm when the test ends and, when it failed, shows the end of
+// the serial console and keeps the whole of it in KEEL_VM_LOGS.
+func watch(t testing.TB, vm *qemu.VM) {
 	t.Cleanup(func() {
 		vm.Close()
 		if t.Failed() {
-			t.Logf("serial console of %s:\n%s", cfg.Image, tail(vm.Output(), 6000))
+			t.Logf("serial console:\n%s", tail(vm.Output(), 6000))
 			if dir := os.Getenv("KEEL_VM_LOGS"); dir != "" {
-				name := filepath.Join(dir, strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())+".log")
+				// serial.log, serial-2.log after a restart
+				suffix := strings.TrimPrefix(filepath.Base(vm.LogPath()), "serial")
+				name := filepath.Join(dir, strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())+suffix)
 				if os.MkdirAll(dir, 0o755) == nil && os.WriteFile(name, []byte(vm.Output()), 0o644) == nil {
 					t.Logf("whole console in %s", name)
 				}
 			}
 		}
 	})
-	return vm
 }
 
 // WaitReady waits for the agent's ready line and returns it.

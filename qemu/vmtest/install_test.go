@@ -2,15 +2,18 @@ package vmtest
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"keel.dev/keel/image/bootstate"
 	"keel.dev/keel/image/diskimage"
 	"keel.dev/keel/image/kpkg"
 	"keel.dev/keel/image/manifest"
@@ -32,6 +35,19 @@ func TestInstallBaseAcrossSlots(t *testing.T) {
 	damaged[600] ^= 0x01 // inside manifest.json
 	if code, body := upload(t, vm, "", damaged); code != http.StatusBadRequest || !strings.Contains(string(body), "error") {
 		t.Errorf("a flipped manifest bit: %d %s", code, body)
+	}
+	// A flipped payload bit is caught while the payload streams, after
+	// the slot was marked unbootable: it stays so.
+	damaged = mustRead(t, pkg110)
+	damaged[len(damaged)-1024-512-4096] ^= 0x10 // in the payload, before the tar's padding and end
+	if code, body := upload(t, vm, "", damaged); code != http.StatusBadRequest || !strings.Contains(string(body), "SHA-256") {
+		t.Errorf("a flipped payload bit: %d %s", code, body)
+	}
+	if st := bootStateNow(t, vm); st.B.Bootable || st.Default != "a" {
+		t.Errorf("after a damaged payload slot b is bootable %v, default %s; want unbootable, default a", st.B.Bootable, st.Default)
+	}
+	if code, body := upload(t, vm, "", mustRead(t, e.basePackage(t, otherKey(t), "1.1.0"))); code != http.StatusForbidden || !strings.Contains(string(body), "unknown key") {
+		t.Errorf("a package signed by an unknown key: %d %s", code, body)
 	}
 	same := e.basePackage(t, keyFile, "1.0.0")
 	if code, body := upload(t, vm, "", mustRead(t, same)); code != http.StatusConflict || !strings.Contains(string(body), "already installed") {
@@ -104,6 +120,38 @@ func (e Env) basePackageWith(t *testing.T, keyFile, version, initramfs string) s
 		t.Fatal(err)
 	}
 	return out
+}
+
+// otherKey writes a vendor key the box does not trust.
+func otherKey(t *testing.T) string {
+	t.Helper()
+	_, priv, _ := ed25519.GenerateKey(nil)
+	b, err := kpkg.MarshalPrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "other.key")
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// bootStateNow reads the boot state from a running VM's disk.
+func bootStateNow(t *testing.T, vm *qemu.VM) *bootstate.State {
+	t.Helper()
+	raw := filepath.Join(t.TempDir(), "now.raw")
+	// -U: the running QEMU holds the image's lock; the agent synced the
+	// boot state before it answered.
+	if b, err := exec.Command("qemu-img", "convert", "-U", "-O", "raw", vm.DiskPath(), raw).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img convert: %v: %s", err, b)
+	}
+	defer os.Remove(raw)
+	st, _, err := diskimage.ReadBootState(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
 
 func upload(t *testing.T, vm *qemu.VM, query string, pkg []byte) (int, []byte) {
