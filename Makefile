@@ -2,6 +2,8 @@
 # See README.md for every target and variable.
 
 VERSION ?= 1.0.0
+# The application in slot app-a of the image; APP= leaves the app slots empty.
+APP ?= demo:1.0.0
 PORT ?= 8443
 DISK ?= virtio
 NIC ?= virtio
@@ -12,7 +14,7 @@ GO_SRC := $(shell find agent initramfs image hwtest -name '*.go' 2>/dev/null) go
 KERNEL := build/kernel/version
 INITRAMFS := build/initramfs.cpio.zst
 
-.PHONY: deps initramfs image run test test-unit test-vm bench clean
+.PHONY: deps initramfs image run test test-unit test-vm soak bench clean
 
 # Debian packages and the pinned kernel; cheap when everything is there.
 deps:
@@ -30,7 +32,7 @@ initramfs: $(INITRAMFS)
 
 # Always rebuilt: VERSION and KEEL_ADMIN_PASSWORD go into it, and it takes a second.
 image: deps $(INITRAMFS)
-	go run ./image build -version $(VERSION) -kernel-dir build/kernel -initramfs $(INITRAMFS) -o build/keel.img -qcow2 build/keel.qcow2
+	go run ./image build -version $(VERSION) -app "$(APP)" -kernel-dir build/kernel -initramfs $(INITRAMFS) -o build/keel.img -qcow2 build/keel.qcow2
 
 build/keys/vendor.key:
 	go run ./image keygen -o build/keys/vendor
@@ -39,6 +41,12 @@ build/keys/vendor.key:
 package: deps $(INITRAMFS) build/keys/vendor.key
 	go run ./image package -base-from-build -kernel-dir build/kernel -initramfs $(INITRAMFS) -version $(VERSION) \
 		-key build/keys/vendor.key -o build/packages/keel-base-$(VERSION).kpkg
+
+# The demo release in build/release: bases 1.0.0 and 1.1.0 of this tree, the demo app
+# 1.0.0 to 2.0.1, a signed catalog; serve it with `go run ./image serve`.
+.PHONY: release
+release: deps $(INITRAMFS) build/keys/vendor.key
+	go run ./image release -dir build/release -key build/keys/vendor.key -kernel-dir build/kernel -initramfs $(INITRAMFS)
 
 run: image
 	go run ./qemu/cmd/vm -image build/keel.img -port $(PORT) -disk $(DISK) -nic $(NIC)
@@ -50,6 +58,14 @@ test: image
 		KEEL_KERNEL=$(CURDIR)/build/kernel/vmlinuz KEEL_KERNEL_DIR=$(CURDIR)/build/kernel KEEL_INITRAMFS=$(CURDIR)/$(INITRAMFS) \
 		KEEL_VENDOR_KEY=$(CURDIR)/build/keys/vendor.key \
 		go test -count=1 -p 1 -parallel 3 -timeout 25m ./...
+
+# KEEL_SOAK power cuts at random moments of an install (default 100);
+# prints how many the box survived.
+SOAK ?= 100
+soak: image
+	KEEL_VM=1 KEEL_SOAK=$(SOAK) KEEL_VM_LOGS=$(CURDIR)/build/vmtest-logs KEEL_IMAGE=$(CURDIR)/build/keel.img \
+		KEEL_KERNEL_DIR=$(CURDIR)/build/kernel KEEL_INITRAMFS=$(CURDIR)/$(INITRAMFS) KEEL_VENDOR_KEY=$(CURDIR)/build/keys/vendor.key \
+		go test -count=1 -parallel 3 -timeout 6h -run 'TestPowerCutDuringInstall' ./qemu/vmtest/
 
 test-unit:
 	go test -count=1 ./...

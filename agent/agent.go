@@ -8,9 +8,11 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"keel.dev/keel/agent/api"
+	"keel.dev/keel/agent/apps"
 	"keel.dev/keel/agent/coldplug"
 	"keel.dev/keel/agent/config"
 	"keel.dev/keel/agent/floatip"
@@ -68,6 +70,10 @@ type agent struct {
 	mounts   []string           // in mount order; unmounted in reverse at shutdown
 	wd       *watchdog.Watchdog // armed during a trial boot until the commit
 	shutdown chan pid1.Action
+
+	// apps is the application runtime once the application phase made it;
+	// nil when the data partition is not mounted.
+	apps atomic.Pointer[apps.Manager]
 
 	mu        sync.Mutex
 	recovery  string // why the box is in recovery mode; "" when it is not

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"keel.dev/keel/agent/api"
+	"keel.dev/keel/agent/apps"
 	"keel.dev/keel/agent/atomicfile"
 	"keel.dev/keel/agent/blockdev"
 	"keel.dev/keel/agent/coldplug"
@@ -56,6 +57,7 @@ func (a *agent) boot() {
 		{"credentials", a.loadUsers},
 		{"identity", a.loadIdentity},
 		{"network", a.startNetwork},
+		{"application", a.startApplication},
 		{"power button", a.watchPowerButton},
 		{"API", a.startAPI},
 		{"health check", a.checkAndCommit},
@@ -318,6 +320,67 @@ func (a *agent) loadIdentity() error {
 	return nil
 }
 
+// Where the application runtime keeps its state, mounts its slots and
+// keeps the application's data.
+const (
+	appStatePath = keelDir + "/apps/state.json"
+	appRunDir    = "/run/keel/app"
+	appDataRoot  = dataDir + "/apps"
+)
+
+// startApplication starts the application in the active application slot,
+// if one holds an application. It needs the data partition: the state and
+// the application's data live there.
+func (a *agent) startApplication() error {
+	if !a.dataMounted() {
+		return errors.New("the data partition is not mounted: no application runs, and app packages cannot be installed")
+	}
+	m := &apps.Manager{
+		StatePath: appStatePath,
+		RunDir:    appRunDir,
+		DataRoot:  appDataRoot,
+		Mount:     apps.BlockMount(blockdev.Default()),
+		Unmount:   apps.UnmountDir,
+		Log:       a.log,
+	}
+	a.apps.Store(m)
+	// At shutdown the supervisor waits for this service, so the
+	// application is stopped and its slot unmounted before the data
+	// partition is.
+	a.sup.Start(a.ctx, supervisor.Service{Name: "application", Run: func(ctx context.Context) error {
+		<-ctx.Done()
+		return m.Stop()
+	}})
+	if err := m.Start(a.ctx); err != nil {
+		return err
+	}
+	if s := m.Status(); s.State != apps.StateNone {
+		a.say("application %s %s started from slot %s", s.Name, s.Version, s.Slot)
+	}
+	return nil
+}
+
+// appHealthy waits for the application's health check (none installed is
+// healthy), petting the watchdog meanwhile.
+func (a *agent) appHealthy() error {
+	m := a.apps.Load()
+	if m == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(a.ctx, 2*time.Minute)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- m.WaitHealthy(ctx) }()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(time.Second):
+			a.wd.Pet()
+		}
+	}
+}
+
 func (a *agent) watchPowerButton() error {
 	devs := powerbutton.Find("/sys/class/input", "/dev")
 	if len(devs) == 0 {
@@ -447,7 +510,8 @@ func (a *agent) setResult(s string) {
 }
 
 // healthCheck is what a trial boot must pass: data mounted, configuration
-// loaded, API answering over TLS with the box's own certificate.
+// loaded, API answering over TLS with the box's own certificate, the
+// application (if one is installed) passing its health check.
 func (a *agent) healthCheck() error {
 	if err := fault("health"); err != nil {
 		return err
@@ -471,7 +535,7 @@ func (a *agent) healthCheck() error {
 		if resp, err = c.Get("https://127.0.0.1:443/healthz"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return nil
+				return a.appHealthy()
 			}
 			err = fmt.Errorf("/healthz answered %s", resp.Status)
 		}

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 
+	"keel.dev/keel/agent/apps"
 	"keel.dev/keel/agent/netcfg"
 	"keel.dev/keel/agent/timesync"
 )
@@ -30,6 +31,7 @@ type Status struct {
 	Agent struct {
 		RSSBytes int64 `json:"rss_bytes"` // resident memory of PID 1
 	} `json:"agent"`
+	App      *apps.Status     `json:"app,omitempty"` // nil when the data partition is not mounted
 	Network  *netcfg.Status   `json:"network,omitempty"`
 	Time     *timesync.Status `json:"time,omitempty"`
 	Serial   string           `json:"serial"`
@@ -51,6 +53,10 @@ func (a *agent) status() Status {
 	if a.clock != nil {
 		ts := a.clock.Status()
 		s.Time = &ts
+	}
+	if m := a.apps.Load(); m != nil {
+		as := m.Status()
+		s.App = &as
 	}
 	s.UptimeS = uptime()
 	s.Agent.RSSBytes = rss()

@@ -1,10 +1,13 @@
-// Command image is the vendor's side of keel: it builds disk images and
-// signed packages (and, later, releases).
+// Command image is the vendor's side of keel: it builds disk images,
+// signed packages and releases, and serves releases (the update server).
 //
 //	go run ./image build [flags]     write a disk image (see -h)
 //	go run ./image keygen [-o P]     make a vendor signing key pair
 //	go run ./image package [flags]   sign a slot image into a package
 //	go run ./image inspect FILE...   print and verify packages
+//	go run ./image release [flags]   build the demo release folder and its catalog
+//	go run ./image serve [flags]     serve a release folder (the update server)
+//	go run ./image redeem [flags]    turn a download key into an offline bundle
 package main
 
 import (
@@ -14,9 +17,11 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
+	"keel.dev/keel/image/appimage"
 	"keel.dev/keel/image/diskimage"
 	"keel.dev/keel/image/layout"
 )
@@ -36,6 +41,12 @@ func main() {
 		err = makePackage(os.Args[2:], os.Stdout)
 	case "inspect":
 		err = inspect(os.Args[2:], os.Stdout)
+	case "release":
+		err = release(os.Args[2:], os.Stdout)
+	case "serve":
+		err = serve(os.Args[2:])
+	case "redeem":
+		err = redeem(os.Args[2:], os.Stdout)
 	default:
 		usage()
 	}
@@ -46,7 +57,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: image build|keygen|package|inspect [flags]   (image COMMAND -h for the flags)")
+	fmt.Fprintln(os.Stderr, "usage: image build|keygen|package|inspect|release|serve|redeem [flags]   (image COMMAND -h for the flags)")
 	os.Exit(2)
 }
 
@@ -60,6 +71,7 @@ func build(ctx context.Context, args []string) error {
 	versionB := fs.String("version-b", "", "fill slot b too, with this version (boot tests use it)")
 	sizeMiB := fs.Int64("size", diskimage.DefaultSize/layout.MiB, "disk size in MiB")
 	timeout := fs.Int("grub-timeout", 2, "seconds the GRUB menu waits")
+	app := fs.String("app", "", "application in slot app-a: a squashfs `file`, or demo:VERSION for the demo app; empty leaves the app slots empty")
 	fs.Parse(args)
 
 	release, err := os.ReadFile(*kernelDir + "/version")
@@ -73,10 +85,23 @@ func build(ctx context.Context, args []string) error {
 		Initramfs: *initramfs, Version: *version, VersionB: *versionB,
 		AdminPassword: os.Getenv("KEEL_ADMIN_PASSWORD"), GrubTimeout: *timeout, BuildTime: time.Now(),
 	}
+	if v, ok := strings.CutPrefix(*app, "demo:"); ok {
+		dir, err := os.MkdirTemp("", "keel-app")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		opts.AppPayload = filepath.Join(dir, "app.squashfs")
+		if err := appimage.DemoCached(opts.AppPayload, v, filepath.Join(filepath.Dir(*out), "cache", "demoapp")); err != nil {
+			return fmt.Errorf("build the demo app %s: %w", v, err)
+		}
+	} else {
+		opts.AppPayload = *app
+	}
 	if err := diskimage.Build(ctx, opts); err != nil {
 		return err
 	}
-	slog.Info("image written", "path", *out, "version", *version, "version_b", *versionB, "seconds", time.Since(start).Seconds())
+	slog.Info("image written", "path", *out, "version", *version, "version_b", *versionB, "app", *app, "seconds", time.Since(start).Seconds())
 	if *qcow != "" {
 		cmd := exec.CommandContext(ctx, "qemu-img", "convert", "-O", "qcow2", *out, *qcow+".tmp")
 		if b, err := cmd.CombinedOutput(); err != nil {

@@ -56,3 +56,31 @@ func TestBlockDevicesOpensTheSlotByName(t *testing.T) {
 		t.Errorf("missing partition: %v", err)
 	}
 }
+
+func TestAppBlockDevicesOpensTheAppSlot(t *testing.T) {
+	root := t.TempDir()
+	cls, dev := filepath.Join(root, "class"), filepath.Join(root, "dev")
+	d := filepath.Join(root, "sys/devices/vda/vda6")
+	for _, p := range []string{cls, dev, d} {
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.WriteFile(filepath.Join(d, "uevent"), []byte("DEVTYPE=partition\nDEVNAME=vda6\nPARTNAME=app-b\n"), 0o644)
+	os.WriteFile(filepath.Join(d, "size"), []byte("8\n"), 0o644)
+	os.Symlink(d, filepath.Join(cls, "vda6"))
+	os.WriteFile(filepath.Join(dev, "vda6"), make([]byte, 4096), 0o644)
+	open := AppBlockDevices(blockdev.Finder{SysClassBlock: cls, Dev: dev})
+	f, size, err := open("b")
+	if err != nil || size != 4096 {
+		t.Fatalf("%v, size %d", err, size)
+	}
+	f.WriteAt([]byte("hsqs"), 0)
+	f.Close()
+	if b, _ := os.ReadFile(filepath.Join(dev, "vda6")); !bytes.HasPrefix(b, []byte("hsqs")) {
+		t.Error("app-b's device was not written")
+	}
+	if _, _, err := open("a"); err == nil || !strings.Contains(err.Error(), `"app-a"`) {
+		t.Errorf("missing partition: %v", err)
+	}
+}

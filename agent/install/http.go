@@ -90,7 +90,7 @@ func statusOf(err error) int {
 		return http.StatusConflict
 	case errors.Is(err, kpkg.ErrUnknownKey):
 		return http.StatusForbidden
-	case errors.Is(err, ErrIncompatible), errors.Is(err, kpkg.ErrManifest):
+	case errors.Is(err, ErrIncompatible), errors.Is(err, kpkg.ErrManifest), errors.Is(err, ErrAppFailed):
 		return http.StatusUnprocessableEntity
 	}
 	// Damaged, truncated, tampered or broken-off uploads.

@@ -1,6 +1,8 @@
-// Package install writes signed base packages into the inactive A/B slot and
-// stages a trial boot of them, as DESIGN.md's "Packages" and "Slots and boot
-// counting" require. The order of work is the safety argument:
+// Package install writes signed packages into the inactive A/B slot of
+// their kind: a base package is staged for a trial boot, an application
+// package is switched to at once, as DESIGN.md's "Packages" and "Slots and
+// boot counting" require. For a base package the order of work is the
+// safety argument:
 //
 //  1. kpkg.Open verifies the manifest's signature against the trusted keys;
 //     then kind, hardware, requirements and version order are checked, and
@@ -21,6 +23,16 @@
 // Failures after step 2 leave the slot unbootable and the box on the
 // running slot. One install runs at a time.
 //
+// An app package goes through the same checks (1.; its version must be
+// newer than the installed application's, unless forced; a box with no
+// application takes any version) and the same write and read-back (3.)
+// into the application slot not in use (app-a or app-b; app-a on a box
+// with none), which nothing mounts or runs. Then SwitchApp stops the
+// running application, starts the new one and commits it once its health
+// check passes, or goes back to the previous version; the job ends with
+// its sentence ("app demo 1.1.0 is running", or why it was rolled back).
+// The boot state is not touched and the box does not reboot.
+//
 // # HTTP
 //
 // Routes registers, for the agent's authenticated API:
@@ -33,8 +45,8 @@
 // install runs while the body is read and the answer comes once the outcome
 // is known: 202 {"job": id, "message": sentence} when the payload is
 // written, read back and the trial boot is staged (the reboot follows the
-// answer unless reboot=later), or an error {"error": sentence}, with "job"
-// too when a job had started:
+// answer unless reboot=later) or the new application runs, or an error
+// {"error": sentence}, with "job" too when a job had started:
 //
 //	400  the package is damaged, truncated, its signature does not verify,
 //	     its payload does not match the manifest, or the upload broke off
@@ -42,8 +54,10 @@
 //	409  its version is not newer (without force=1); another install is
 //	     running or a reboot into a new slot is pending; the running slot is
 //	     an uncommitted trial and the other slot is the only committed one
-//	422  its manifest is invalid, it is not a base package, it is for other
-//	     hardware, its requirements do not hold, or it does not fit the slot
+//	422  its manifest is invalid, it is an app package on a box without
+//	     application runtime, it is for other hardware, its requirements do
+//	     not hold, it does not fit the slot, or (an app package) it was
+//	     written but failed its health check and was rolled back
 //	500  the appliance failed: boot state, slot device, read-back mismatch
 //
 // A job is registered once the package is accepted (its signature and
@@ -51,7 +65,8 @@
 // during a long upload polls GET /api/v1/jobs, which lists recent jobs
 // newest first, and follows the running install job; each job reports
 // state (running, done, failed), progress 0..1 (the write and the
-// read-back are each half) and a message sentence.
+// read-back are each half; for an app package 45% each, and the health
+// check the rest) and a message sentence.
 package install
 
 import (
@@ -90,6 +105,10 @@ var (
 	ErrIncompatible = errors.New("package incompatible")
 	// ErrSystem: the appliance failed (boot state, slot device, read-back).
 	ErrSystem = errors.New("appliance failure")
+	// ErrAppFailed: an application was written but did not pass its
+	// health check (or did not start), and the box went back to the
+	// previous one.
+	ErrAppFailed = errors.New("application rolled back")
 )
 
 // failure is an error whose message is a sentence for the operator and
@@ -120,8 +139,8 @@ type BootState interface {
 	Update(change func(*bootstate.State) error) (*bootstate.State, error)
 }
 
-// Installer installs base packages. Fill in the fields, then call Start or
-// register Routes; the fields must not change afterwards.
+// Installer installs base and app packages. Fill in the fields, then call
+// Start or register Routes; the fields must not change afterwards.
 type Installer struct {
 	Trusted  []ed25519.PublicKey // the vendor keys the base image carries
 	Hardware string              // this box's hardware model
@@ -137,6 +156,23 @@ type Installer struct {
 	Log      *slog.Logger // nil: discard
 	Tries    int          // trial boots for a new slot; 0 means bootstate.DefaultTries
 	Jobs     *Jobs        // nil: a registry of the last DefaultJobs jobs
+
+	// Applications. Without OpenAppSlot and SwitchApp, app packages are
+	// refused.
+	//
+	// AppSlot returns the application slot in use, "a" or "b", or "" when
+	// no application is installed; an app package goes into the other
+	// one ("a" when there is none). Nil: none is installed.
+	AppSlot func() string
+	// OpenAppSlot opens an application slot's partition for reading and
+	// writing and returns its size; see AppBlockDevices. The install
+	// closes it before SwitchApp.
+	OpenAppSlot func(slot string) (Device, int64, error)
+	// SwitchApp runs the application just written to slot with version
+	// and returns once it is committed (nil) or rolled back (an error
+	// whose message is the sentence the job ends with); apps.Manager's
+	// Switch is one.
+	SwitchApp func(ctx context.Context, slot, version string) error
 
 	mu        sync.Mutex // held for a whole install
 	current   atomic.Pointer[Job]
@@ -194,7 +230,8 @@ func (in *Installer) tries() (int, error) {
 
 // Start installs the package read from body into the inactive slot, in the
 // caller's goroutine, and returns when the trial boot is staged (and, unless
-// opts say otherwise, after calling Reboot). body is read up to the end of
+// opts say otherwise, after calling Reboot), or for an app package when the
+// new application runs or was rolled back. body is read up to the end of
 // the package and no further. A package refused before anything was written
 // returns a nil Job; once the job exists it is returned with the error, and
 // it stays in the registry as failed. Every error's message is a sentence
@@ -223,6 +260,9 @@ func (in *Installer) Start(ctx context.Context, body io.Reader, opts Options) (*
 	if err := in.check(p, opts); err != nil {
 		return nil, err
 	}
+	if m.Kind == kpkg.KindApp {
+		return in.startApp(ctx, p)
+	}
 	st, _, err := in.Slots.Read()
 	if err != nil {
 		return nil, fail(ErrSystem, "the boot state cannot be read, so nothing was written: %v", err)
@@ -243,6 +283,7 @@ func (in *Installer) Start(ctx context.Context, body io.Reader, opts Options) (*
 	}
 
 	j := newJob(m.Version.String(), target)
+	j.pkg = kpkg.KindBase
 	in.jobs().add(j)
 	in.current.Store(j)
 	defer in.current.Store(nil)
@@ -299,8 +340,8 @@ func (in *Installer) reboot(j *Job, what string, log *slog.Logger) {
 // check refuses a verified package that must not be installed on this box.
 func (in *Installer) check(p *kpkg.Package, opts Options) error {
 	m := &p.Manifest
-	if m.Kind != kpkg.KindBase {
-		return fail(ErrIncompatible, "%s %s is an %s package, and only %s packages can be installed so far; nothing was written", m.Name, m.Version, m.Kind, kpkg.KindBase)
+	if m.Kind == kpkg.KindApp && (in.OpenAppSlot == nil || in.SwitchApp == nil) {
+		return fail(ErrIncompatible, "%s %s is an %s package, and only %s packages can be installed so far: the application runtime is not running on this box; nothing was written", m.Name, m.Version, m.Kind, kpkg.KindBase)
 	}
 	if err := m.CheckHardware(in.Hardware); err != nil {
 		return fail(ErrIncompatible, "%v; nothing was written", err)
@@ -312,7 +353,7 @@ func (in *Installer) check(p *kpkg.Package, opts Options) error {
 	if err := m.CheckRequirements(installed); err != nil {
 		return fail(ErrIncompatible, "%s %s %v; nothing was written", m.Name, m.Version, err)
 	}
-	if cur, ok := installed[kpkg.KindBase]; ok && !opts.Force {
+	if cur, ok := installed[m.Kind]; ok && !opts.Force {
 		switch c := m.Version.Compare(cur); {
 		case c == 0:
 			return fail(ErrNotNewer, "%s is already installed; use force to reinstall", cur)
@@ -339,7 +380,6 @@ func minPackageSize(p *kpkg.Package) int64 {
 // write marks target unbootable, streams the payload into it and checks it
 // by reading it back from the disk.
 func (in *Installer) write(ctx context.Context, p *kpkg.Package, dev Device, target string, j *Job) error {
-	m := &p.Manifest
 	if _, err := in.Slots.Update(func(st *bootstate.State) error {
 		sl := st.Slot(target)
 		sl.Bootable, sl.Good, sl.Tries, sl.Version = false, false, 0, ""
@@ -350,32 +390,40 @@ func (in *Installer) write(ctx context.Context, p *kpkg.Package, dev Device, tar
 	}); err != nil {
 		return fail(ErrSystem, "slot %s could not be marked unbootable before writing: %v", target, err)
 	}
+	return stream(ctx, p, dev, "slot "+target, j, 2*p.Manifest.Payload.Size)
+}
 
+// stream writes the payload into dev (named slot in messages) through one
+// buffer while kpkg hashes it, syncs it, and reads it back from the disk to
+// check its hash again. The write and the read-back each count for
+// Payload.Size bytes of the job's progress, out of total.
+func stream(ctx context.Context, p *kpkg.Package, dev Device, slot string, j *Job, total int64) error {
+	m := &p.Manifest
 	size := m.Payload.Size
-	j.setMessage(fmt.Sprintf("writing %s to slot %s", m.Version, target))
+	j.setMessage(fmt.Sprintf("writing %s to %s", m.Version, slot))
 	buf := make([]byte, copyBuffer)
 	// progressWriter hides *os.File's ReadFrom, so the copy goes through
 	// buf and is counted as it goes.
-	w := &progressWriter{ctx: ctx, w: io.NewOffsetWriter(dev, 0), job: j, total: 2 * size, slot: target}
+	w := &progressWriter{ctx: ctx, w: io.NewOffsetWriter(dev, 0), job: j, total: total, slot: slot}
 	if _, err := io.CopyBuffer(w, p.Payload(), buf); err != nil {
-		return fmt.Errorf("writing %s to slot %s stopped at byte %d: %w", m.Version, target, w.n, err)
+		return fmt.Errorf("writing %s to %s stopped at byte %d: %w", m.Version, slot, w.n, err)
 	}
 	if err := p.Verified(); err != nil {
-		return fmt.Errorf("writing %s to slot %s: %w", m.Version, target, err)
+		return fmt.Errorf("writing %s to %s: %w", m.Version, slot, err)
 	}
 	if err := dev.Sync(); err != nil {
-		return fail(ErrSystem, "syncing slot %s failed: %v", target, err)
+		return fail(ErrSystem, "syncing %s failed: %v", slot, err)
 	}
 	dropCache(dev, size)
 
-	j.setMessage(fmt.Sprintf("reading slot %s back", target))
+	j.setMessage(fmt.Sprintf("reading %s back", slot))
 	h := sha256.New()
-	hw := &progressWriter{ctx: ctx, w: h, job: j, total: 2 * size, done: size, slot: target}
+	hw := &progressWriter{ctx: ctx, w: h, job: j, total: total, done: size, slot: slot}
 	if _, err := io.CopyBuffer(hw, io.NewSectionReader(dev, 0, size), buf); err != nil {
-		return fail(ErrSystem, "reading slot %s back failed at byte %d: %v", target, hw.n, err)
+		return fail(ErrSystem, "reading %s back failed at byte %d: %v", slot, hw.n, err)
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != m.Payload.SHA256 {
-		return fail(ErrSystem, "slot %s reads back with SHA-256 %s instead of %s: the disk may be failing", target, got, m.Payload.SHA256)
+		return fail(ErrSystem, "%s reads back with SHA-256 %s instead of %s: the disk may be failing", slot, got, m.Payload.SHA256)
 	}
 	return nil
 }
@@ -384,6 +432,13 @@ func (in *Installer) write(ctx context.Context, p *kpkg.Package, dev Device, tar
 // read-back reads the disk rather than the page cache it was written from.
 // Best effort: a device without a descriptor is read back as it is.
 func dropCache(dev Device, size int64) {
+	for {
+		u, ok := dev.(interface{ Unwrap() Device })
+		if !ok {
+			break
+		}
+		dev = u.Unwrap()
+	}
 	if f, ok := dev.(interface{ Fd() uintptr }); ok {
 		_ = unix.Fadvise(int(f.Fd()), 0, size, unix.FADV_DONTNEED)
 	}
@@ -396,9 +451,9 @@ type progressWriter struct {
 	ctx         context.Context
 	w           io.Writer
 	job         *Job
-	n           int64 // bytes through this writer
-	done, total int64 // progress = (done+n)/total
-	slot        string
+	n           int64  // bytes through this writer
+	done, total int64  // progress = (done+n)/total
+	slot        string // "slot b", "application slot b"
 }
 
 func (w *progressWriter) Write(b []byte) (int, error) {
@@ -409,7 +464,7 @@ func (w *progressWriter) Write(b []byte) (int, error) {
 	w.n += int64(n)
 	w.job.setProgress(float64(w.done+w.n) / float64(w.total))
 	if err != nil {
-		return n, fail(ErrSystem, "slot %s: %v", w.slot, err)
+		return n, fail(ErrSystem, "%s: %v", w.slot, err)
 	}
 	return n, nil
 }

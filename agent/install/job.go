@@ -4,6 +4,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"sync"
+
+	"keel.dev/keel/image/kpkg"
 )
 
 // State is a job's life stage.
@@ -21,6 +23,7 @@ type Job struct {
 	id      string
 	version string
 	slot    string
+	pkg     kpkg.Kind
 
 	mu       sync.Mutex
 	state    State
@@ -37,6 +40,9 @@ type JobStatus struct {
 	Message  string  `json:"message"`  // a sentence
 	Version  string  `json:"version"`  // the version being installed
 	Slot     string  `json:"slot"`     // the slot written
+	// Package is the package's kind: "base" (Slot is a base slot) or
+	// "app" (Slot is an application slot).
+	Package string `json:"package,omitempty"`
 }
 
 func newJob(version, slot string) *Job {
@@ -55,7 +61,7 @@ func (j *Job) ID() string { return j.id }
 func (j *Job) Status() JobStatus {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return JobStatus{ID: j.id, Kind: "install", State: j.state, Progress: j.progress, Message: j.message, Version: j.version, Slot: j.slot}
+	return JobStatus{ID: j.id, Kind: "install", State: j.state, Progress: j.progress, Message: j.message, Version: j.version, Slot: j.slot, Package: string(j.pkg)}
 }
 
 func (j *Job) setProgress(p float64) {

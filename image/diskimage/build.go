@@ -1,7 +1,7 @@
 // Package diskimage writes a keel disk image: the GPT of package layout, the
-// ESP with GRUB and the boot state, the base slots' squashfs, empty
-// application slots and an ext4 data partition, all without root or loop
-// devices.
+// ESP with GRUB and the boot state, the base slots' squashfs, the
+// application slots (empty, or app-a holding an application image) and an
+// ext4 data partition, all without root or loop devices.
 package diskimage
 
 import (
@@ -39,6 +39,10 @@ type Options struct {
 	GrubTimeout   int    // seconds
 	BuildTime     time.Time
 	EFI           string // prebuilt GRUB EFI binary; empty: build one
+	// AppPayload is an application slot image (a squashfs with app.json,
+	// see image/appimage) written into app-a from its first byte; the agent
+	// finds and starts it at first boot. Empty leaves the app slots empty.
+	AppPayload string
 }
 
 // DefaultSize is the VM image size: the layout plus a data partition of
@@ -68,6 +72,11 @@ func Build(ctx context.Context, o Options) error {
 	for _, f := range []struct{ what, path string }{{"kernel", o.Kernel}, {"initramfs", o.Initramfs}} {
 		if _, err := os.Stat(f.path); err != nil {
 			return fmt.Errorf("image: %s %q not found: run `make deps` and `make initramfs` first", f.what, f.path)
+		}
+	}
+	if o.AppPayload != "" {
+		if _, err := os.Stat(o.AppPayload); err != nil {
+			return fmt.Errorf("image: application payload: %w", err)
 		}
 	}
 	exts, err := layout.Extents(o.Sizes, o.Size)
@@ -117,6 +126,11 @@ func Build(ctx context.Context, o Options) error {
 	}
 	for slot, path := range squash {
 		if err := writePartition(d, exts, layout.BasePart(slot), path); err != nil {
+			return err
+		}
+	}
+	if o.AppPayload != "" {
+		if err := writePartition(d, exts, layout.AppPart("a"), o.AppPayload); err != nil {
 			return err
 		}
 	}

@@ -195,3 +195,58 @@ func readSquashFile(t *testing.T, fs *squashfs.FileSystem, name string) []byte {
 	}
 	return b
 }
+
+func TestAppPayloadInSlotA(t *testing.T) {
+	_, o := buildTestImage(t, "")
+	dir := t.TempDir()
+	payload := make([]byte, 3<<20+4096)
+	for i := range payload {
+		payload[i] = byte(i*31 + i>>12)
+	}
+	o.AppPayload = filepath.Join(dir, "app.squashfs")
+	if err := os.WriteFile(o.AppPayload, payload, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o.Out = filepath.Join(dir, "with-app.img")
+	if err := Build(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(o.Out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	a, b := extent(t, o.Out, layout.AppA), extent(t, o.Out, layout.AppB)
+	got := make([]byte, len(payload)+4096)
+	if _, err := f.ReadAt(got, a.Start); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got[:len(payload)], payload) || !bytes.Equal(got[len(payload):], make([]byte, 4096)) {
+		t.Error("app-a does not hold the payload from its first byte")
+	}
+	if _, err := f.ReadAt(got, b.Start); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, make([]byte, len(got))) {
+		t.Error("app-b is not empty")
+	}
+
+	o.AppPayload = filepath.Join(dir, "missing.squashfs")
+	o.Out = filepath.Join(dir, "bad.img")
+	if err := Build(context.Background(), o); err == nil || !strings.Contains(err.Error(), "application payload") {
+		t.Errorf("missing payload: %v", err)
+	}
+	o.AppPayload = filepath.Join(dir, "huge.squashfs")
+	if err := os.WriteFile(o.AppPayload, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(o.AppPayload, layout.DefaultSizes.App+1); err != nil {
+		t.Fatal(err)
+	}
+	if err := Build(context.Background(), o); err == nil || !strings.Contains(err.Error(), "app-a") {
+		t.Errorf("payload larger than the slot: %v", err)
+	}
+	if _, err := os.Stat(o.Out); err == nil {
+		t.Error("a failed build left an image behind")
+	}
+}

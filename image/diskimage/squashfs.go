@@ -57,6 +57,8 @@ func writeSquashfs(out string, files []sqFile) error {
 		b.Close()
 		return fmt.Errorf("squashfs %s: %w", out, err)
 	}
+	// go-diskfs leaves its workspace (a copy of every file) behind.
+	defer os.RemoveAll(fs.Workspace())
 	for _, f := range files {
 		w, err := fs.OpenFile(f.name, os.O_CREATE|os.O_RDWR)
 		if err != nil {

@@ -1,0 +1,595 @@
+// Package apps runs the box's application from its A/B application slots
+// (partitions app-a and app-b), as DESIGN.md's "Slots and boot counting"
+// asks: switching needs no reboot. The Manager mounts the active slot
+// read-only, reads its app.json (package appspec) and runs the program it
+// names as an unprivileged user, restarting it with backoff when it exits.
+// Switch moves to a newly written slot and commits it only after its health
+// check passes, or goes back to the previous version. The application's
+// data folder is the same whichever slot runs, so its data survives updates
+// and rollbacks.
+//
+// The state file (see State) is written atomically; a power cut during a
+// switch leaves the box on the previous version at the next start.
+//
+// A process the Manager starts runs
+//   - as UID/GID (DefaultUID and DefaultGID), with no supplementary groups;
+//   - with CAP_NET_BIND_SERVICE as its only capability (ambient), and only
+//     when the spec lists a port below 1024;
+//   - in its own process group, so stopping it stops what it started:
+//     SIGTERM, then SIGKILL after the spec's stop timeout;
+//   - in DataRoot/<name> (created, owned by the application's user), with
+//     DATA_DIR, HOME, APP_DIR, APP_NAME, APP_VERSION and the spec's env;
+//   - with its output logged line by line under its name.
+package apps
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"keel.dev/keel/image/appspec"
+	"keel.dev/keel/image/kpkg"
+)
+
+// The application's user and group when the Manager names none: a fixed
+// unprivileged id, which needs no /etc/passwd.
+const (
+	DefaultUID = 900
+	DefaultGID = 900
+)
+
+// Defaults of the Manager's tuning fields.
+const (
+	DefaultMinBackoff      = 500 * time.Millisecond
+	DefaultMaxBackoff      = 30 * time.Second
+	DefaultCrashLoopExits  = 5
+	DefaultCrashLoopWindow = time.Minute
+)
+
+// The states Status reports.
+const (
+	StateNone         = "none"          // no application is installed
+	StateStarting     = "starting"      // its process is being started
+	StateRunning      = "running"       // its process runs
+	StateRestarting   = "restarting"    // it exited and is restarted after a backoff
+	StateCrashLooping = "crash-looping" // it exited CrashLoopExits times within CrashLoopWindow; retried slowly
+	StateStopped      = "stopped"       // stopped by the agent (shutdown, or during a switch)
+	StateFailed       = "failed"        // its slot could not be mounted or its app.json is invalid
+)
+
+// Manager runs the application. Fill in the fields, then call Start once;
+// the fields must not change afterwards.
+type Manager struct {
+	StatePath string // the state file, e.g. /data/keel/apps/state.json
+	RunDir    string // slot s is mounted at RunDir/s, e.g. /run/keel/app
+	DataRoot  string // the application's data is DataRoot/<name>, e.g. /data/apps
+	// Mount mounts slot "a" or "b" read-only at dir, which exists; see
+	// BlockMount. An empty slot returns an error wrapping ErrEmptySlot.
+	Mount func(slot, dir string) error
+	// Unmount unmounts dir; see UnmountDir.
+	Unmount func(dir string) error
+	// UID and GID run the application; 0 means DefaultUID/DefaultGID (an
+	// application never runs as root).
+	UID, GID uint32
+	Log      *slog.Logger     // nil: discard
+	Now      func() time.Time // nil: time.Now
+
+	MinBackoff      time.Duration // first restart delay; default DefaultMinBackoff
+	MaxBackoff      time.Duration // longest restart delay, and a crash loop's; default DefaultMaxBackoff
+	CrashLoopExits  int           // default DefaultCrashLoopExits
+	CrashLoopWindow time.Duration // default DefaultCrashLoopWindow
+
+	switching sync.Mutex // held for a whole Switch
+
+	mu      sync.Mutex
+	ctx     context.Context // Start's: the application's lifetime
+	st      State
+	cur     *runner
+	mounted map[string]bool
+	failure string // why the active slot is not running, when it is not
+	stopped bool
+}
+
+// ErrEmptySlot is wrapped by Mount when a slot holds no application image.
+var ErrEmptySlot = errors.New("the slot holds no application image")
+
+func (m *Manager) log() *slog.Logger {
+	if m.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return m.Log
+}
+
+func (m *Manager) now() time.Time {
+	if m.Now == nil {
+		return time.Now()
+	}
+	return m.Now()
+}
+
+func (m *Manager) uid() uint32 {
+	if m.UID == 0 {
+		return DefaultUID
+	}
+	return m.UID
+}
+
+func (m *Manager) gid() uint32 {
+	if m.GID == 0 {
+		return DefaultGID
+	}
+	return m.GID
+}
+
+func (m *Manager) backoff() (time.Duration, time.Duration) {
+	lo, hi := m.MinBackoff, m.MaxBackoff
+	if lo <= 0 {
+		lo = DefaultMinBackoff
+	}
+	if hi <= 0 {
+		hi = DefaultMaxBackoff
+	}
+	return lo, max(lo, hi)
+}
+
+func (m *Manager) crashLoop() (int, time.Duration) {
+	n, w := m.CrashLoopExits, m.CrashLoopWindow
+	if n <= 0 {
+		n = DefaultCrashLoopExits
+	}
+	if w <= 0 {
+		w = DefaultCrashLoopWindow
+	}
+	return n, w
+}
+
+func (m *Manager) slotDir(slot string) string { return filepath.Join(m.RunDir, slot) }
+
+// Start reads the state file and starts the active slot's application,
+// supervised until ctx ends (or Stop). It returns once the process is
+// started, without waiting for its health check. A box whose last switch
+// was interrupted goes back to the previous slot; a box with no state yet
+// adopts an application an image left in a slot (app-a first). With no
+// application anywhere, Start does nothing and returns nil.
+func (m *Manager) Start(ctx context.Context) error {
+	m.switching.Lock()
+	defer m.switching.Unlock()
+	m.mu.Lock()
+	if m.ctx != nil {
+		m.mu.Unlock()
+		return errors.New("the application runtime is started already")
+	}
+	m.ctx = ctx
+	m.mounted = map[string]bool{}
+	m.mu.Unlock()
+
+	st, err := readState(m.StatePath)
+	if err != nil {
+		m.setFailure(err.Error())
+		return err
+	}
+	log := m.log()
+	if st.Active != "" && !st.Committed {
+		failed, back := st.slot(st.Active), st.Previous
+		what := "no application runs"
+		if back != "" {
+			what = "back on " + st.slot(back).Version
+		}
+		st.LastResult = fmt.Sprintf("app %s was not committed: the box restarted before its health check passed; %s", failed.Version, what)
+		failed.Failed = true
+		st.setSlot(st.Active, failed)
+		st.Active, st.Committed, st.Previous = back, back != "", ""
+		log.Warn(st.LastResult)
+		if err := writeState(m.StatePath, st); err != nil {
+			return err
+		}
+	}
+	if st.Active == "" {
+		for _, slot := range []string{"a", "b"} {
+			spec, err := m.probe(slot)
+			if err != nil {
+				if !errors.Is(err, ErrEmptySlot) {
+					log.Warn("no application in slot", "slot", slot, "err", err)
+				}
+				continue
+			}
+			st.Active, st.Committed = slot, true
+			st.setSlot(slot, SlotInfo{Name: spec.Name, Version: spec.Version})
+			st.LastResult = fmt.Sprintf("app %s %s found in slot %s", spec.Name, spec.Version, slot)
+			log.Info(st.LastResult)
+			if err := writeState(m.StatePath, st); err != nil {
+				return err
+			}
+			break
+		}
+	}
+	m.mu.Lock()
+	m.st = st
+	m.mu.Unlock()
+	if st.Active == "" {
+		log.Info("no application is installed")
+		return nil
+	}
+	if _, err := m.launch(st.Active); err != nil {
+		m.setFailure(err.Error())
+		log.Error("the application did not start", "slot", st.Active, "err", err)
+		return err
+	}
+	return nil
+}
+
+// probe mounts slot and reads its app.json; on failure it unmounts it.
+func (m *Manager) probe(slot string) (*appspec.Spec, error) {
+	if err := m.mount(slot); err != nil {
+		return nil, err
+	}
+	spec, err := readSpec(m.slotDir(slot))
+	if err != nil {
+		m.unmount(slot)
+		return nil, err
+	}
+	return spec, nil
+}
+
+func readSpec(dir string) (*appspec.Spec, error) {
+	b, err := os.ReadFile(filepath.Join(dir, appspec.File))
+	if err != nil {
+		return nil, fmt.Errorf("the slot has no readable %s: %w", appspec.File, err)
+	}
+	return appspec.Parse(b)
+}
+
+func (m *Manager) mount(slot string) error {
+	m.mu.Lock()
+	done := m.mounted[slot]
+	m.mu.Unlock()
+	if done {
+		return nil
+	}
+	dir := m.slotDir(slot)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := m.Mount(slot, dir); err != nil {
+		return fmt.Errorf("mount application slot %s: %w", slot, err)
+	}
+	m.mu.Lock()
+	m.mounted[slot] = true
+	m.mu.Unlock()
+	return nil
+}
+
+// unmount unmounts a slot, so it can be written by the next install.
+func (m *Manager) unmount(slot string) {
+	m.mu.Lock()
+	done := m.mounted[slot]
+	m.mu.Unlock()
+	if !done {
+		return
+	}
+	if err := m.Unmount(m.slotDir(slot)); err != nil {
+		m.log().Error("application slot not unmounted", "slot", slot, "err", err)
+		return
+	}
+	m.mu.Lock()
+	delete(m.mounted, slot)
+	m.mu.Unlock()
+}
+
+// launch mounts slot, reads its spec, prepares the data folder and starts
+// the application.
+func (m *Manager) launch(slot string) (*runner, error) {
+	if err := m.mount(slot); err != nil {
+		return nil, err
+	}
+	dir := m.slotDir(slot)
+	spec, err := readSpec(dir)
+	if err != nil {
+		return nil, fmt.Errorf("slot %s: %w", slot, err)
+	}
+	data, err := m.dataDir(spec.Name)
+	if err != nil {
+		return nil, err
+	}
+	r := m.newRunner(slot, dir, data, spec)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.stopped {
+		return nil, errors.New("the application runtime is stopped")
+	}
+	m.cur, m.failure = r, ""
+	r.start(m.ctx)
+	return r, nil
+}
+
+// dataDir creates DataRoot/name for the application's user.
+func (m *Manager) dataDir(name string) (string, error) {
+	if err := os.MkdirAll(m.DataRoot, 0o755); err != nil {
+		return "", fmt.Errorf("application data: %w", err)
+	}
+	dir := filepath.Join(m.DataRoot, name)
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return "", fmt.Errorf("application data: %w", err)
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return "", fmt.Errorf("application data: %w", err)
+	}
+	if !fi.IsDir() {
+		return "", fmt.Errorf("application data: %s is not a folder", dir)
+	}
+	if err := os.Lchown(dir, int(m.uid()), int(m.gid())); err != nil {
+		return "", fmt.Errorf("application data: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return "", fmt.Errorf("application data: %w", err)
+	}
+	return dir, nil
+}
+
+// stopCurrent stops the running application, if any, and waits for it.
+func (m *Manager) stopCurrent() {
+	m.mu.Lock()
+	r := m.cur
+	m.cur = nil
+	m.mu.Unlock()
+	if r != nil {
+		r.stop()
+	}
+}
+
+func (m *Manager) setFailure(s string) {
+	m.mu.Lock()
+	m.failure = s
+	m.mu.Unlock()
+}
+
+func (m *Manager) state() State {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.st.clone()
+}
+
+// save writes st and makes it the Manager's state.
+func (m *Manager) save(st State) error {
+	if err := writeState(m.StatePath, st); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.st = st
+	m.mu.Unlock()
+	return nil
+}
+
+// Switch moves the application to newSlot, which an install has just
+// written with version: it stops the running application, mounts newSlot,
+// starts it and runs its health check until it passes within the spec's
+// timeout, then commits newSlot. Otherwise it stops the new version, goes
+// back to the previous slot and restarts the previous version, and returns
+// an error whose message is the sentence recorded as the last result
+// ("app 2.0.1 failed its health check (…); back on 2.0.0"). ctx bounds the
+// health check: a cancelled switch goes back too.
+func (m *Manager) Switch(ctx context.Context, newSlot, version string) error {
+	m.switching.Lock()
+	defer m.switching.Unlock()
+	if newSlot != "a" && newSlot != "b" {
+		return fmt.Errorf("application slot %q is neither a nor b", newSlot)
+	}
+	m.mu.Lock()
+	started, stopped := m.ctx != nil, m.stopped
+	m.mu.Unlock()
+	if !started || stopped {
+		return errors.New("the application runtime is not running")
+	}
+	st := m.state()
+	old := ""
+	if st.Committed {
+		old = st.Active
+	}
+	if newSlot == old {
+		return fmt.Errorf("application slot %s runs the current application; install into the other slot", newSlot)
+	}
+	oldInfo := st.slot(old)
+	log := m.log().With("slot", newSlot, "version", version)
+
+	trial := st.clone()
+	trial.Active, trial.Committed, trial.Previous = newSlot, false, old
+	trial.setSlot(newSlot, SlotInfo{Version: version})
+	if err := m.save(trial); err != nil {
+		return fmt.Errorf("app %s was not started: %w; %s", version, err, m.stillOn(oldInfo))
+	}
+	log.Info("switching application", "from_slot", old, "from_version", oldInfo.Version)
+	m.stopCurrent()
+	// A slot written by an install must not be mounted from before.
+	m.unmount(newSlot)
+
+	var spec *appspec.Spec
+	r, err := m.launch(newSlot)
+	what := "could not be started"
+	if err == nil {
+		spec = r.spec
+		if spec.Version != version {
+			err = fmt.Errorf("its %s says version %s", appspec.File, spec.Version)
+		} else {
+			what = "failed its health check"
+			err = m.waitHealthy(ctx, r)
+		}
+	}
+	if err == nil {
+		done := trial.clone()
+		done.Committed, done.Previous = true, ""
+		done.setSlot(newSlot, SlotInfo{Name: spec.Name, Version: spec.Version})
+		done.LastInstall = m.now().UTC()
+		done.LastResult = fmt.Sprintf("app %s %s passed its health check and runs from slot %s", spec.Name, spec.Version, newSlot)
+		if oldInfo.Version != "" {
+			done.LastResult += " (was " + oldInfo.Version + ")"
+		}
+		if err := m.save(done); err != nil {
+			// Running but not committed: the next start goes back.
+			log.Error("the application runs but its commit was not saved", "err", err)
+			return fmt.Errorf("app %s runs, but its commit could not be saved (%v): the next restart goes back to %s", version, err, oldInfo.Version)
+		}
+		log.Info(done.LastResult)
+		if old != "" {
+			m.unmount(old)
+		}
+		return nil
+	}
+
+	// Back to the previous version.
+	m.stopCurrent()
+	m.unmount(newSlot)
+	result := fmt.Sprintf("app %s %s (%v); ", version, what, err)
+	back := trial.clone()
+	back.Active, back.Committed, back.Previous = old, old != "", ""
+	info := SlotInfo{Version: version, Failed: true}
+	if spec != nil {
+		info.Name = spec.Name
+	}
+	back.setSlot(newSlot, info)
+	if old == "" {
+		result += "no application runs"
+	} else if r, lerr := m.launch(old); lerr != nil {
+		m.setFailure(lerr.Error())
+		result += fmt.Sprintf("%s could not be restarted either: %v", oldInfo.Version, lerr)
+	} else if herr := m.waitHealthy(context.WithoutCancel(ctx), r); herr != nil {
+		// It keeps running, supervised, as it did before the switch.
+		result += fmt.Sprintf("back on %s, which fails its health check too (%v)", oldInfo.Version, herr)
+	} else {
+		result += "back on " + oldInfo.Version
+	}
+	back.LastResult = result
+	if serr := m.save(back); serr != nil {
+		log.Error("the rollback was not saved", "err", serr)
+		result += fmt.Sprintf(" (the state file could not be written: %v)", serr)
+	}
+	log.Error(result)
+	return errors.New(result)
+}
+
+func (m *Manager) stillOn(old SlotInfo) string {
+	if old.Version == "" {
+		return "no application runs"
+	}
+	return old.Version + " keeps running"
+}
+
+// WaitHealthy runs the running application's health check until it passes
+// within its timeout (a base slot's trial boot asks it). No application
+// installed is healthy; one installed but not running is not.
+func (m *Manager) WaitHealthy(ctx context.Context) error {
+	m.mu.Lock()
+	r, st, failure := m.cur, m.st, m.failure
+	m.mu.Unlock()
+	if r == nil {
+		if st.Active == "" {
+			return nil
+		}
+		if failure == "" {
+			failure = "it is not running"
+		}
+		return fmt.Errorf("app %s is not running: %s", st.slot(st.Active).Version, failure)
+	}
+	if err := m.waitHealthy(ctx, r); err != nil {
+		return fmt.Errorf("app %s %s failed its health check: %w", r.spec.Name, r.spec.Version, err)
+	}
+	return nil
+}
+
+// Stop stops the application and unmounts its slots; Start cannot be
+// called again. The agent calls it at shutdown.
+func (m *Manager) Stop() error {
+	m.switching.Lock()
+	defer m.switching.Unlock()
+	m.mu.Lock()
+	m.stopped = true
+	m.mu.Unlock()
+	m.stopCurrent()
+	var slots []string
+	m.mu.Lock()
+	for s := range m.mounted {
+		slots = append(slots, s)
+	}
+	m.mu.Unlock()
+	for _, s := range slots {
+		m.unmount(s)
+	}
+	return nil
+}
+
+// Status is the application's part of GET /api/v1/status.
+type Status struct {
+	Name       string `json:"name,omitempty"`
+	Version    string `json:"version,omitempty"`
+	Slot       string `json:"slot,omitempty"`
+	State      string `json:"state"` // one of the State constants
+	PID        int    `json:"pid,omitempty"`
+	Restarts   int    `json:"restarts"`
+	LastExit   string `json:"last_exit,omitempty"` // how its process last ended
+	Error      string `json:"error,omitempty"`     // why it is not running, when it failed
+	LastResult string `json:"last_result,omitempty"`
+	// Slots is what each slot holds.
+	Slots map[string]SlotInfo `json:"slots,omitempty"`
+}
+
+// Status returns a snapshot.
+func (m *Manager) Status() Status {
+	m.mu.Lock()
+	r, st, failure, stopped := m.cur, m.st.clone(), m.failure, m.stopped
+	m.mu.Unlock()
+	s := Status{State: StateNone, LastResult: st.LastResult, Slots: st.Slots, Error: failure}
+	if len(s.Slots) == 0 {
+		s.Slots = nil
+	}
+	if st.Active != "" {
+		info := st.slot(st.Active)
+		s.Name, s.Version, s.Slot = info.Name, info.Version, st.Active
+		s.State = StateStopped
+		if failure != "" {
+			s.State = StateFailed
+		}
+	}
+	if r != nil {
+		s.Name, s.Version, s.Slot = r.spec.Name, r.spec.Version, r.slot
+		_, window := m.crashLoop()
+		s.State, s.PID, s.Restarts, s.LastExit = r.status(m.now(), window)
+	} else if stopped && st.Active != "" {
+		s.State = StateStopped
+	}
+	return s
+}
+
+// ActiveSlot is the slot of the committed application, "a" or "b", or ""
+// when none is installed; an install writes the other one.
+func (m *Manager) ActiveSlot() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.st.Committed {
+		return m.st.Previous
+	}
+	return m.st.Active
+}
+
+// Installed returns the committed application's name and version.
+func (m *Manager) Installed() (name string, version kpkg.Version, ok bool) {
+	m.mu.Lock()
+	slot := m.st.Active
+	if !m.st.Committed {
+		slot = m.st.Previous
+	}
+	info := m.st.slot(slot)
+	m.mu.Unlock()
+	if slot == "" || info.Version == "" {
+		return "", kpkg.Version{}, false
+	}
+	v, err := kpkg.ParseVersion(info.Version)
+	if err != nil {
+		return "", kpkg.Version{}, false
+	}
+	return info.Name, v, true
+}
