@@ -1,13 +1,17 @@
 package main
 
 import (
+	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"keel.dev/keel/agent/blockdev"
 	"keel.dev/keel/agent/install"
 	"keel.dev/keel/agent/pid1"
+	"keel.dev/keel/agent/updates"
 	"keel.dev/keel/image/kpkg"
 )
 
@@ -59,5 +63,48 @@ func (a *agent) startInstaller() error {
 		in.SwitchApp = m.Switch
 	}
 	in.Routes(a.api)
+	return a.startUpdates(in, keys)
+}
+
+// updatesDir keeps the update server settings, the last verified catalog
+// and the install history.
+const updatesDir = keelDir + "/updates"
+
+// startUpdates registers the online update and download-key endpoints.
+// They keep their state on the data partition.
+func (a *agent) startUpdates(in *install.Installer, keys []ed25519.PublicKey) error {
+	if !a.dataMounted() || a.id == nil {
+		return errors.New("the data partition is not mounted: online updates and download keys are disabled")
+	}
+	m := &updates.Manager{
+		Dir: updatesDir, Trusted: keys, Serial: a.serial, Hardware: in.Hardware,
+		Installed: func() (map[kpkg.Kind]kpkg.Version, map[kpkg.Kind]string) {
+			names := map[kpkg.Kind]string{kpkg.KindBase: "keel"}
+			if m := a.apps.Load(); m != nil {
+				if n, _, ok := m.Installed(); ok {
+					names[kpkg.KindApp] = n
+				}
+			}
+			return in.Installed(), names
+		},
+		Installer: func(ctx context.Context, body io.Reader, size int64, force bool, rebootAfter <-chan struct{}) (string, string, error) {
+			j, err := in.Start(ctx, body, install.Options{Size: size, Force: force, RebootAfter: rebootAfter})
+			id := ""
+			if j != nil {
+				id = j.ID()
+			}
+			if err != nil {
+				return id, "", err
+			}
+			return id, j.Status().Message, nil
+		},
+		Identity: a.id.Key,
+		Synced:   func() bool { return a.clock != nil && a.clock.Synced() },
+		Log:      a.log.With("subsystem", "updates"),
+	}
+	if err := m.Load(); err != nil {
+		return err
+	}
+	m.Routes(a.api)
 	return nil
 }

@@ -1,0 +1,204 @@
+package updates
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"hash"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// DefaultResumes is how often a download that broke off is resumed.
+const DefaultResumes = 5
+
+// download reads a package from the update server. When the connection
+// drops it asks for the rest with a Range request (If-Range on the ETag, so
+// a file replaced in between is not spliced), so an interrupted download
+// goes on where it stopped instead of starting over. At the end it checks
+// the file's size and SHA-256 against the catalog.
+type download struct {
+	ctx     context.Context
+	client  *http.Client
+	url     string
+	size    int64
+	sha256  string
+	resumes int // left
+	log     *slog.Logger
+
+	body    io.ReadCloser
+	etag    string
+	off     int64 // bytes delivered to the reader
+	fetched int64 // bytes received, for the log
+	tries   int   // resumes used
+	h       hash.Hash
+	err     error
+}
+
+func newDownload(ctx context.Context, client *http.Client, url string, size int64, sum string, resumes int, log *slog.Logger) *download {
+	return &download{ctx: ctx, client: client, url: url, size: size, sha256: sum, resumes: resumes, log: log, h: sha256.New()}
+}
+
+func (d *download) Read(p []byte) (int, error) {
+	if d.err != nil {
+		return 0, d.err
+	}
+	for {
+		if d.off == d.size {
+			return 0, d.finish()
+		}
+		if d.body == nil {
+			if err := d.open(); err != nil {
+				d.err = err
+				return 0, err
+			}
+		}
+		if rest := d.size - d.off; int64(len(p)) > rest {
+			p = p[:rest]
+		}
+		n, err := d.body.Read(p)
+		d.off += int64(n)
+		d.fetched += int64(n)
+		d.h.Write(p[:n])
+		if err == io.EOF && d.off < d.size {
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil && err != io.EOF {
+			d.body.Close()
+			d.body = nil
+			if d.ctx.Err() != nil {
+				d.err = d.ctx.Err()
+				return n, d.err
+			}
+			if d.tries >= d.resumes {
+				d.err = fmt.Errorf("the download of %s broke off at byte %d of %d (%v) and did not resume after %d tries; check the network and try again", d.url, d.off, d.size, err, d.tries)
+				return n, d.err
+			}
+			d.tries++
+			d.log.Warn("download broke off; resuming", "url", d.url, "at", d.off, "size", d.size, "err", err, "resume", d.tries)
+			if n > 0 {
+				return n, nil
+			}
+			if !d.sleep(time.Duration(d.tries) * 500 * time.Millisecond) {
+				d.err = d.ctx.Err()
+				return 0, d.err
+			}
+			continue
+		}
+		if n > 0 || err == nil {
+			return n, nil
+		}
+	}
+}
+
+func (d *download) sleep(t time.Duration) bool {
+	select {
+	case <-time.After(t):
+		return true
+	case <-d.ctx.Done():
+		return false
+	}
+}
+
+// open requests the file from d.off on.
+func (d *download) open() error {
+	req, err := http.NewRequestWithContext(d.ctx, "GET", d.url, nil)
+	if err != nil {
+		return err
+	}
+	if d.off > 0 {
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", d.off))
+		if d.etag != "" {
+			req.Header.Set("If-Range", d.etag)
+		}
+	}
+	resp, err := d.client.Do(req)
+	if err != nil {
+		if d.tries < d.resumes && d.off > 0 && d.ctx.Err() == nil {
+			// The server may be back in a moment; Read counts the try.
+			return d.retryOpen(err)
+		}
+		return fmt.Errorf("%w: the update server did not answer for %s (%v); check the network and try again", ErrServer, d.url, err)
+	}
+	switch {
+	case d.off == 0 && resp.StatusCode == http.StatusOK:
+		d.etag = resp.Header.Get("ETag")
+		if resp.ContentLength >= 0 && resp.ContentLength != d.size {
+			resp.Body.Close()
+			return fmt.Errorf("%w: %s has %d bytes but the catalog says %d; check for updates again", ErrServer, d.url, resp.ContentLength, d.size)
+		}
+	case d.off > 0 && resp.StatusCode == http.StatusPartialContent:
+		if start, ok := rangeStart(resp.Header.Get("Content-Range")); !ok || start != d.off {
+			resp.Body.Close()
+			return fmt.Errorf("%w: the server resumed %s at the wrong place (%q, wanted byte %d)", ErrServer, d.url, resp.Header.Get("Content-Range"), d.off)
+		}
+	case d.off > 0 && resp.StatusCode == http.StatusOK:
+		resp.Body.Close()
+		return fmt.Errorf("%w: %s changed on the server during the download; check for updates again", ErrServer, d.url)
+	default:
+		resp.Body.Close()
+		return fmt.Errorf("%w: the update server answered %s for %s", ErrServer, resp.Status, d.url)
+	}
+	d.body = resp.Body
+	return nil
+}
+
+func (d *download) retryOpen(first error) error {
+	for d.tries < d.resumes {
+		d.tries++
+		d.log.Warn("update server unreachable; retrying", "url", d.url, "at", d.off, "err", first, "resume", d.tries)
+		if !d.sleep(time.Duration(d.tries) * time.Second) {
+			return d.ctx.Err()
+		}
+		save := d.resumes
+		d.resumes = 0 // one plain attempt
+		err := d.open()
+		d.resumes = save
+		if err == nil {
+			return nil
+		}
+		first = err
+	}
+	return fmt.Errorf("%w: the download of %s broke off at byte %d of %d and the server did not come back (%v); try again later", ErrServer, d.url, d.off, d.size, first)
+}
+
+// finish checks the whole file once all of it was read.
+func (d *download) finish() error {
+	if d.body != nil {
+		d.body.Close()
+		d.body = nil
+	}
+	if got := hex.EncodeToString(d.h.Sum(nil)); got != d.sha256 {
+		d.err = fmt.Errorf("%w: %s has SHA-256 %s but the catalog says %s; check for updates again", ErrServer, d.url, got, d.sha256)
+		return d.err
+	}
+	d.err = io.EOF
+	d.log.Info("download complete", "url", d.url, "size", d.size, "fetched", d.fetched, "resumes", d.tries)
+	return io.EOF
+}
+
+func (d *download) Close() error {
+	if d.body != nil {
+		return d.body.Close()
+	}
+	return nil
+}
+
+// rangeStart parses "bytes START-END/SIZE".
+func rangeStart(cr string) (int64, bool) {
+	rest, ok := strings.CutPrefix(cr, "bytes ")
+	if !ok {
+		return 0, false
+	}
+	s, _, ok := strings.Cut(rest, "-")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil
+}
