@@ -17,6 +17,7 @@ import (
 	"keel.dev/keel/agent/config"
 	"keel.dev/keel/agent/floatip"
 	"keel.dev/keel/agent/identity"
+	"keel.dev/keel/agent/install"
 	"keel.dev/keel/agent/netcfg"
 	"keel.dev/keel/agent/pid1"
 	"keel.dev/keel/agent/slots"
@@ -71,6 +72,9 @@ type agent struct {
 	wd       *watchdog.Watchdog // armed during a trial boot until the commit
 	shutdown chan pid1.Action
 
+	// installer is set once the API serves installs; nil without trusted
+	// keys.
+	installer *install.Installer
 	// apps is the application runtime once the application phase made it;
 	// nil when the data partition is not mounted.
 	apps atomic.Pointer[apps.Manager]

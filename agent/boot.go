@@ -61,6 +61,7 @@ func (a *agent) boot() {
 		{"power button", a.watchPowerButton},
 		{"API", a.startAPI},
 		{"health check", a.checkAndCommit},
+		{"pending installs", a.resumePending},
 	}
 	for _, p := range phases {
 		start := time.Now()

@@ -62,8 +62,35 @@ func (a *agent) startInstaller() error {
 		in.OpenAppSlot = install.AppBlockDevices(blockdev.Default())
 		in.SwitchApp = m.Switch
 	}
+	// Bundles keep the packages that follow a base on the data partition
+	// across the base's reboot.
+	if a.dataMounted() {
+		in.PendingDir = pendingDir
+	}
 	in.Routes(a.api)
+	a.installer = in
 	return a.startUpdates(in, keys)
+}
+
+// pendingDir holds a bundle's packages that install after its base.
+const pendingDir = keelDir + "/pending"
+
+// resumePending goes on with an uploaded bundle once the running slot is
+// committed: the packages after its base install now, in the background.
+// During a trial boot that failed nothing resumes (the box is rebooting).
+func (a *agent) resumePending() error {
+	a.mu.Lock()
+	committed := a.committed
+	a.mu.Unlock()
+	if a.installer == nil || a.installer.PendingDir == "" || !committed {
+		return nil
+	}
+	go func() {
+		if err := a.installer.ResumePending(a.ctx); err != nil {
+			a.log.Warn("the uploaded bundle did not resume", "err", err)
+		}
+	}()
+	return nil
 }
 
 // updatesDir keeps the update server settings, the last verified catalog
@@ -98,9 +125,10 @@ func (a *agent) startUpdates(in *install.Installer, keys []ed25519.PublicKey) er
 			}
 			return id, j.Status().Message, nil
 		},
-		Identity: a.id.Key,
-		Synced:   func() bool { return a.clock != nil && a.clock.Synced() },
-		Log:      a.log.With("subsystem", "updates"),
+		InstallStatus: install.HTTPStatus,
+		Identity:      a.id.Key,
+		Synced:        func() bool { return a.clock != nil && a.clock.Synced() },
+		Log:           a.log.With("subsystem", "updates"),
 	}
 	if err := m.Load(); err != nil {
 		return err

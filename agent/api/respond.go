@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -14,15 +15,22 @@ type errorBody struct {
 // WriteJSON answers with v as JSON: every endpoint of the agent answers
 // through it. It encodes before writing anything, so an encoding failure can
 // still become a proper 500.
+//
+// Sentences keep their ">=" readable (no HTML escaping): the content type
+// and nosniff keep a browser from reading the answer as HTML.
 func WriteJSON(w http.ResponseWriter, code int, v any) {
-	body, err := json.Marshal(v)
-	if err != nil {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
 		code = http.StatusInternalServerError
-		body, _ = json.Marshal(errorBody{"the agent could not encode its answer; report this as a bug"})
+		b.Reset()
+		enc.Encode(errorBody{"the agent could not encode its answer; report this as a bug"})
 	}
-	body = append(body, '\n')
+	body := b.Bytes()
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
+	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	// Answers describe the live appliance; a cached one would mislead.
 	h.Set("Cache-Control", "no-store")

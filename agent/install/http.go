@@ -1,10 +1,12 @@
 package install
 
 import (
+	"bufio"
 	"errors"
 	"net/http"
 	"strconv"
 
+	"keel.dev/keel/image/bundle"
 	"keel.dev/keel/image/kpkg"
 
 	"keel.dev/keel/agent/api"
@@ -47,7 +49,13 @@ func (in *Installer) serveInstall(w http.ResponseWriter, r *http.Request) {
 	// answer is flushed: the operator hears the outcome before the box goes.
 	opts.RebootAfter = r.Context().Done()
 
-	j, err := in.Start(r.Context(), r.Body, opts)
+	// A bundle starts with bundle.json, a package with manifest.json.
+	body := bufio.NewReader(r.Body)
+	start := in.Start
+	if head, _ := body.Peek(512); bundle.IsBundle(head) {
+		start = in.StartBundle
+	}
+	j, err := start(r.Context(), body, opts)
 	if err != nil {
 		id := ""
 		if j != nil {

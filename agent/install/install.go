@@ -41,7 +41,9 @@
 //	GET  /api/v1/jobs
 //	GET  /api/v1/jobs/{id}
 //
-// The package is the request body. Because the upload is the work, the
+// The package is the request body, or an offline bundle of packages
+// (image/bundle; told apart by its first 512 bytes), which installs as one
+// job of kind "bundle": see StartBundle. Because the upload is the work, the
 // install runs while the body is read and the answer comes once the outcome
 // is known: 202 {"job": id, "message": sentence} when the payload is
 // written, read back and the trial boot is staged (the reboot follows the
@@ -52,12 +54,15 @@
 //	     its payload does not match the manifest, or the upload broke off
 //	403  it is signed by a key this box does not trust
 //	409  its version is not newer (without force=1); another install is
-//	     running or a reboot into a new slot is pending; the running slot is
-//	     an uncommitted trial and the other slot is the only committed one
+//	     running, a reboot into a new slot is pending, or a bundle waits to
+//	     finish after its reboot; the running slot is an uncommitted trial
+//	     and the other slot is the only committed one
 //	422  its manifest is invalid, it is an app package on a box without
 //	     application runtime, it is for other hardware, its requirements do
 //	     not hold, it does not fit the slot, or (an app package) it was
-//	     written but failed its health check and was rolled back
+//	     written but failed its health check and was rolled back; a bundle
+//	     on a box without data partition (PendingDir), or whose packages
+//	     for after the reboot do not fit there
 //	500  the appliance failed: boot state, slot device, read-back mismatch
 //
 // A job is registered once the package is accepted (its signature and
@@ -174,6 +179,13 @@ type Installer struct {
 	// Switch is one.
 	SwitchApp func(ctx context.Context, slot, version string) error
 
+	// PendingDir is a folder on the data partition (/data/keel/pending)
+	// that the installer owns: the packages of an offline bundle that
+	// install after the reboot into its base package wait there, with the
+	// bundle's state (job.json; see StartBundle and ResumePending). Empty:
+	// bundles are refused.
+	PendingDir string
+
 	mu        sync.Mutex // held for a whole install
 	current   atomic.Pointer[Job]
 	rebooting atomic.Bool
@@ -237,16 +249,10 @@ func (in *Installer) tries() (int, error) {
 // it stays in the registry as failed. Every error's message is a sentence
 // for the operator.
 func (in *Installer) Start(ctx context.Context, body io.Reader, opts Options) (*Job, error) {
-	if !in.mu.TryLock() {
-		if j := in.current.Load(); j != nil {
-			return nil, fail(ErrBusy, "another install is running (job %s, %s); wait for it to finish", j.ID(), j.Status().Version)
-		}
-		return nil, fail(ErrBusy, "another install is starting; wait for it to finish")
+	if err := in.lock(); err != nil {
+		return nil, err
 	}
 	defer in.mu.Unlock()
-	if in.rebooting.Load() {
-		return nil, fail(ErrBusy, "the box is about to reboot into a newly installed slot; install again once it is back")
-	}
 	tries, err := in.tries()
 	if err != nil {
 		return nil, err
@@ -297,12 +303,7 @@ func (in *Installer) Start(ctx context.Context, body io.Reader, opts Options) (*
 		return j, err
 	}
 	j.setMessage(fmt.Sprintf("staging a trial boot of %s in slot %s", m.Version, target))
-	if _, err := in.Slots.Update(func(st *bootstate.State) error {
-		sl := st.Slot(target)
-		sl.Bootable, sl.Good, sl.Tries, sl.Version = true, false, tries, m.Version.String()
-		st.Default = target
-		return nil
-	}); err != nil {
+	if err := in.stageTrial(target, m.Version, tries); err != nil {
 		err = fail(ErrSystem, "%s was written to slot %s, but its trial boot could not be staged: %v; the box stays on slot %s", m.Version, target, err, in.Running)
 		log.Error("install failed", "err", err)
 		j.finish(Failed, err.Error())
@@ -329,6 +330,39 @@ func (in *Installer) Start(ctx context.Context, body io.Reader, opts Options) (*
 	return j, nil
 }
 
+// lock takes the install lock, or says why another install holds it, the
+// box is about to reboot, or a bundle waits for its reboot. Unlock in.mu
+// after a nil error.
+func (in *Installer) lock() error {
+	if !in.mu.TryLock() {
+		if j := in.current.Load(); j != nil {
+			return fail(ErrBusy, "another install is running (job %s, %s); wait for it to finish", j.ID(), j.Status().Version)
+		}
+		return fail(ErrBusy, "another install is starting; wait for it to finish")
+	}
+	if in.rebooting.Load() {
+		in.mu.Unlock()
+		return fail(ErrBusy, "the box is about to reboot into a newly installed slot; install again once it is back")
+	}
+	if err := in.pendingBusy(); err != nil {
+		in.mu.Unlock()
+		return err
+	}
+	return nil
+}
+
+// stageTrial writes the boot state for a trial boot of version in target:
+// bootable, not good, tries left, the default. LastGood is unchanged.
+func (in *Installer) stageTrial(target string, version kpkg.Version, tries int) error {
+	_, err := in.Slots.Update(func(st *bootstate.State) error {
+		sl := st.Slot(target)
+		sl.Bootable, sl.Good, sl.Tries, sl.Version = true, false, tries, version.String()
+		st.Default = target
+		return nil
+	})
+	return err
+}
+
 func (in *Installer) reboot(j *Job, what string, log *slog.Logger) {
 	if err := in.Reboot(); err != nil {
 		in.rebooting.Store(false) // nothing is pending: let the operator retry
@@ -337,18 +371,32 @@ func (in *Installer) reboot(j *Job, what string, log *slog.Logger) {
 	}
 }
 
+// installed is what Installed reports, or nothing.
+func (in *Installer) installed() map[kpkg.Kind]kpkg.Version {
+	out := map[kpkg.Kind]kpkg.Version{}
+	if in.Installed != nil {
+		for k, v := range in.Installed() {
+			out[k] = v
+		}
+	}
+	return out
+}
+
 // check refuses a verified package that must not be installed on this box.
 func (in *Installer) check(p *kpkg.Package, opts Options) error {
+	return in.checkAgainst(p, opts, in.installed())
+}
+
+// checkAgainst is check with the installed versions given: a bundle checks
+// the packages that install after a reboot against the versions the box
+// will have then.
+func (in *Installer) checkAgainst(p *kpkg.Package, opts Options, installed map[kpkg.Kind]kpkg.Version) error {
 	m := &p.Manifest
 	if m.Kind == kpkg.KindApp && (in.OpenAppSlot == nil || in.SwitchApp == nil) {
 		return fail(ErrIncompatible, "%s %s is an %s package, and only %s packages can be installed so far: the application runtime is not running on this box; nothing was written", m.Name, m.Version, m.Kind, kpkg.KindBase)
 	}
 	if err := m.CheckHardware(in.Hardware); err != nil {
 		return fail(ErrIncompatible, "%v; nothing was written", err)
-	}
-	var installed map[kpkg.Kind]kpkg.Version
-	if in.Installed != nil {
-		installed = in.Installed()
 	}
 	if err := m.CheckRequirements(installed); err != nil {
 		return fail(ErrIncompatible, "%s %s %v; nothing was written", m.Name, m.Version, err)

@@ -20,26 +20,33 @@ const (
 
 // Job is one install, observable while it runs.
 type Job struct {
-	id      string
-	version string
-	slot    string
-	pkg     kpkg.Kind
+	id   string
+	kind string // "install", or "bundle" for a bundle's packages
 
 	mu       sync.Mutex
+	version  string
+	slot     string
+	pkg      kpkg.Kind
 	state    State
 	progress float64
 	message  string
+	// A bundle job installs one package after the other: step names the
+	// current one ("installing 2 of 4: app demo 1.1.0") before each
+	// progress message, and the package's progress 0..1 fills the window
+	// lo..lo+span of the job's.
+	step     string
+	lo, span float64
 }
 
 // JobStatus is a snapshot of a job, as the API shows it.
 type JobStatus struct {
 	ID       string  `json:"id"`
-	Kind     string  `json:"kind"` // "install"
+	Kind     string  `json:"kind"` // "install", or "bundle" for an offline bundle
 	State    State   `json:"state"`
 	Progress float64 `json:"progress"` // 0..1
 	Message  string  `json:"message"`  // a sentence
-	Version  string  `json:"version"`  // the version being installed
-	Slot     string  `json:"slot"`     // the slot written
+	Version  string  `json:"version"`  // the version being installed (a bundle's current package's)
+	Slot     string  `json:"slot"`     // the slot written (a bundle's current package's)
 	// Package is the package's kind: "base" (Slot is a base slot) or
 	// "app" (Slot is an application slot).
 	Package string `json:"package,omitempty"`
@@ -49,7 +56,7 @@ func newJob(version, slot string) *Job {
 	var b [8]byte
 	rand.Read(b[:]) // never fails (crypto/rand panics rather)
 	return &Job{
-		id: hex.EncodeToString(b[:]), version: version, slot: slot,
+		id: hex.EncodeToString(b[:]), kind: "install", version: version, slot: slot,
 		state: Running, message: "starting the install of " + version,
 	}
 }
@@ -61,17 +68,24 @@ func (j *Job) ID() string { return j.id }
 func (j *Job) Status() JobStatus {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return JobStatus{ID: j.id, Kind: "install", State: j.state, Progress: j.progress, Message: j.message, Version: j.version, Slot: j.slot, Package: string(j.pkg)}
+	return JobStatus{ID: j.id, Kind: j.kind, State: j.state, Progress: j.progress, Message: j.message, Version: j.version, Slot: j.slot, Package: string(j.pkg)}
 }
 
 func (j *Job) setProgress(p float64) {
 	j.mu.Lock()
+	p = min(max(p, 0), 1)
+	if j.span > 0 {
+		p = j.lo + p*j.span
+	}
 	j.progress = min(max(p, 0), 1)
 	j.mu.Unlock()
 }
 
 func (j *Job) setMessage(msg string) {
 	j.mu.Lock()
+	if j.step != "" {
+		msg = j.step + "; " + msg
+	}
 	j.message = msg
 	j.mu.Unlock()
 }

@@ -48,6 +48,9 @@ func (m *Manager) Install(ctx context.Context, r Request, rebootAfter <-chan str
 	defer d.Close()
 	m.log().Info("installing update", "update", e.String(), "url", url, "force", r.Force)
 	job, message, err = m.Installer(ctx, d, e.Size, r.Force, rebootAfter)
+	if err == nil {
+		m.Recorded(kpkg.Manifest{Kind: e.Kind, Name: e.Name, Version: e.Version, Wait: e.Wait})
+	}
 	if err == nil && d.tries > 0 {
 		message = fmt.Sprintf("%s (the download resumed %d time(s); %d bytes fetched for a %d-byte package)", message, d.tries, d.fetched, e.Size)
 	}

@@ -20,47 +20,14 @@ import (
 // gone. The host's clock is never touched: chronyd runs with -x.
 func TestClockStepsFromNTPAndSurvivesReboot(t *testing.T) {
 	e := Require(t)
-	chronyd, err := exec.LookPath("chronyd")
-	if err != nil {
-		t.Fatal("chronyd not found: run `make deps` (Debian package chrony)")
-	}
-	port := freeUDPPort(t)
-	dir := t.TempDir()
-	conf := filepath.Join(dir, "chrony.conf")
-	os.WriteFile(conf, []byte(fmt.Sprintf("port %d\nbindaddress 127.0.0.1\nallow 127.0.0.1\nlocal stratum 8\ncmdport 0\npidfile %s/chronyd.pid\ndriftfile %s/drift\n", port, dir, dir)), 0o644)
-	srv := exec.Command(chronyd, "-x", "-d", "-f", conf)
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	stopped := false
-	stop := func() {
-		if !stopped {
-			srv.Process.Kill()
-			srv.Wait()
-			stopped = true
-		}
-	}
-	t.Cleanup(stop)
-
+	port, stop := startChrony(t)
 	vm := Boot(t, qemu.Config{Image: e.Image, RTCBase: "2020-01-01T00:00:00", HostLoopback: true})
 	WaitReady(t, vm)
 	pw := Password(vm)
 	if off := clockOffset(t, vm, pw); off > -365*24*time.Hour {
 		t.Fatalf("the box's clock is only %v off before any sync; -rtc base did not take", off)
 	}
-	if code, body := APIBody(t, vm, "PUT", "/api/v1/time", pw, fmt.Sprintf(`{"servers":["10.0.2.2:%d"]}`, port)); code != http.StatusOK {
-		t.Fatalf("PUT /api/v1/time: %d %s", code, body)
-	}
-	var synced bool
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(time.Second) {
-		if code, _ := API(t, vm, "POST", "/api/v1/time/sync", pw); code == http.StatusOK {
-			synced = true
-			break
-		}
-	}
-	if !synced {
-		t.Fatal("the box never synchronized with the NTP server")
-	}
+	syncClock(t, vm, pw, port)
 	if off := clockOffset(t, vm, pw); off > time.Second || off < -time.Second {
 		t.Fatalf("after the step the box is %v off the host", off)
 	}
@@ -117,6 +84,49 @@ func clockOffset(t *testing.T, vm *qemu.VM, pw string) time.Duration {
 	}
 	t.Fatalf("could not read the box's clock: %v", last)
 	return 0
+}
+
+// startChrony runs an NTP server (chronyd -x: it never sets the host's
+// clock) on host loopback, which a guest with HostLoopback reaches at
+// 10.0.2.2:port. stop ends it early; the test's cleanup ends it anyway.
+func startChrony(t *testing.T) (port int, stop func()) {
+	t.Helper()
+	chronyd, err := exec.LookPath("chronyd")
+	if err != nil {
+		t.Fatal("chronyd not found: run `make deps` (Debian package chrony)")
+	}
+	port = freeUDPPort(t)
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "chrony.conf")
+	os.WriteFile(conf, []byte(fmt.Sprintf("port %d\nbindaddress 127.0.0.1\nallow 127.0.0.1\nlocal stratum 8\ncmdport 0\npidfile %s/chronyd.pid\ndriftfile %s/drift\n", port, dir, dir)), 0o644)
+	srv := exec.Command(chronyd, "-x", "-d", "-f", conf)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	stop = func() {
+		if !stopped {
+			srv.Process.Kill()
+			srv.Wait()
+			stopped = true
+		}
+	}
+	t.Cleanup(stop)
+	return port, stop
+}
+
+// syncClock points the box at an NTP server and waits until it synchronized.
+func syncClock(t *testing.T, vm *qemu.VM, pw string, port int) {
+	t.Helper()
+	if code, body := APIBody(t, vm, "PUT", "/api/v1/time", pw, fmt.Sprintf(`{"servers":["10.0.2.2:%d"]}`, port)); code != http.StatusOK {
+		t.Fatalf("PUT /api/v1/time: %d %s", code, body)
+	}
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(time.Second) {
+		if code, _ := API(t, vm, "POST", "/api/v1/time/sync", pw); code == http.StatusOK {
+			return
+		}
+	}
+	t.Fatal("the box never synchronized with the NTP server")
 }
 
 func freeUDPPort(t *testing.T) int {
