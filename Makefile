@@ -5,6 +5,7 @@ VERSION ?= 1.0.0
 # The application in slot app-a of the image; APP= leaves the app slots empty.
 APP ?= demo:1.0.0
 PORT ?= 8443
+APP_PORT ?= 8080
 DISK ?= virtio
 NIC ?= virtio
 export KEEL_ADMIN_PASSWORD
@@ -49,7 +50,7 @@ release: deps $(INITRAMFS) build/keys/vendor.key
 	go run ./image release -dir build/release -key build/keys/vendor.key -kernel-dir build/kernel -initramfs $(INITRAMFS)
 
 run: image
-	go run ./qemu/cmd/vm -image build/keel.img -port $(PORT) -disk $(DISK) -nic $(NIC)
+	go run ./qemu/cmd/vm -image build/keel.img -port $(PORT) -app-port $(APP_PORT) -disk $(DISK) -nic $(NIC)
 
 # Unit tests, root tests (skip with a message when not root) and VM tests
 # booting build/keel.img and images the tests derive from it.

@@ -52,6 +52,7 @@ func run() int {
 	}
 	image := fs.String("image", "build/keel.img", "disk image to boot (raw or qcow2)")
 	port := fs.Int("port", 8443, "host port on 127.0.0.1 forwarded to the guest's tcp/443 (0 picks a free one)")
+	appPort := fs.Int("app-port", 8080, "host port on 127.0.0.1 forwarded to the guest's tcp/8080, the demo app's (0: none)")
 	disk := fs.String("disk", qemu.DefaultDiskBus, "disk bus: "+strings.Join(qemu.DiskBuses(), "|"))
 	nic := fs.String("nic", qemu.DefaultNIC, "network card: "+strings.Join(qemu.NICs(), "|"))
 	mem := fs.Int("mem", qemu.DefaultMemoryMiB, "memory in MiB")
@@ -107,6 +108,9 @@ func run() int {
 		Append:      *appendArgs,
 		Interactive: true,
 	}
+	if *appPort != 0 {
+		cfg.HostFwd = append(cfg.HostFwd, fmt.Sprintf("tcp:127.0.0.1:%d-:8080", *appPort))
+	}
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintf(os.Stderr, "vm: %v\n", err)
 		return 2
@@ -119,6 +123,9 @@ func run() int {
 	}
 	banner := func(port int) {
 		fmt.Printf("vm: API at https://127.0.0.1:%d (Ctrl-A X quits, Ctrl-A C toggles the QEMU monitor)\n", port)
+		if *appPort != 0 {
+			fmt.Printf("vm: the application (the demo app in make image) at http://127.0.0.1:%d\n", *appPort)
+		}
 	}
 	if *port != 0 {
 		banner(*port) // before QEMU starts, so it is not lost in the boot output
