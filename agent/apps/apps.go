@@ -26,8 +26,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"path"
 	"path/filepath"
 	"sync"
 	"time"
@@ -284,6 +286,18 @@ func (m *Manager) unmount(slot string) {
 // launch mounts slot, reads its spec, prepares the data folder and starts
 // the application.
 func (m *Manager) launch(slot string) (*runner, error) {
+	r, err := m.prepare(slot)
+	if err != nil {
+		return nil, err
+	}
+	return r, m.run(r)
+}
+
+// prepare mounts a slot and reads its app.json, everything before the
+// start, so that a switch stops the old version only once the new one is
+// ready to start. It also reads the program once: its pages come from the
+// compressed slot, and the switch's downtime should not wait for them.
+func (m *Manager) prepare(slot string) (*runner, error) {
 	if err := m.mount(slot); err != nil {
 		return nil, err
 	}
@@ -296,15 +310,23 @@ func (m *Manager) launch(slot string) (*runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := m.newRunner(slot, dir, data, spec)
+	if f, err := os.Open(filepath.Join(dir, filepath.FromSlash(path.Clean(spec.Command)))); err == nil {
+		io.Copy(io.Discard, f)
+		f.Close()
+	}
+	return m.newRunner(slot, dir, data, spec), nil
+}
+
+// run makes r the current application and starts it.
+func (m *Manager) run(r *runner) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.stopped {
-		return nil, errors.New("the application runtime is stopped")
+		return errors.New("the application runtime is stopped")
 	}
 	m.cur, m.failure = r, ""
 	r.start(m.ctx)
-	return r, nil
+	return nil
 }
 
 // dataDir creates DataRoot/name for the application's user.
@@ -404,18 +426,19 @@ func (m *Manager) Switch(ctx context.Context, newSlot, version string) error {
 		return fmt.Errorf("app %s was not started: %w; %s", version, err, m.stillOn(oldInfo))
 	}
 	log.Info("switching application", "from_slot", old, "from_version", oldInfo.Version)
-	m.stopCurrent()
 	// A slot written by an install must not be mounted from before.
 	m.unmount(newSlot)
-
+	// The old version serves until the new one is mounted and read.
 	var spec *appspec.Spec
-	r, err := m.launch(newSlot)
+	r, err := m.prepare(newSlot)
 	what := "could not be started"
+	if err == nil && r.spec.Version != version {
+		err = fmt.Errorf("its %s says version %s", appspec.File, r.spec.Version)
+	}
+	m.stopCurrent()
 	if err == nil {
 		spec = r.spec
-		if spec.Version != version {
-			err = fmt.Errorf("its %s says version %s", appspec.File, spec.Version)
-		} else {
+		if err = m.run(r); err == nil {
 			what = "failed its health check"
 			err = m.waitHealthy(ctx, r)
 		}
