@@ -49,7 +49,7 @@ func (in *Installer) startApp(ctx context.Context, p *kpkg.Package) (*Job, error
 	// The write and the read-back take 90% of the progress; starting the
 	// application and its health check the rest.
 	size = m.Payload.Size
-	if err := stream(ctx, p, dev, slot, j, 2*size+size/5); err != nil {
+	if err := stream(ctx, p, dev, slot, j, 2*size+size/5, log); err != nil {
 		err = fmt.Errorf("%w; %s", err, keeps)
 		log.Error("app install failed", "err", err)
 		j.finish(Failed, err.Error())

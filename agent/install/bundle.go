@@ -540,7 +540,7 @@ func (in *Installer) installApp(ctx context.Context, j *Job, p *kpkg.Package, ve
 	}
 	j.setPackage(kpkg.KindApp, m.Version.String(), target)
 	size = m.Payload.Size
-	err = stream(ctx, p, dev, slot, j, 2*size+size/5)
+	err = stream(ctx, p, dev, slot, j, 2*size+size/5, in.log())
 	if err == nil && verify != nil {
 		err = verify()
 	}
