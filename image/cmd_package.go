@@ -162,7 +162,16 @@ func writePackageFile(out string, m kpkg.Manifest, payloadPath string, key ed255
 		return fmt.Errorf("package: %w", err)
 	}
 	defer os.Remove(tmp.Name()) // after the rename, a no-op
-	err = kpkg.Write(tmp, m, src, key)
+	if err := commitFile(tmp, out, kpkg.Write(tmp, m, src, key)); err != nil {
+		return fmt.Errorf("package %s: %w", out, err)
+	}
+	return nil
+}
+
+// commitFile finishes a file written to tmp, unless writing it failed
+// (err): synced, closed, readable by all, renamed to out. A crash leaves
+// either the old out or the new one, never half of one.
+func commitFile(tmp *os.File, out string, err error) error {
 	if err == nil {
 		err = tmp.Sync()
 	}
@@ -175,8 +184,5 @@ func writePackageFile(out string, m kpkg.Manifest, payloadPath string, key ed255
 	if err == nil {
 		err = os.Rename(tmp.Name(), out)
 	}
-	if err != nil {
-		return fmt.Errorf("package %s: %w", out, err)
-	}
-	return nil
+	return err
 }

@@ -106,19 +106,7 @@ func saveBundle(out string, body io.Reader, length int64) (bundle.Meta, error) {
 	if err == nil && length >= 0 && n.n != length {
 		err = fmt.Errorf("the server announced %d bytes and sent %d: run redeem again", length, n.n)
 	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), out)
-	}
-	if err != nil {
+	if err := commitFile(tmp, out, err); err != nil {
 		return bundle.Meta{}, err
 	}
 	return r.Meta, nil

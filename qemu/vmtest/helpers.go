@@ -63,6 +63,13 @@ const TestPassword = "vm-test-password"
 // versionB is set, both base slots filled.
 func (e Env) BuildImage(t testing.TB, dir, version, versionB string) string {
 	t.Helper()
+	return e.buildImage(t, dir, diskimage.Options{Version: version, VersionB: versionB})
+}
+
+// buildImage writes an image of this tree's kernel and initramfs into dir
+// with the test password and o's versions and app.
+func (e Env) buildImage(t testing.TB, dir string, o diskimage.Options) string {
+	t.Helper()
 	if e.KernelDir == "" || e.Initramfs == "" {
 		t.Fatal("KEEL_KERNEL_DIR and KEEL_INITRAMFS must be set (make test does)")
 	}
@@ -70,16 +77,13 @@ func (e Env) BuildImage(t testing.TB, dir, version, versionB string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := filepath.Join(dir, "keel.img")
-	err = diskimage.Build(context.Background(), diskimage.Options{
-		Out: out, Kernel: filepath.Join(e.KernelDir, "vmlinuz"), KernelRelease: strings.TrimSpace(string(rel)),
-		Initramfs: e.Initramfs, Version: version, VersionB: versionB, AdminPassword: TestPassword,
-		GrubTimeout: 1, BuildTime: time.Now(),
-	})
-	if err != nil {
+	o.Out = filepath.Join(dir, "keel.img")
+	o.Kernel, o.KernelRelease, o.Initramfs = filepath.Join(e.KernelDir, "vmlinuz"), strings.TrimSpace(string(rel)), e.Initramfs
+	o.AdminPassword, o.GrubTimeout, o.BuildTime = TestPassword, 1, time.Now()
+	if err := diskimage.Build(context.Background(), o); err != nil {
 		t.Fatal(err)
 	}
-	return out
+	return o.Out
 }
 
 // Boot starts a VM on img and registers its cleanup. The console goes to a

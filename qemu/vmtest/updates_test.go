@@ -1,7 +1,6 @@
 package vmtest
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -30,20 +29,7 @@ func (e Env) BuildImageApp(t testing.TB, dir, version, appVersion string) string
 	if err := appimage.DemoCached(app, appVersion, filepath.Join(e.repoRoot(), "build", "cache", "demoapp")); err != nil {
 		t.Fatal(err)
 	}
-	rel, err := os.ReadFile(filepath.Join(e.KernelDir, "version"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(dir, "keel.img")
-	err = diskimage.Build(context.Background(), diskimage.Options{
-		Out: out, Kernel: filepath.Join(e.KernelDir, "vmlinuz"), KernelRelease: strings.TrimSpace(string(rel)),
-		Initramfs: e.Initramfs, Version: version, AdminPassword: TestPassword,
-		GrubTimeout: 1, BuildTime: time.Now(), AppPayload: app,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return e.buildImage(t, dir, diskimage.Options{Version: version, AppPayload: app})
 }
 
 // updateServer is a release folder served by `image serve` on host
