@@ -42,7 +42,13 @@ func main() {
 	reportDisks()
 	ifname, addr := network()
 	if addr != nil {
-		go serveHTTPS()
+		// Listening before "ready": the test connects right after it.
+		ln, err := net.Listen("tcp", ":443")
+		if err != nil {
+			say("listen :443: %v", err)
+		} else {
+			go serveHTTPS(ln)
+		}
 		probe(cmdline)
 	}
 	say("ready %s", ifname)
@@ -307,8 +313,8 @@ func parseDHCP(b []byte, xid uint32) (dhcpMsg, bool) {
 
 // serveHTTPS answers plain HTTP on tcp/443: the test checks the forward, not
 // TLS.
-func serveHTTPS() {
-	err := http.ListenAndServe(":443", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+func serveHTTPS(ln net.Listener) {
+	err := http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "keel-test guest %s\n", r.URL.Path)
 	}))
 	say("serve :443: %v", err)
