@@ -45,7 +45,7 @@ var demoRelease = []releasePackage{
 		Notes: "Needs base 1.1.0. Prepares the data for 2.0.0."},
 	{Kind: kpkg.KindApp, Name: "demo", Version: "2.0.0", Requires: []string{"app >= 1.1.0"}, Wait: 24 * time.Hour,
 		Notes: "Migrates the data that 1.1.0 prepared, so it installs only over 1.1.0 or later; later versions install over 2.0.0."},
-	{Kind: kpkg.KindApp, Name: "demo", Version: "2.0.1", Wait: 24 * time.Hour,
+	{Kind: kpkg.KindApp, Name: "demo", Version: "2.0.1", Requires: []string{"app >= 2.0.0"}, Wait: 24 * time.Hour,
 		Notes: "Fails its health check on purpose: the appliance rolls it back to 2.0.0."},
 }
 
