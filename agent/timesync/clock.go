@@ -47,10 +47,11 @@ func (c SystemClock) Step(d time.Duration) error {
 	if c.RTC == "" {
 		return nil
 	}
-	// The RTC holds whole seconds and starts its second when written: write
-	// at a second boundary so it does not start up to a second behind.
-	next := time.Now().Truncate(time.Second).Add(time.Second)
-	time.Sleep(time.Until(next))
+	// The RTC holds whole seconds, and an MC146818 ticks its first second
+	// 500 ms after it is set: set second N at N+0.5 s, as the kernel's own
+	// NTP sync does, so that it ticks N+1 at N+1.
+	next := time.Now().Add(-500 * time.Millisecond).Truncate(time.Second).Add(time.Second)
+	time.Sleep(time.Until(next.Add(500 * time.Millisecond)))
 	if err := writeRTC(c.RTC, next); err != nil {
 		return fmt.Errorf("clock stepped by %v but %w", d, err)
 	}
