@@ -64,9 +64,11 @@ test: image
 # prints how many the box survived.
 SOAK ?= 100
 soak: image
-	KEEL_VM=1 KEEL_SOAK=$(SOAK) KEEL_VM_LOGS=$(CURDIR)/build/vmtest-logs KEEL_IMAGE=$(CURDIR)/build/keel.img \
+	rm -f $(CURDIR)/build/soak.txt; KEEL_VM=1 KEEL_SOAK=$(SOAK) KEEL_VM_LOGS=$(CURDIR)/build/vmtest-logs KEEL_IMAGE=$(CURDIR)/build/keel.img \
 		KEEL_KERNEL_DIR=$(CURDIR)/build/kernel KEEL_INITRAMFS=$(CURDIR)/$(INITRAMFS) KEEL_VENDOR_KEY=$(CURDIR)/build/keys/vendor.key \
-		go test -count=1 -parallel 3 -timeout 6h -run 'TestPowerCutDuringInstall' ./qemu/vmtest/
+		KEEL_SOAK_REPORT=$(CURDIR)/build/soak.txt \
+		go test -count=1 -parallel 3 -timeout 6h -run 'TestPowerCutDuringInstall' ./qemu/vmtest/; \
+		status=$$?; cat $(CURDIR)/build/soak.txt 2>/dev/null; exit $$status
 
 test-unit:
 	go test -count=1 ./...
