@@ -116,13 +116,13 @@ func (m *Manager) List() Listing {
 	c, checked, cfg := m.cat, m.checkedAt, m.cfg
 	m.mu.Unlock()
 	l := Listing{Server: cfg.Server, Channel: cfg.channel(), CheckedAt: checked, Installed: []InstalledItem{}, Updates: []catalog.Update{}}
-	for _, k := range []string{"base", "app"} {
-		v, ok := box.Installed[kindOf(k)]
+	for _, k := range []kpkg.Kind{kpkg.KindBase, kpkg.KindApp} {
+		v, ok := box.Installed[k]
 		if !ok {
 			continue
 		}
-		it := InstalledItem{Kind: k, Name: box.Names[kindOf(k)], Version: v.String()}
-		if h, ok := box.LastInstall[kindOf(k)]; ok && h.Wait > 0 && box.Now.Before(h.At.Add(h.Wait)) {
+		it := InstalledItem{Kind: string(k), Name: box.Names[k], Version: v.String()}
+		if h, ok := box.LastInstall[k]; ok && h.Wait > 0 && box.Now.Before(h.At.Add(h.Wait)) {
 			it.WaitUntil = h.At.Add(h.Wait)
 		}
 		l.Installed = append(l.Installed, it)
@@ -132,5 +132,3 @@ func (m *Manager) List() Listing {
 	}
 	return l
 }
-
-func kindOf(s string) kpkg.Kind { return kpkg.Kind(s) }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -53,7 +54,19 @@ func (d *download) Read(p []byte) (int, error) {
 			return 0, d.finish()
 		}
 		if d.body == nil {
-			if err := d.open(); err != nil {
+			err := d.open()
+			var unreachable *unreachableError
+			if errors.As(err, &unreachable) && d.off > 0 && d.tries < d.resumes && d.ctx.Err() == nil {
+				// The server may be back in a moment: that is one resume.
+				d.tries++
+				d.log.Warn("update server unreachable; retrying", "url", d.url, "at", d.off, "err", unreachable.err, "resume", d.tries)
+				if !d.sleep(time.Duration(d.tries) * time.Second) {
+					d.err = d.ctx.Err()
+					return 0, d.err
+				}
+				continue
+			}
+			if err != nil {
 				d.err = err
 				return 0, err
 			}
@@ -119,11 +132,7 @@ func (d *download) open() error {
 	}
 	resp, err := d.client.Do(req)
 	if err != nil {
-		if d.tries < d.resumes && d.off > 0 && d.ctx.Err() == nil {
-			// The server may be back in a moment; Read counts the try.
-			return d.retryOpen(err)
-		}
-		return fmt.Errorf("%w: the update server did not answer for %s (%v); check the network and try again", ErrServer, d.url, err)
+		return &unreachableError{url: d.url, err: err}
 	}
 	switch {
 	case d.off == 0 && resp.StatusCode == http.StatusOK:
@@ -148,25 +157,6 @@ func (d *download) open() error {
 	return nil
 }
 
-func (d *download) retryOpen(first error) error {
-	for d.tries < d.resumes {
-		d.tries++
-		d.log.Warn("update server unreachable; retrying", "url", d.url, "at", d.off, "err", first, "resume", d.tries)
-		if !d.sleep(time.Duration(d.tries) * time.Second) {
-			return d.ctx.Err()
-		}
-		save := d.resumes
-		d.resumes = 0 // one plain attempt
-		err := d.open()
-		d.resumes = save
-		if err == nil {
-			return nil
-		}
-		first = err
-	}
-	return fmt.Errorf("%w: the download of %s broke off at byte %d of %d and the server did not come back (%v); try again later", ErrServer, d.url, d.off, d.size, first)
-}
-
 // finish checks the whole file once all of it was read.
 func (d *download) finish() error {
 	if d.body != nil {
@@ -188,6 +178,18 @@ func (d *download) Close() error {
 	}
 	return nil
 }
+
+// unreachableError is a request that got no answer at all.
+type unreachableError struct {
+	url string
+	err error
+}
+
+func (e *unreachableError) Error() string {
+	return fmt.Sprintf("%v: the update server did not answer for %s (%v); check the network and try again", ErrServer, e.url, e.err)
+}
+
+func (e *unreachableError) Unwrap() error { return ErrServer }
 
 // rangeStart parses "bytes START-END/SIZE".
 func rangeStart(cr string) (int64, bool) {

@@ -263,7 +263,7 @@ func freeTCPPort(t *testing.T) int {
 // first package download off at half the package, as a flaky line would.
 // It counts the package bytes it passes on.
 type cuttingProxy struct {
-	upstream atomic.Value // string: the server's base URL
+	upstream string // the server's base URL
 	port     int
 	srv      *http.Server
 	cut      atomic.Bool
@@ -272,8 +272,7 @@ type cuttingProxy struct {
 
 func newCuttingProxy(t *testing.T, upstreamPort int) *cuttingProxy {
 	t.Helper()
-	p := &cuttingProxy{}
-	p.upstream.Store(fmt.Sprintf("http://127.0.0.1:%d", upstreamPort))
+	p := &cuttingProxy{upstream: fmt.Sprintf("http://127.0.0.1:%d", upstreamPort)}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -286,7 +285,7 @@ func newCuttingProxy(t *testing.T, upstreamPort int) *cuttingProxy {
 }
 
 func (p *cuttingProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	req, _ := http.NewRequestWithContext(r.Context(), r.Method, p.upstream.Load().(string)+r.URL.RequestURI(), nil)
+	req, _ := http.NewRequestWithContext(r.Context(), r.Method, p.upstream+r.URL.RequestURI(), nil)
 	for _, h := range []string{"Range", "If-Range"} {
 		if v := r.Header.Get(h); v != "" {
 			req.Header.Set(h, v)
