@@ -16,6 +16,8 @@ import (
 
 const (
 	networkPath = keelDir + "/network.json"
+	// rtcStatePath keeps how far the hardware clock ticks from true time.
+	rtcStatePath = keelDir + "/rtc.json"
 	// defaultHostname is used until the operator sets one.
 	defaultHostname = "keel"
 )
@@ -24,11 +26,12 @@ const (
 // address manager. A box without a network configuration (first boot, or a
 // damaged data partition) runs DHCP on every link that has a carrier.
 func (a *agent) startNetwork() error {
-	path := networkPath
+	path, rtcState := networkPath, rtcStatePath
 	if !a.dataMounted() {
-		path = "" // nowhere durable: keep it in memory
+		path, rtcState = "", "" // nowhere durable: keep them in memory
 	}
-	a.clock = timesync.New(timesync.SystemClock{RTC: "/dev/rtc0"}, nil, a.log)
+	a.clock = timesync.New(timesync.SystemClock{}, nil, a.log)
+	a.clock.Hardware = timesync.NewRTC("/dev/rtc0", rtcState)
 	fm, err := floatip.New(netcfg.NS{}, a.log)
 	if err != nil {
 		return fmt.Errorf("floating addresses: %w", err)

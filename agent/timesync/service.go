@@ -2,6 +2,7 @@ package timesync
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -18,7 +19,14 @@ const (
 	DefaultStepThreshold = 128 * time.Millisecond // as ntpd and chrony's makestep use
 	DefaultMinPoll       = 64 * time.Second
 	DefaultMaxPoll       = 1024 * time.Second
-	queryTimeout         = 3 * time.Second
+	// DefaultRTCSaveInterval is the kernel's "11 minute mode": often
+	// enough that the hardware clock's drift stays far below a second.
+	DefaultRTCSaveInterval = 11 * time.Minute
+	// maxRTCBootStep bounds the step taken from the hardware clock at
+	// boot: the kernel set the clock from it with at most a second's
+	// error, so a larger step means something else set the clock since.
+	maxRTCBootStep = 2 * time.Second
+	queryTimeout   = 3 * time.Second
 )
 
 // QueryFunc asks one NTP server how far clock now is from its time.
@@ -42,6 +50,11 @@ type Service struct {
 	// not or a sync fails.
 	MinPoll, MaxPoll time.Duration
 
+	// Hardware, when set, is written after every step and at least every
+	// RTCSaveInterval while synchronized, and read at the start of Run.
+	Hardware        HardwareClock
+	RTCSaveInterval time.Duration
+
 	kick chan struct{}
 
 	mu         sync.Mutex
@@ -49,6 +62,8 @@ type Service struct {
 	dhcp       map[string][]string // by link
 	stepped    bool                // a first step has been made
 	status     Status
+	rtc        RTCStatus
+	hwRead     bool // SetFromHardwareClock ran
 }
 
 // New makes a service for clock; query may be nil for real NTP queries.
@@ -62,8 +77,9 @@ func New(clock Clock, query QueryFunc, log *slog.Logger) *Service {
 	return &Service{
 		clock: clock, log: log, query: query,
 		StepThreshold: DefaultStepThreshold, MinPoll: DefaultMinPoll, MaxPoll: DefaultMaxPoll,
-		kick: make(chan struct{}, 1),
-		dhcp: map[string][]string{},
+		RTCSaveInterval: DefaultRTCSaveInterval,
+		kick:            make(chan struct{}, 1),
+		dhcp:            map[string][]string{},
 	}
 }
 
@@ -104,6 +120,20 @@ type Status struct {
 	Source       string         `json:"source"` // "configured", "dhcp" or "none"
 	Servers      []ServerStatus `json:"servers"`
 	Error        string         `json:"error,omitempty"`
+	RTC          *RTCStatus     `json:"rtc,omitempty"` // nil without a hardware clock
+}
+
+// RTCStatus is the hardware clock's part of Status.
+type RTCStatus struct {
+	// OffsetMS is the hardware clock minus the system clock, measured
+	// just after its last write (Written); the boot read takes it off.
+	OffsetMS float64   `json:"offset_ms"`
+	Written  time.Time `json:"written,omitzero"`
+	// Read is when this boot set the clock from the hardware clock, and
+	// BootStepMS the step that took.
+	Read       time.Time `json:"read,omitzero"`
+	BootStepMS float64   `json:"boot_step_ms"`
+	Error      string    `json:"error,omitempty"`
 }
 
 // SetServers replaces the configured servers; an empty list falls back to
@@ -179,6 +209,10 @@ func (s *Service) Status() Status {
 	st.Servers = slices.Clone(st.Servers)
 	_, st.Source = s.serversLocked()
 	st.Synchronized = !st.LastSync.IsZero() && s.clock.Now().Sub(st.LastSync) < 4*s.MaxPoll
+	if s.Hardware != nil {
+		rtc := s.rtc
+		st.RTC = &rtc
+	}
 	return st
 }
 
@@ -244,8 +278,74 @@ func (s *Service) Sync(ctx context.Context) (Status, error) {
 	s.stepped = s.stepped || step
 	s.status = Status{OffsetMS: ms(pick.Offset), Action: action, Server: pick.Server,
 		LastSync: s.clock.Now(), LastAttempt: s.clock.Now(), Servers: results}
+	due := s.Hardware != nil && (step || s.clock.Now().Sub(s.rtc.Written) >= s.RTCSaveInterval)
 	s.mu.Unlock()
+	if due {
+		s.saveRTC()
+	}
 	return s.Status(), nil
+}
+
+// saveRTC writes the hardware clock from the (just synchronized) system
+// clock. A failure leaves the system clock right and is reported in the
+// status: the next boot starts from an older time until NTP answers.
+func (s *Service) saveRTC() {
+	w, err := s.Hardware.Save()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		s.log.Warn("hardware clock not written", "err", err)
+		s.rtc.Error = err.Error()
+		return
+	}
+	s.log.Info("hardware clock written", "offset", w.Offset)
+	s.rtc.OffsetMS, s.rtc.Written, s.rtc.Error = ms(w.Offset), w.At, ""
+}
+
+// SetFromHardwareClock steps the clock onto the hardware clock's time, to
+// within milliseconds where the kernel's boot read is up to a second off.
+// It does not count as the first NTP correction, which still steps.
+func (s *Service) SetFromHardwareClock() error {
+	// Once per boot, and never after NTP corrected the clock: the
+	// supervisor may restart Run.
+	s.syncing.Lock()
+	defer s.syncing.Unlock()
+	s.mu.Lock()
+	done := s.Hardware == nil || s.stepped || s.hwRead
+	s.hwRead = true
+	s.mu.Unlock()
+	if done {
+		return nil
+	}
+	d, last, err := s.Hardware.Read()
+	s.mu.Lock()
+	s.rtc.OffsetMS, s.rtc.Written = ms(last.Offset), last.At
+	s.mu.Unlock()
+	if err != nil && !errors.Is(err, ErrRTCOffsetLost) {
+		return s.rtcFailed(err)
+	}
+	if d > maxRTCBootStep || d < -maxRTCBootStep {
+		return s.rtcFailed(fmt.Errorf("the hardware clock is %v from the system clock, more than the kernel's read can be off; something else set the clock, so it is left alone", d))
+	}
+	if serr := s.clock.Step(d); serr != nil {
+		return s.rtcFailed(serr)
+	}
+	s.log.Info("clock set from the hardware clock", "step", d, "rtc_offset", last.Offset)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rtc.Read, s.rtc.BootStepMS = s.clock.Now().UTC(), ms(d)
+	if err != nil {
+		s.rtc.Error = err.Error()
+	}
+	return err
+}
+
+func (s *Service) rtcFailed(err error) error {
+	s.log.Warn("clock not set from the hardware clock", "err", err)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.rtc.Error = err.Error()
+	return err
 }
 
 func (s *Service) record(results []ServerStatus, err error) {
@@ -257,8 +357,10 @@ func (s *Service) record(results []ServerStatus, err error) {
 	s.status.Servers = results
 }
 
-// Run syncs at once and then at an adaptive interval until ctx ends.
+// Run sets the clock from the hardware clock, then syncs at once and at an
+// adaptive interval until ctx ends.
 func (s *Service) Run(ctx context.Context) error {
+	s.SetFromHardwareClock() // its failure is in the status and the log
 	interval := s.MinPoll
 	for {
 		st, err := s.Sync(ctx)

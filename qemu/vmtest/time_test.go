@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"keel.dev/keel/agent/timesync"
 	"keel.dev/keel/qemu"
 )
 
@@ -28,12 +29,23 @@ func TestClockStepsFromNTPAndSurvivesReboot(t *testing.T) {
 		t.Fatalf("the box's clock is only %v off before any sync; -rtc base did not take", off)
 	}
 	syncClock(t, vm, pw, port)
-	if off := clockOffset(t, vm, pw); off > time.Second || off < -time.Second {
-		t.Fatalf("after the step the box is %v off the host", off)
+	stepped := clockOffset(t, vm, pw)
+	if stepped > time.Second || stepped < -time.Second {
+		t.Fatalf("after the step the box is %v off the host", stepped)
+	}
+	before := timeStatus(t, vm, pw)
+	if before.Written.IsZero() || before.Error != "" {
+		t.Fatalf("after the step the hardware clock was not written: %+v", before)
 	}
 
-	// Reboot with the server gone: the time now comes from the RTC, which
-	// counts whole seconds.
+	// Reboot with the server gone: the time now comes from the RTC. The
+	// kernel reads its whole second with half a second added; the agent
+	// then watches for its next tick and takes off the offset it measured
+	// after the write. That is exact to a few milliseconds when nothing
+	// else writes the RTC (with SeaBIOS and a direct kernel boot: 11 ms),
+	// but OVMF rewrites it at every boot with the second it read a moment
+	// before, which under TCG moves it by 0.2-0.7 s (ten runs: -0.48 to
+	// +0.72 s after the reboot). The issue asks for 1 s.
 	stop()
 	if code, body := API(t, vm, "POST", "/api/v1/power/reboot", pw); code != http.StatusAccepted {
 		t.Fatalf("reboot: %d %s", code, body)
@@ -42,18 +54,33 @@ func TestClockStepsFromNTPAndSurvivesReboot(t *testing.T) {
 		t.Fatal(err)
 	}
 	WaitReady(t, vm)
-	// The RTC counts whole seconds; the agent sets it so that it ticks on
-	// the second, and the kernel reads it at boot with half a second added:
-	// that explains half a second. Under QEMU TCG the box comes back between
-	// 0.7 s behind and 1.2 s ahead (five runs); the rest is not explained
-	// yet (issue 5 stays open for it). 3 s still tells a written RTC from an
-	// unwritten one, which is years off.
+	var after timesync.RTCStatus
+	for deadline := time.Now().Add(30 * time.Second); after.Read.IsZero(); time.Sleep(200 * time.Millisecond) {
+		if after = timeStatus(t, vm, pw); time.Now().After(deadline) {
+			t.Fatalf("the box did not set its clock from the hardware clock: %+v", after)
+		}
+	}
 	off := clockOffset(t, vm, pw)
-	t.Logf("after the reboot the box is %v off the host", off)
-	if off > 3*time.Second || off < -3*time.Second {
-		t.Fatalf("after the reboot the box is %v off the host: the RTC was not written", off)
+	t.Logf("after the step the box was %v off the host; the hardware clock's offset after the write %.1f ms; boot step %.1f ms; after the reboot the box is %v off", stepped, before.OffsetMS, after.BootStepMS, off)
+	if off > time.Second || off < -time.Second {
+		t.Fatalf("after the reboot the box is %v off the host", off)
 	}
 	PowerOff(t, vm)
+}
+
+// timeStatus is the hardware clock's part of GET /api/v1/time.
+func timeStatus(t *testing.T, vm *qemu.VM, pw string) timesync.RTCStatus {
+	t.Helper()
+	code, body := API(t, vm, "GET", "/api/v1/time", pw)
+	var v struct {
+		Status struct {
+			RTC *timesync.RTCStatus `json:"rtc"`
+		} `json:"status"`
+	}
+	if err := json.Unmarshal([]byte(body), &v); code != http.StatusOK || err != nil || v.Status.RTC == nil {
+		t.Fatalf("GET /api/v1/time: %d %v %s", code, err, body)
+	}
+	return *v.Status.RTC
 }
 
 // clockOffset is the box's clock minus the host's, taking the request's
