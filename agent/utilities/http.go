@@ -24,6 +24,7 @@ type Request struct {
 	TimeoutMS int    `json:"timeout_ms,omitempty"` // per attempt; at most MaxTimeout
 	MaxHops   int    `json:"max_hops,omitempty"`   // traceroute; at most MaxHops
 	Probe     string `json:"probe,omitempty"`      // traceroute: "icmp" (default) or "udp"
+	Queries   int    `json:"queries,omitempty"`    // traceroute: probes per hop; at most MaxQueries
 }
 
 // Routes registers POST /api/v1/utilities/{ping,traceroute,dns,tcp}. resolver may be
@@ -47,11 +48,15 @@ func Routes(mux Mux, resolver *net.Resolver) {
 			writeError(w, http.StatusBadRequest, fmt.Sprintf("max_hops: must be between 1 and %d.", MaxHops))
 			return
 		}
+		if q.Queries < 0 || q.Queries > MaxQueries {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("queries: must be between 1 and %d.", MaxQueries))
+			return
+		}
 		if q.Probe != "" && q.Probe != ProbeICMP && q.Probe != ProbeUDP {
 			writeError(w, http.StatusBadRequest, fmt.Sprintf("probe: must be %q or %q.", ProbeICMP, ProbeUDP))
 			return
 		}
-		res, err := Traceroute(r.Context(), resolver, q.Host, TraceOptions{MaxHops: q.MaxHops, Timeout: timeout(q), Probe: q.Probe})
+		res, err := Traceroute(r.Context(), resolver, q.Host, TraceOptions{MaxHops: q.MaxHops, Timeout: timeout(q), Probe: q.Probe, Queries: q.Queries})
 		if err != nil {
 			writeError(w, http.StatusBadGateway, fmt.Sprintf("Traceroute failed: %v.", err))
 			return

@@ -21,6 +21,11 @@ import (
 const (
 	MaxHops      = 30
 	MaxTraceTime = 30 * time.Second
+	// DefaultQueries probes per hop, as traceroute(8) sends: several
+	// times show the spread of a hop's delay, and on a load-balanced path
+	// more than one router at a hop.
+	DefaultQueries = 3
+	MaxQueries     = 5
 	// DefaultProbeTimeout is the wait for each hop's answer when the
 	// request gives none; routers answer in milliseconds or not at all.
 	DefaultProbeTimeout = time.Second
@@ -42,12 +47,22 @@ type TraceOptions struct {
 	Timeout time.Duration // per probe; default DefaultProbeTimeout, at most MaxTimeout
 	Limit   time.Duration // whole trace; default and at most MaxTraceTime
 	Probe   string        // ProbeICMP (default) or ProbeUDP
+	Queries int           // probes per hop; default DefaultQueries, at most MaxQueries
 }
 
-// TraceHop is the answer for one TTL.
+// TraceHop is the answers for one TTL. Address and TimeMS are the first
+// answer's; Probes has every probe's.
 type TraceHop struct {
-	TTL     int     `json:"ttl"`
-	Address string  `json:"address,omitempty"` // who answered; empty when nobody did
+	TTL     int          `json:"ttl"`
+	Address string       `json:"address,omitempty"` // who answered first; empty when nobody did
+	TimeMS  float64      `json:"time_ms,omitempty"`
+	Error   string       `json:"error,omitempty"` // no probe answered, or the destination is unreachable
+	Probes  []TraceProbe `json:"probes"`
+}
+
+// TraceProbe is one probe's answer.
+type TraceProbe struct {
+	Address string  `json:"address,omitempty"`
 	TimeMS  float64 `json:"time_ms,omitempty"`
 	Error   string  `json:"error,omitempty"`
 }
@@ -61,8 +76,8 @@ type TraceResult struct {
 	Error   string     `json:"error,omitempty"` // why it stopped before reaching the destination
 }
 
-// Traceroute sends one probe per TTL, 1 and up, toward host and records
-// who answers: routers with ICMP time exceeded, the destination with an
+// Traceroute sends opts.Queries probes per TTL, 1 and up, toward host and
+// records who answers: routers with ICMP time exceeded, the destination with an
 // echo reply (ICMP probes) or port unreachable (UDP probes). It stops at
 // the destination, at an unreachable error, after opts.MaxHops, or when
 // opts.Limit or ctx ends. It needs a raw ICMP socket (root or
@@ -76,6 +91,9 @@ func Traceroute(ctx context.Context, r *net.Resolver, host string, opts TraceOpt
 	}
 	if opts.Limit <= 0 || opts.Limit > MaxTraceTime {
 		opts.Limit = MaxTraceTime
+	}
+	if opts.Queries <= 0 || opts.Queries > MaxQueries {
+		opts.Queries = DefaultQueries
 	}
 	switch opts.Probe {
 	case "":
@@ -97,16 +115,30 @@ func Traceroute(ctx context.Context, r *net.Resolver, host string, opts TraceOpt
 	defer t.close()
 	res := TraceResult{Address: t.dst.String(), Probe: opts.Probe, Hops: []TraceHop{}}
 	for ttl := 1; ttl <= opts.MaxHops; ttl++ {
-		// Checked against the clock as well: the context's own timer
-		// may fire a moment after its deadline.
-		if d, _ := ctx.Deadline(); ctx.Err() != nil || !time.Now().Before(d) {
-			res.Error = fmt.Sprintf("stopped after %v, the time limit", opts.Limit)
-			return res, nil
+		hop := TraceHop{TTL: ttl, Probes: []TraceProbe{}}
+		done := false
+		for q := range opts.Queries {
+			// Checked against the clock as well: the context's own timer
+			// may fire a moment after its deadline.
+			if d, _ := ctx.Deadline(); ctx.Err() != nil || !time.Now().Before(d) {
+				if len(hop.Probes) > 0 {
+					res.Hops = append(res.Hops, hop.summed())
+				}
+				res.Error = fmt.Sprintf("stopped after %v, the time limit", opts.Limit)
+				return res, nil
+			}
+			p, kind := t.send(ctx, (ttl-1)*opts.Queries+q+1, ttl, opts.Timeout)
+			hop.Probes = append(hop.Probes, p)
+			switch kind {
+			case answerDest:
+				done, res.Reached = true, true
+			case answerUnreachable:
+				done = true
+			}
 		}
-		hop, done := t.send(ctx, ttl, opts.Timeout)
+		hop = hop.summed()
 		res.Hops = append(res.Hops, hop)
 		if done {
-			res.Reached = hop.Address == t.dst.String() && hop.Error == ""
 			if !res.Reached {
 				res.Error = hop.Error
 			}
@@ -115,6 +147,25 @@ func Traceroute(ctx context.Context, r *net.Resolver, host string, opts TraceOpt
 	}
 	res.Error = fmt.Sprintf("not reached within %d hops", opts.MaxHops)
 	return res, nil
+}
+
+// summed fills the hop's own fields from its probes: the first answer, or
+// the first probe's error when none answered. A destination that said it
+// is unreachable makes that the hop's error.
+func (h TraceHop) summed() TraceHop {
+	h.Address, h.TimeMS, h.Error = "", 0, ""
+	for _, p := range h.Probes {
+		if p.Address != "" && h.Address == "" {
+			h.Address, h.TimeMS = p.Address, p.TimeMS
+		}
+		if p.Address != "" && p.Error != "" && h.Error == "" {
+			h.Error = p.Error // someone answered "unreachable"
+		}
+	}
+	if h.Address == "" && len(h.Probes) > 0 {
+		h.Error = h.Probes[0].Error
+	}
+	return h
 }
 
 // tracer holds the sockets of one traceroute: the raw ICMP socket every
@@ -167,14 +218,14 @@ func (t *tracer) close() {
 	}
 }
 
-// send sends the probe for ttl and waits for its answer; done is true when
-// the trace ends here (destination reached or unreachable).
-func (t *tracer) send(ctx context.Context, ttl int, timeout time.Duration) (TraceHop, bool) {
-	hop := TraceHop{TTL: ttl}
+// send sends probe number seq with ttl and waits for its answer, saying
+// what kind of answer it was (answerNone when nobody answered).
+func (t *tracer) send(ctx context.Context, seq, ttl int, timeout time.Duration) (TraceProbe, answer) {
+	var p TraceProbe
 	start := time.Now()
-	if err := t.write(ttl); err != nil {
-		hop.Error = err.Error()
-		return hop, false
+	if err := t.write(seq, ttl); err != nil {
+		p.Error = err.Error()
+		return p, answerNone
 	}
 	deadline := start.Add(timeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
@@ -185,35 +236,31 @@ func (t *tracer) send(ctx context.Context, ttl int, timeout time.Duration) (Trac
 	for {
 		n, from, err := t.icmp.ReadFrom(buf)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			hop.Error = "no answer within " + timeout.String()
-			return hop, false
+			p.Error = "no answer within " + timeout.String()
+			return p, answerNone
 		}
 		if err != nil {
-			hop.Error = fmt.Sprintf("read ICMP: %v", err)
-			return hop, false
+			p.Error = fmt.Sprintf("read ICMP: %v", err)
+			return p, answerNone
 		}
 		addr := ""
 		if ip, ok := from.(*net.IPAddr); ok {
 			addr = ip.IP.String()
 		}
-		kind, ok := t.match(buf[:n], ttl, addr)
+		kind, ok := t.match(buf[:n], seq, addr)
 		if !ok {
 			continue
 		}
-		hop.Address, hop.TimeMS = addr, ms(time.Since(start))
-		switch kind {
-		case answerHop:
-			return hop, false
-		case answerDest:
-			return hop, true
-		default:
-			hop.Error = fmt.Sprintf("%s answered that %s is unreachable", addr, t.dst)
-			return hop, true
+		p.Address, p.TimeMS = addr, ms(time.Since(start))
+		if kind == answerUnreachable {
+			p.Error = fmt.Sprintf("%s answered that %s is unreachable", addr, t.dst)
 		}
+		return p, kind
 	}
 }
 
-func (t *tracer) write(ttl int) error {
+// write sends probe seq with ttl; seq tells its answer from any other's.
+func (t *tracer) write(seq, ttl int) error {
 	dst := &net.IPAddr{IP: net.IP(t.dst.AsSlice())}
 	if t.udp != nil {
 		var err error
@@ -225,9 +272,9 @@ func (t *tracer) write(ttl int) error {
 		if err != nil {
 			return fmt.Errorf("set TTL %d: %w", ttl, err)
 		}
-		// Each TTL gets its own port, so a late answer is not taken for
-		// the next hop's.
-		if _, err := t.udp.WriteTo([]byte("keel traceroute"), &net.UDPAddr{IP: dst.IP, Port: udpBasePort + ttl - 1}); err != nil {
+		// Each probe gets its own port, so a late answer is not taken for
+		// the next probe's.
+		if _, err := t.udp.WriteTo([]byte("keel traceroute"), &net.UDPAddr{IP: dst.IP, Port: udpBasePort + seq - 1}); err != nil {
 			return fmt.Errorf("send UDP probe: %w", err)
 		}
 		return nil
@@ -243,7 +290,7 @@ func (t *tracer) write(ttl int) error {
 	if err != nil {
 		return fmt.Errorf("set TTL %d: %w", ttl, err)
 	}
-	msg := icmp.Message{Type: typ, Body: &icmp.Echo{ID: int(t.id), Seq: ttl, Data: []byte("keel traceroute")}}
+	msg := icmp.Message{Type: typ, Body: &icmp.Echo{ID: int(t.id), Seq: seq, Data: []byte("keel traceroute")}}
 	b, err := msg.Marshal(nil)
 	if err != nil {
 		return err
@@ -257,15 +304,16 @@ func (t *tracer) write(ttl int) error {
 type answer int
 
 const (
-	answerHop         answer = iota // time exceeded: a router on the way
+	answerNone        answer = iota // nobody answered
+	answerHop                       // time exceeded: a router on the way
 	answerDest                      // the destination itself
 	answerUnreachable               // someone says the destination cannot be reached
 )
 
 // match decides whether an ICMP message read from the raw socket answers
-// the probe for ttl and what it says. A raw socket sees every ICMP message
+// probe seq and what it says. A raw socket sees every ICMP message
 // the host receives, so everything else is skipped.
-func (t *tracer) match(b []byte, ttl int, from string) (answer, bool) {
+func (t *tracer) match(b []byte, seq int, from string) (answer, bool) {
 	proto := 1
 	if t.v6 {
 		proto = 58
@@ -277,12 +325,12 @@ func (t *tracer) match(b []byte, ttl int, from string) (answer, bool) {
 	switch body := m.Body.(type) {
 	case *icmp.Echo:
 		ok := t.udp == nil && (m.Type == ipv4.ICMPTypeEchoReply || m.Type == ipv6.ICMPTypeEchoReply) &&
-			uint16(body.ID) == t.id && body.Seq == ttl && from == t.dst.String()
+			uint16(body.ID) == t.id && body.Seq == seq && from == t.dst.String()
 		return answerDest, ok
 	case *icmp.TimeExceeded:
-		return answerHop, t.ours(body.Data, ttl)
+		return answerHop, t.ours(body.Data, seq)
 	case *icmp.DstUnreach:
-		if !t.ours(body.Data, ttl) {
+		if !t.ours(body.Data, seq) {
 			return 0, false
 		}
 		// Port unreachable from the destination is the expected end of
@@ -297,8 +345,8 @@ func (t *tracer) match(b []byte, ttl int, from string) (answer, bool) {
 }
 
 // ours reports whether the datagram quoted in an ICMP error (its IP header
-// and at least the first 8 bytes of its payload) is the probe for ttl.
-func (t *tracer) ours(quoted []byte, ttl int) bool {
+// and at least the first 8 bytes of its payload) is probe seq.
+func (t *tracer) ours(quoted []byte, seq int) bool {
 	var proto byte
 	var dst netip.Addr
 	var payload []byte
@@ -322,12 +370,12 @@ func (t *tracer) ours(quoted []byte, ttl int) bool {
 	}
 	if t.udp != nil {
 		return proto == 17 && binary.BigEndian.Uint16(payload[0:2]) == t.id &&
-			int(binary.BigEndian.Uint16(payload[2:4])) == udpBasePort+ttl-1
+			int(binary.BigEndian.Uint16(payload[2:4])) == udpBasePort+seq-1
 	}
 	echo := byte(8)
 	if t.v6 {
 		echo = 128
 	}
 	return (proto == 1 || proto == 58) && payload[0] == echo &&
-		binary.BigEndian.Uint16(payload[4:6]) == t.id && int(binary.BigEndian.Uint16(payload[6:8])) == ttl
+		binary.BigEndian.Uint16(payload[4:6]) == t.id && int(binary.BigEndian.Uint16(payload[6:8])) == seq
 }

@@ -87,8 +87,13 @@ func TestTracerouteThroughRouter(t *testing.T) {
 				t.Fatalf("hops %q reached %v (%s); want %q", hopAddrs(res), res.Reached, res.Error, c.want)
 			}
 			for i, h := range res.Hops {
-				if h.TTL != i+1 || h.TimeMS <= 0 || h.Error != "" {
+				if h.TTL != i+1 || h.TimeMS <= 0 || h.Error != "" || len(h.Probes) != DefaultQueries {
 					t.Errorf("hop %d: %+v", i+1, h)
+				}
+				for _, p := range h.Probes {
+					if p.Address != h.Address || p.TimeMS <= 0 || p.Error != "" {
+						t.Errorf("hop %d, a probe: %+v", i+1, p)
+					}
 				}
 			}
 		})
@@ -150,14 +155,21 @@ func TestTracerouteHTTP(t *testing.T) {
 		}
 		return rec.Code, rec.Body.String()
 	}
-	code, body := call(`{"host":"10.12.0.2","probe":"udp","max_hops":5,"timeout_ms":500}`)
+	code, body := call(`{"host":"10.12.0.2","probe":"udp","max_hops":5,"timeout_ms":500,"queries":1}`)
 	var res TraceResult
 	if code != 200 || json.Unmarshal([]byte(body), &res) != nil || !res.Reached || len(res.Hops) != 2 || res.Probe != "udp" {
 		t.Fatalf("traceroute: %d %s", code, body)
 	}
+	for _, h := range res.Hops {
+		if len(h.Probes) != 1 {
+			t.Errorf("queries 1: hop %+v", h)
+		}
+	}
 	for _, bad := range []struct{ body, field string }{
 		{`{"host":"10.12.0.2","max_hops":31}`, "max_hops"},
 		{`{"host":"10.12.0.2","probe":"tcp"}`, "probe"},
+		{`{"host":"10.12.0.2","queries":6}`, "queries"},
+		{`{"host":"10.12.0.2","queries":-1}`, "queries"},
 		{`{"host":"10.12.0.2","timeout_ms":60000}`, "timeout_ms"},
 		{`{"max_hops":3}`, "host"},
 	} {
