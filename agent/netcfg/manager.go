@@ -33,12 +33,12 @@ type Manager struct {
 	cfg     Config
 	last    Result
 	lastErr error
-	leases  map[string]Lease              // by link name
-	clients map[string]context.CancelFunc // DHCP clients by link name
-	ctx     context.Context               // set while Run runs
-	closed  bool                          // Run has ended; no more rollbacks
-	pending *pending                      // a change awaiting confirmation
-	rolled  time.Time                     // when the last rollback happened
+	leases  map[string]Lease      // by link name
+	clients map[string]dhcpClient // by link name
+	ctx     context.Context       // set while Run runs
+	closed  bool                  // Run has ended; no more rollbacks
+	pending *pending              // a change awaiting confirmation
+	rolled  time.Time             // when the last rollback happened
 }
 
 // ManagerOptions configures a Manager; zero values are safe.
@@ -82,7 +82,7 @@ func NewManager(opts ManagerOptions) (*Manager, error) {
 		return nil, err
 	}
 	rec.Keep = opts.Keep
-	m := &Manager{opts: opts, rec: rec, log: opts.Log, leases: map[string]Lease{}, clients: map[string]context.CancelFunc{}}
+	m := &Manager{opts: opts, rec: rec, log: opts.Log, leases: map[string]Lease{}, clients: map[string]dhcpClient{}}
 	if opts.Path != "" {
 		b, err := os.ReadFile(opts.Path)
 		switch {
@@ -133,13 +133,43 @@ func (m *Manager) Run(ctx context.Context) error {
 		m.pending.timer.Stop()
 		m.pending = nil
 	}
-	for link, stop := range m.clients {
-		stop()
+	var stopped []dhcpClient
+	for link, c := range m.clients {
+		c.cancel()
+		stopped = append(stopped, c)
 		delete(m.clients, link)
 	}
 	m.mu.Unlock()
+	m.waitStopped(stopped)
 	m.rec.Close()
 	return nil
+}
+
+// dhcpClient is a running DHCP client: cancel stops it, and done closes
+// once it has released its lease and removed its address.
+type dhcpClient struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// dhcpStopWait bounds the wait for a stopped client: releasing is one
+// datagram and one netlink request.
+const dhcpStopWait = 5 * time.Second
+
+// waitStopped waits until the stopped clients are gone, so that an apply
+// that drops DHCP from a link returns with its address removed, and a
+// shutdown with its lease released. The caller must not hold mu: a client
+// that is stopping reports the lost lease through onLease, which takes it.
+func (m *Manager) waitStopped(stopped []dhcpClient) {
+	timeout := time.After(dhcpStopWait)
+	for _, c := range stopped {
+		select {
+		case <-c.done:
+		case <-timeout:
+			m.log.Warn("dhcp: a stopped client did not finish releasing its lease", "wait", dhcpStopWait)
+			return
+		}
+	}
 }
 
 // Apply validates c, applies it, and keeps it as the configuration in
@@ -217,11 +247,14 @@ func (m *Manager) syncDHCP(c Config) {
 			want[l.Attrs().Name] = true
 		}
 	}
+	var stopped []dhcpClient
+	defer func() { m.waitStopped(stopped) }() // after the unlock below
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for link, stop := range m.clients {
+	for link, c := range m.clients {
 		if !want[link] {
-			stop()
+			c.cancel()
+			stopped = append(stopped, c)
 			delete(m.clients, link)
 		}
 	}
@@ -233,9 +266,11 @@ func (m *Manager) syncDHCP(c Config) {
 			continue
 		}
 		ctx, cancel := context.WithCancel(m.ctx)
-		m.clients[link] = cancel
+		c := dhcpClient{cancel: cancel, done: make(chan struct{})}
+		m.clients[link] = c
 		d := &DHCP{Link: link, NS: m.opts.NS, Log: m.log, OnChange: m.onLease}
 		go func() {
+			defer close(c.done)
 			// A failing link is retried by the next apply; the
 			// client itself retries servers that do not answer.
 			if err := d.Run(ctx); err != nil {
