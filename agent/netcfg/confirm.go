@@ -50,9 +50,14 @@ type Pending struct {
 // confirmation timeout, the last confirmed configuration is applied again.
 // An invalid local (the address is unknown) applies like Apply.
 //
+// announce, when not nil, is called with such a change's token before
+// anything is applied: a client whose own address goes away can receive
+// nothing afterwards, yet needs the token to confirm from the address it
+// reaches the box on next.
+//
 // A change made while another awaits confirmation replaces it; the
 // rollback still goes back to the last confirmed configuration.
-func (m *Manager) ApplyFrom(c Config, local netip.Addr) (Result, *Pending, error) {
+func (m *Manager) ApplyFrom(c Config, local netip.Addr, announce func(*Pending)) (Result, *Pending, error) {
 	if err := c.Validate(); err != nil {
 		return Result{}, nil, err
 	}
@@ -96,8 +101,12 @@ func (m *Manager) ApplyFrom(c Config, local netip.Addr) (Result, *Pending, error
 	m.pending = p
 	m.mu.Unlock()
 	m.log.Info("network change awaits confirmation", "local", local, "rollback_at", p.deadline)
+	pub := &Pending{Token: token, RollbackAt: p.deadline}
+	if announce != nil {
+		announce(pub)
+	}
 	res, err := m.apply(c, false, false)
-	return res, &Pending{Token: token, RollbackAt: p.deadline}, err
+	return res, pub, err
 }
 
 // Confirm keeps the change awaiting confirmation and saves it.

@@ -114,20 +114,9 @@ func TestUnconfirmedChangeRollsBack(t *testing.T) {
 	}
 	start := time.Now()
 	code, body, err := l.call("PUT", "10.8.0.1", "/api/v1/network", cfgYOnly)
-	t.Logf("PUT over X that removes X: %d %v", code, err)
-	if err == nil && code != http.StatusAccepted {
-		t.Fatalf("PUT removing the client's address answered %d, want 202 or no answer: %s", code, body)
-	}
+	token := tokenOf(t, code, body, err)
 	if out := l.boxAddrs(); strings.Contains(out, "10.8.0.1/") || !strings.Contains(out, "10.8.0.2/24") {
 		t.Fatalf("the change was not applied:\n%s", out)
-	}
-	token := "unknown"
-	if err == nil {
-		var r struct {
-			Token string `json:"confirm_token"`
-		}
-		json.Unmarshal([]byte(body), &r)
-		token = r.Token
 	}
 	if code, body, err := l.call("POST", "10.8.0.1", "/api/v1/network/confirm", `{"token":"`+token+`"}`); err == nil {
 		t.Fatalf("the cut-off client could confirm over X: %d %s", code, body)
@@ -166,6 +155,42 @@ func TestUnconfirmedChangeRollsBack(t *testing.T) {
 	}
 	if code, body, err := l.call("POST", "10.8.0.1", "/api/v1/network/confirm", `{"token":"`+token+`"}`); err != nil || code != http.StatusConflict || !strings.Contains(body, "rolled back at") {
 		t.Errorf("confirm after the rollback: %d %s %v", code, body, err)
+	}
+}
+
+// tokenOf is the confirm token of a 202 answer to a PUT; a client that
+// the change cuts off still gets it, since the answer goes out first.
+func tokenOf(t *testing.T, code int, body string, err error) string {
+	t.Helper()
+	var r struct {
+		Token string `json:"confirm_token"`
+	}
+	if err != nil || code != http.StatusAccepted || json.Unmarshal([]byte(body), &r) != nil || len(r.Token) != 32 {
+		t.Fatalf("PUT that removes the client's address: %d %s %v; want 202 with a token", code, body, err)
+	}
+	return r.Token
+}
+
+// TestCutOffClientConfirmsFromNewAddress is how an operator moves a box
+// to a new address: the PUT over the old address X answers with a token
+// before X goes, and the client confirms over the new address Y.
+func TestCutOffClientConfirmsFromNewAddress(t *testing.T) {
+	const timeout = 1500 * time.Millisecond
+	l := newConfirmLab(t, cfgXOnly, timeout)
+	code, body, err := l.call("PUT", "10.8.0.1", "/api/v1/network", cfgYOnly)
+	token := tokenOf(t, code, body, err)
+	if _, _, err := l.call("GET", "10.8.0.1", "/api/v1/network", ""); err == nil {
+		t.Fatal("the box still answers over X after the change")
+	}
+	if code, body, err := l.call("POST", "10.8.0.2", "/api/v1/network/confirm", `{"token":"`+token+`"}`); err != nil || code != 200 {
+		t.Fatalf("confirm over Y: %d %s %v", code, body, err)
+	}
+	time.Sleep(timeout + 500*time.Millisecond)
+	if out := l.boxAddrs(); strings.Contains(out, "10.8.0.1/") || !strings.Contains(out, "10.8.0.2/24") {
+		t.Errorf("after the timeout the confirmed change is gone:\n%s", out)
+	}
+	if saved, _ := os.ReadFile(l.path); !strings.Contains(string(saved), "10.8.0.2/24") || strings.Contains(string(saved), "10.8.0.1/24") {
+		t.Errorf("saved configuration:\n%s", saved)
 	}
 }
 

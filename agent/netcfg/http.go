@@ -48,34 +48,37 @@ func (m *Manager) putNetwork(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("The body is not a network configuration: %v.", err), nil)
 		return
 	}
-	res, p, err := m.ApplyFrom(c, localAddr(r))
+	answered := false
+	res, _, err := m.ApplyFrom(c, localAddr(r), func(p *Pending) {
+		// The change may take away the address this client came in on:
+		// answer first, while the answer can still reach it, so that it
+		// can confirm from wherever it reaches the box afterwards.
+		writeJSON(w, http.StatusAccepted, struct {
+			networkView
+			*Pending
+		}{networkView{Config: c, Status: m.Status()}, p})
+		http.NewResponseController(w).Flush()
+		answered = true
+	})
 	var verr ValidationError
 	switch {
+	case answered:
+		// What failed, if anything, is in the status's last_error.
+		if err != nil {
+			m.log.Warn("network change awaiting confirmation not fully applied", "err", err)
+		}
 	case errors.As(err, &verr):
 		writeError(w, http.StatusBadRequest, verr.Error()+".", verr)
-		return
-	case err != nil && p != nil:
-		// Partly applied and still rolled back unless confirmed; the
-		// client needs the token either way.
-		writeJSON(w, http.StatusInternalServerError, map[string]any{
-			"error":         fmt.Sprintf("The configuration was not fully applied: %v. Confirm it to keep it anyway.", err),
-			"confirm_token": p.Token, "rollback_at": p.RollbackAt})
-		return
 	case err != nil:
 		// Applied as far as it went and kept; the operator sees what
 		// failed and can correct it.
 		writeError(w, http.StatusInternalServerError, fmt.Sprintf("The configuration was saved but not fully applied: %v.", err), nil)
-		return
+	default:
+		writeJSON(w, http.StatusOK, struct {
+			networkView
+			Applied Result `json:"applied"`
+		}{networkView{Config: m.Config(), Status: m.Status()}, res})
 	}
-	code := http.StatusOK
-	if p != nil {
-		code = http.StatusAccepted
-	}
-	writeJSON(w, code, struct {
-		networkView
-		Applied Result `json:"applied"`
-		*Pending
-	}{networkView{Config: m.Config(), Status: m.Status()}, res, p})
 }
 
 func (m *Manager) confirm(w http.ResponseWriter, r *http.Request) {

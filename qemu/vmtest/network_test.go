@@ -3,6 +3,7 @@ package vmtest
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -12,13 +13,16 @@ import (
 )
 
 // A network change that cuts off the client that made it (the box moves
-// to an address QEMU's port forward does not reach) is rolled back when
-// the client does not confirm it: the box answers again on its old
-// address with its old configuration.
+// from 10.0.2.15, where the HTTPS forward leads, to 10.0.2.99) is rolled
+// back when the client does not confirm it: the box answers again on its
+// old address with its old configuration. Then the operator's way to move
+// a box: the same change, confirmed over a second forward that leads to
+// the new address with the token the first answer carried.
 func TestNetworkChangeThatCutsOffClientRollsBack(t *testing.T) {
 	e := Require(t)
 	t.Parallel() // mostly waiting for the rollback
-	vm := Boot(t, qemu.Config{Image: e.Image})
+	newPort := freeTCPPort(t)
+	vm := Boot(t, qemu.Config{Image: e.Image, HostFwd: []string{fmt.Sprintf("tcp:127.0.0.1:%d-10.0.2.99:443", newPort)}})
 	WaitReady(t, vm)
 	pw := Password(vm)
 	code, before := API(t, vm, "GET", "/api/v1/network", pw)
@@ -35,7 +39,12 @@ func TestNetworkChangeThatCutsOffClientRollsBack(t *testing.T) {
 		t.Fatalf("PUT a configuration that moves the box off 10.0.2.15: %d %s; want 202 with a confirm token", code, body)
 	}
 	start := time.Now()
-	if reachable(vm, pw) {
+	// The answer goes out before the change is made, so give it a moment.
+	var gone bool
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline) && !gone; time.Sleep(200 * time.Millisecond) {
+		gone = !reachable(vm, pw)
+	}
+	if !gone {
 		t.Fatal("the box still answers on 10.0.2.15 after moving to 10.0.2.99")
 	}
 	if _, err := vm.Expect(`not confirmed in time`, 3*time.Minute); err != nil {
@@ -52,21 +61,50 @@ func TestNetworkChangeThatCutsOffClientRollsBack(t *testing.T) {
 	if code, after := API(t, vm, "GET", "/api/v1/network", pw); code != http.StatusOK || !sameJSONField(t, before, after, "config") {
 		t.Errorf("after the rollback the configuration is\n%s\nwant\n%s", after, before)
 	}
+
+	// Again, and this time confirm over the new address.
+	code, body = APIBody(t, vm, "PUT", "/api/v1/network", pw, cut)
+	if err := json.Unmarshal(body, &pending); code != http.StatusAccepted || err != nil || pending.Token == "" {
+		t.Fatalf("second PUT: %d %s", code, body)
+	}
+	confirm := fmt.Sprintf(`{"token":%q}`, pending.Token)
+	var confirmed bool
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && !confirmed; time.Sleep(500 * time.Millisecond) {
+		code, body, err := request(newPort, "POST", "/api/v1/network/confirm", pw, confirm)
+		confirmed = err == nil && code == http.StatusOK
+		if err == nil && code != http.StatusOK {
+			t.Fatalf("confirm over 10.0.2.99: %d %s", code, body)
+		}
+	}
+	if !confirmed {
+		t.Fatal("could not confirm over 10.0.2.99")
+	}
+	code, body, err := request(newPort, "GET", "/api/v1/network", pw, "")
+	if err != nil || code != http.StatusOK || strings.Contains(string(body), `"pending"`) || !strings.Contains(string(body), "10.0.2.99/24") {
+		t.Errorf("after the confirmation, over 10.0.2.99: %d %s %v", code, body, err)
+	}
 	PowerOff(t, vm)
 }
 
-// reachable makes one short request to the box, without the retries of API.
-func reachable(vm *qemu.VM, pw string) bool {
-	req, _ := http.NewRequest("GET", fmt.Sprintf("https://127.0.0.1:%d/api/v1/status", vm.HTTPSPort()), nil)
+// request makes one request to the box through the host port port.
+func request(port int, method, path, pw, body string) (int, []byte, error) {
+	req, _ := http.NewRequest(method, fmt.Sprintf("https://127.0.0.1:%d%s", port, path), strings.NewReader(body))
 	req.SetBasicAuth("admin", pw)
 	c := Client()
 	c.Timeout = 5 * time.Second
 	resp, err := c.Do(req)
 	if err != nil {
-		return false
+		return 0, nil, err
 	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
+// reachable makes one short request to the box, without the retries of API.
+func reachable(vm *qemu.VM, pw string) bool {
+	code, _, err := request(vm.HTTPSPort(), "GET", "/api/v1/status", pw, "")
+	return err == nil && code == http.StatusOK
 }
 
 // sameJSONField compares one top-level field of two JSON objects (the whole
