@@ -29,10 +29,12 @@ type RTCWrite struct {
 	At     time.Time     `json:"at"`
 }
 
-// RTCDevice reads and sets a hardware clock's whole seconds.
+// RTCDevice reads and sets a hardware clock's whole seconds; it is open
+// for one Save or Read, which reads it a thousand times a second.
 type RTCDevice interface {
 	Get() (time.Time, error)
 	Set(time.Time) error
+	Close() error
 }
 
 // RTC is a hardware clock that counts whole seconds, such as the PC's
@@ -45,7 +47,7 @@ type RTCDevice interface {
 // taking the offset off gives the time to a few milliseconds, where the
 // kernel's own read is up to a second off.
 type RTC struct {
-	Dev RTCDevice
+	Open func() (RTCDevice, error)
 	// State is the file that keeps the last write's offset across
 	// reboots; "" keeps it in memory only.
 	State string
@@ -58,7 +60,14 @@ type RTC struct {
 // NewRTC is the hardware clock at dev (e.g. /dev/rtc0), its offset kept in
 // state.
 func NewRTC(dev, state string) *RTC {
-	return &RTC{Dev: rtcFile(dev), State: state, Now: time.Now, Sleep: time.Sleep}
+	open := func() (RTCDevice, error) {
+		f, err := os.OpenFile(dev, os.O_RDWR, 0)
+		if err != nil {
+			return nil, err
+		}
+		return rtcFile{f}, nil
+	}
+	return &RTC{Open: open, State: state, Now: time.Now, Sleep: time.Sleep}
 }
 
 const (
@@ -82,16 +91,21 @@ var ErrRTCOffsetLost = errors.New("the hardware clock's measured offset is lost"
 var ErrRTCStopped = errors.New("the hardware clock did not tick within 2 s; its battery or oscillator may have failed")
 
 func (r *RTC) Save() (RTCWrite, error) {
+	dev, err := r.Open()
+	if err != nil {
+		return RTCWrite{}, fmt.Errorf("write hardware clock: %w", err)
+	}
+	defer dev.Close()
 	// A clock that restarts its divider on a write (an MC146818 on most
 	// Intel chipsets) ticks first 500 ms later: set second N at N+0.5 s so
 	// that it ticks N+1 at N+1, which keeps the offset near zero even when
 	// the saved offset is lost with the data partition.
 	next := r.Now().Add(-500 * time.Millisecond).Truncate(time.Second).Add(time.Second)
 	r.Sleep(next.Add(500 * time.Millisecond).Sub(r.Now()))
-	if err := r.Dev.Set(next); err != nil {
+	if err := dev.Set(next); err != nil {
 		return RTCWrite{}, fmt.Errorf("write hardware clock: %w", err)
 	}
-	at, val, err := r.waitTick()
+	at, val, err := r.waitTick(dev)
 	if err != nil {
 		return RTCWrite{}, fmt.Errorf("check the hardware clock after writing it: %w", err)
 	}
@@ -107,7 +121,12 @@ func (r *RTC) Read() (time.Duration, RTCWrite, error) {
 	// phase of the last write, which beats the kernel's read: go on, and
 	// say it with ErrRTCOffsetLost.
 	last, lerr := r.load()
-	at, val, err := r.waitTick()
+	dev, err := r.Open()
+	if err != nil {
+		return 0, last, fmt.Errorf("read hardware clock: %w", err)
+	}
+	defer dev.Close()
+	at, val, err := r.waitTick(dev)
 	if err != nil {
 		return 0, last, fmt.Errorf("read hardware clock: %w", err)
 	}
@@ -119,8 +138,8 @@ func (r *RTC) Read() (time.Duration, RTCWrite, error) {
 // counts only when two reads less than rtcBracket apart enclose it: a
 // busy box (a boot under emulation) can leave hundreds of milliseconds
 // between two reads, and then the next tick is watched instead.
-func (r *RTC) waitTick() (time.Time, time.Time, error) {
-	last, err := r.Dev.Get()
+func (r *RTC) waitTick(dev RTCDevice) (time.Time, time.Time, error) {
+	last, err := dev.Get()
 	if err != nil {
 		return time.Time{}, time.Time{}, err
 	}
@@ -129,7 +148,7 @@ func (r *RTC) waitTick() (time.Time, time.Time, error) {
 	missed := 0
 	for {
 		r.Sleep(rtcPoll)
-		v, err := r.Dev.Get()
+		v, err := dev.Get()
 		now := r.Now()
 		if err != nil {
 			return time.Time{}, time.Time{}, err
@@ -180,34 +199,26 @@ func (r *RTC) load() (RTCWrite, error) {
 	return w, nil
 }
 
-// rtcFile is a Linux RTC character device; it keeps UTC.
-type rtcFile string
+// rtcFile is a Linux RTC character device, open; it keeps UTC.
+type rtcFile struct{ f *os.File }
 
 func (d rtcFile) Get() (time.Time, error) {
-	f, err := os.Open(string(d))
+	rt, err := unix.IoctlGetRTCTime(int(d.f.Fd()))
 	if err != nil {
-		return time.Time{}, err
-	}
-	defer f.Close()
-	rt, err := unix.IoctlGetRTCTime(int(f.Fd()))
-	if err != nil {
-		return time.Time{}, fmt.Errorf("read %s: %w", d, err)
+		return time.Time{}, fmt.Errorf("read %s: %w", d.f.Name(), err)
 	}
 	return time.Date(int(rt.Year)+1900, time.Month(rt.Mon+1), int(rt.Mday),
 		int(rt.Hour), int(rt.Min), int(rt.Sec), 0, time.UTC), nil
 }
 
 func (d rtcFile) Set(t time.Time) error {
-	f, err := os.OpenFile(string(d), os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
 	t = t.UTC()
 	rt := unix.RTCTime{Sec: int32(t.Second()), Min: int32(t.Minute()), Hour: int32(t.Hour()),
 		Mday: int32(t.Day()), Mon: int32(t.Month()) - 1, Year: int32(t.Year()) - 1900}
-	if err := unix.IoctlSetRTCTime(int(f.Fd()), &rt); err != nil {
-		return fmt.Errorf("set %s: %w", d, err)
+	if err := unix.IoctlSetRTCTime(int(d.f.Fd()), &rt); err != nil {
+		return fmt.Errorf("set %s: %w", d.f.Name(), err)
 	}
 	return nil
 }
+
+func (d rtcFile) Close() error { return d.f.Close() }

@@ -43,6 +43,8 @@ func (r *simRTC) Get() (time.Time, error) {
 	return r.value.Add((r.clock.t.Sub(r.at) + r.frac).Truncate(time.Second)), nil
 }
 
+func (r *simRTC) Close() error { return nil }
+
 func (r *simRTC) Set(v time.Time) error {
 	now := r.clock.t
 	if r.divReset {
@@ -60,7 +62,7 @@ func newSim(phase time.Duration, divReset bool, state string, skew *time.Duratio
 	clock := &simTime{t: time.Date(2026, 11, 27, 12, 0, 0, 123456789, time.UTC)}
 	start := clock.t.Truncate(time.Second)
 	dev := &simRTC{clock: clock, value: start, at: start.Add(phase), divReset: divReset}
-	hw := &RTC{Dev: dev, State: state, Sleep: clock.Sleep,
+	hw := &RTC{Open: func() (RTCDevice, error) { return dev, nil }, State: state, Sleep: clock.Sleep,
 		Now: func() time.Time { return clock.t.Add(*skew) }}
 	return clock, dev, hw
 }
@@ -89,7 +91,7 @@ func TestRTCKeepsTimeAcrossRebootToMilliseconds(t *testing.T) {
 			skew = sec.Add(500 * time.Millisecond).Sub(clock.t)
 			kernelErr := skew
 
-			again := &RTC{Dev: dev, State: state, Sleep: clock.Sleep, Now: hw.Now}
+			again := &RTC{Open: hw.Open, State: state, Sleep: clock.Sleep, Now: hw.Now}
 			d, last, err := again.Read()
 			if err != nil {
 				t.Fatal(err)

@@ -153,7 +153,6 @@ func Traceroute(ctx context.Context, r *net.Resolver, host string, opts TraceOpt
 // the first probe's error when none answered. A destination that said it
 // is unreachable makes that the hop's error.
 func (h TraceHop) summed() TraceHop {
-	h.Address, h.TimeMS, h.Error = "", 0, ""
 	for _, p := range h.Probes {
 		if p.Address != "" && h.Address == "" {
 			h.Address, h.TimeMS = p.Address, p.TimeMS
