@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"keel.dev/keel/image/appimage"
 	"keel.dev/keel/image/catalog"
 	"keel.dev/keel/image/downloadkey"
 	"keel.dev/keel/image/kpkg"
@@ -97,7 +98,7 @@ func release(args []string, stdout io.Writer) error {
 		if p.Kind == kpkg.KindBase {
 			err = baseFromBuild(payload, *kernelDir, *initramfs, p.Name, p.Version)
 		} else {
-			err = buildDemoApp(payload, p.Version)
+			err = appimage.Demo(payload, p.Version)
 		}
 		if err != nil {
 			return fmt.Errorf("release: %s %s %s: %w", p.Kind, p.Name, p.Version, err)

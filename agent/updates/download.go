@@ -29,16 +29,15 @@ type download struct {
 	url     string
 	size    int64
 	sha256  string
-	resumes int // left
+	resumes int // how many resumes are allowed
 	log     *slog.Logger
 
-	body    io.ReadCloser
-	etag    string
-	off     int64 // bytes delivered to the reader
-	fetched int64 // bytes received, for the log
-	tries   int   // resumes used
-	h       hash.Hash
-	err     error
+	body  io.ReadCloser
+	etag  string
+	off   int64 // bytes received and delivered to the reader
+	tries int   // resumes used
+	h     hash.Hash
+	err   error // sticky: io.EOF after a verified end, or the failure
 }
 
 func newDownload(ctx context.Context, client *http.Client, url string, size int64, sum string, resumes int, log *slog.Logger) *download {
@@ -76,8 +75,17 @@ func (d *download) Read(p []byte) (int, error) {
 		}
 		n, err := d.body.Read(p)
 		d.off += int64(n)
-		d.fetched += int64(n)
 		d.h.Write(p[:n])
+		if d.off == d.size {
+			// Check with the last bytes: the reader stops at the size
+			// (io.ReadFull of what it needs) and never asks for the end.
+			// A mismatch holds those bytes back, as io.ReadFull drops an
+			// error that comes with a full buffer; io.EOF follows a match.
+			if err := d.finish(); err != io.EOF {
+				return 0, err
+			}
+			return n, nil
+		}
 		if err == io.EOF && d.off < d.size {
 			err = io.ErrUnexpectedEOF
 		}
@@ -157,7 +165,8 @@ func (d *download) open() error {
 	return nil
 }
 
-// finish checks the whole file once all of it was read.
+// finish checks the whole file once all of it was read and sets d.err:
+// io.EOF for a match.
 func (d *download) finish() error {
 	if d.body != nil {
 		d.body.Close()
@@ -168,7 +177,7 @@ func (d *download) finish() error {
 		return d.err
 	}
 	d.err = io.EOF
-	d.log.Info("download complete", "url", d.url, "size", d.size, "fetched", d.fetched, "resumes", d.tries)
+	d.log.Info("download complete", "url", d.url, "size", d.size, "resumes", d.tries)
 	return io.EOF
 }
 

@@ -52,7 +52,7 @@ func (m *Manager) Install(ctx context.Context, r Request, rebootAfter <-chan str
 		m.Recorded(kpkg.Manifest{Kind: e.Kind, Name: e.Name, Version: e.Version, Wait: e.Wait})
 	}
 	if err == nil && d.tries > 0 {
-		message = fmt.Sprintf("%s (the download resumed %d time(s); %d bytes fetched for a %d-byte package)", message, d.tries, d.fetched, e.Size)
+		message = fmt.Sprintf("%s (the download resumed %d time(s))", message, d.tries)
 	}
 	return job, message, err
 }

@@ -28,6 +28,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -173,8 +174,8 @@ func (m *Manager) SetConfig(c Config) error {
 	return nil
 }
 
-// Recorded notes an install for the waits its manifest asks for; the
-// installer calls it when a package was installed.
+// Recorded notes an install for the waits its manifest asks for; Install
+// calls it when the installer has installed a package.
 func (m *Manager) Recorded(man kpkg.Manifest) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -192,12 +193,8 @@ func (m *Manager) Box() catalog.Box {
 	installed, names := m.Installed()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	last := make(map[kpkg.Kind]catalog.Installed, len(m.history))
-	for k, v := range m.history {
-		last[k] = v
-	}
 	return catalog.Box{Serial: m.Serial, Channel: m.cfg.channel(), Hardware: m.Hardware,
-		Installed: installed, Names: names, LastInstall: last, Now: m.now()}
+		Installed: installed, Names: names, LastInstall: maps.Clone(m.history), Now: m.now()}
 }
 
 func (m *Manager) now() time.Time {

@@ -8,10 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -174,10 +176,72 @@ func TestCheckListAndInstallInOrder(t *testing.T) {
 	if _, _, err := m.Install(ctx, Request{Name: "demo", Version: "9.0.0"}, nil); !errors.Is(err, ErrUnknown) {
 		t.Fatalf("an update the catalog does not have: %v", err)
 	}
-	// The catalog is kept across a restart of the agent.
-	m2 := &Manager{Dir: m.Dir, Trusted: m.Trusted, Installed: box.versions}
-	if err := m2.Load(); err != nil || len(m2.List().Updates) != 0 || m2.List().CheckedAt.IsZero() {
+	// The catalog is kept across a restart of the agent: with the box back
+	// at its first versions, it offers what it offered before.
+	m2 := &Manager{Dir: m.Dir, Trusted: m.Trusted, Serial: m.Serial, Hardware: m.Hardware, Installed: box.versions}
+	if err := m2.Load(); err != nil || m2.List().CheckedAt.IsZero() {
 		t.Fatalf("after a restart: %v %+v", err, m2.List())
+	}
+	box.installed = map[kpkg.Kind]kpkg.Version{kpkg.KindBase: kpkg.MustParseVersion("1.0.0"), kpkg.KindApp: kpkg.MustParseVersion("1.0.0")}
+	if got, want := offered(listing(m2)), offered(l); got != want || len(l) == 0 {
+		t.Fatalf("after a restart, the box is offered\n%s\nnot as before\n%s", got, want)
+	}
+}
+
+// offered lists updates one a line: name, version, whether installable.
+func offered(l map[string]catalog.Update) string {
+	var lines []string
+	for name, u := range l {
+		lines = append(lines, fmt.Sprintf("%s installable=%v", name, u.Installable))
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
+}
+
+// A package that does not match the catalog's SHA-256 (here replaced on
+// the server by another package signed with the same key, which kpkg alone
+// accepts) fails the install before the installer is done with it.
+func TestInstallRefusesPackageNotInCatalog(t *testing.T) {
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	dir := release(t, key)
+	srv := httptest.NewServer(http.FileServer(http.Dir(dir)))
+	defer srv.Close()
+	box := &fakeBox{installed: map[kpkg.Kind]kpkg.Version{kpkg.KindBase: kpkg.MustParseVersion("1.0.0"), kpkg.KindApp: kpkg.MustParseVersion("1.0.0")}}
+	m := newManager(t, box, key)
+	var log bytes.Buffer
+	m.Log = slog.New(slog.NewTextHandler(&log, nil))
+	m.SetConfig(Config{Server: srv.URL})
+	if err := m.Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := m.Install(context.Background(), Request{Name: "demo", Version: "1.0.1"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(log.String(), "download complete") {
+		t.Errorf("no \"download complete\" in the log:\n%s", log.String())
+	}
+
+	file := filepath.Join(dir, catalog.PackagesDir, "keel-base-1.1.0.kpkg")
+	old, _ := os.ReadFile(file)
+	payload := make([]byte, 300<<10)
+	rand.Read(payload)
+	var b bytes.Buffer
+	if err := kpkg.Write(&b, kpkg.Manifest{Kind: kpkg.KindBase, Name: "keel", Version: kpkg.MustParseVersion("1.1.0")}, bytes.NewReader(payload), key); err != nil {
+		t.Fatal(err)
+	}
+	if b.Len() != len(old) {
+		t.Fatalf("the replacement has %d bytes, the package %d", b.Len(), len(old))
+	}
+	os.WriteFile(file, b.Bytes(), 0o644)
+	_, _, err := m.Install(context.Background(), Request{Name: "keel", Version: "1.1.0"}, nil)
+	if !errors.Is(err, ErrServer) || !strings.Contains(err.Error(), "keel-base-1.1.0.kpkg has SHA-256") || !strings.Contains(err.Error(), "check for updates again") {
+		t.Fatalf("a package that is not the catalog's: %v", err)
+	}
+	if got := strings.Join(box.got, ", "); got != "demo 1.0.1" || box.installed[kpkg.KindBase].String() != "1.0.0" {
+		t.Fatalf("installed %s; base %s", got, box.installed[kpkg.KindBase])
+	}
+	if _, ok := m.Box().LastInstall[kpkg.KindBase]; ok {
+		t.Fatal("the refused package was recorded as installed")
 	}
 }
 

@@ -151,6 +151,16 @@ func TestReaderRefusesDamage(t *testing.T) {
 		}
 	}
 
+	// bundle.json followed by more JSON (of the same length, so the
+	// archive stays well-formed).
+	trailing := bytes.Replace(good, []byte("\n  ]\n}\n"), []byte("\n  ]}{}\n"), 1)
+	if bytes.Equal(trailing, good) {
+		t.Fatal("bundle.json does not end as expected")
+	}
+	if _, err := Open(bytes.NewReader(trailing)); !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), "bundle.json") {
+		t.Errorf("data after bundle.json's object: %v", err)
+	}
+
 	// A package on its own is not a bundle.
 	if _, err := Open(bytes.NewReader(files[0])); !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), "is it a package?") {
 		t.Errorf("a package: %v", err)
@@ -193,6 +203,23 @@ func TestNextChecksWhatTheCallerLeft(t *testing.T) {
 	}
 	if e, _, err := r.Next(); err != nil || e.Version.String() != "1.1.0" || e.Kind != kpkg.KindApp {
 		t.Fatalf("after a package read in part: %v %v", e, err)
+	}
+
+	// A byte changed near the end of the first package, which the caller
+	// does not read.
+	damaged := bytes.Clone(b)
+	damaged[bytes.Index(damaged, files[0])+len(files[0])-100] ^= 1
+	r, err = Open(bytes.NewReader(damaged))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, pr, err := r.Next(); err != nil {
+		t.Fatal(err)
+	} else if _, err := pr.Read(make([]byte, 10)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := r.Next(); !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), "keel-base-1.1.0.kpkg has SHA-256") {
+		t.Fatalf("after a damaged package read in part: %v", err)
 	}
 
 	meta.Packages[0].SHA256 = strings.Repeat("0", 64)

@@ -87,8 +87,7 @@ func readEntry(file string, pub ed25519.PublicKey) (Entry, error) {
 	}
 	defer f.Close()
 	h := sha256.New()
-	cr := &countingReader{r: io.TeeReader(f, h)}
-	p, err := kpkg.Open(cr, []ed25519.PublicKey{pub})
+	p, err := kpkg.Open(io.TeeReader(f, h), []ed25519.PublicKey{pub})
 	if err == nil {
 		_, err = io.Copy(io.Discard, p.Payload())
 	}
@@ -103,23 +102,18 @@ func readEntry(file string, pub ed25519.PublicKey) (Entry, error) {
 	} else if n > 0 {
 		return Entry{}, fmt.Errorf("%s has %d bytes after the end of the package: rebuild it", file, n)
 	}
+	// f is at its end, and every byte before it went through the hash:
+	// its offset is the size hashed.
+	size, err := f.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return Entry{}, fmt.Errorf("%s: %w", file, err)
+	}
 	m := p.Manifest
 	return Entry{
 		Kind: m.Kind, Name: m.Name, Version: m.Version, Requires: m.Requires, Wait: m.Wait,
 		Hardware: m.Hardware, Notes: m.Notes,
-		Size: cr.n, SHA256: hex.EncodeToString(h.Sum(nil)),
+		Size: size, SHA256: hex.EncodeToString(h.Sum(nil)),
 	}, nil
-}
-
-type countingReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countingReader) Read(b []byte) (int, error) {
-	n, err := c.r.Read(b)
-	c.n += int64(n)
-	return n, err
 }
 
 // applyTargets reads targets.json, if any, into the entries it names. A

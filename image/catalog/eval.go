@@ -3,6 +3,7 @@ package catalog
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -91,8 +92,12 @@ func (c *Catalog) Updates(b Box, opts ...Option) []Update {
 // with no step gets an error wrapping ErrNothingToInstall that says why.
 func (c *Catalog) Plan(b Box) ([]Entry, error) {
 	sim := b
-	sim.Installed = clone(b.Installed)
-	sim.Names = clone(b.Names)
+	// Copies, not maps.Clone: the steps write to them, and a box may
+	// have nil maps.
+	sim.Installed = map[kpkg.Kind]kpkg.Version{}
+	maps.Copy(sim.Installed, b.Installed)
+	sim.Names = map[kpkg.Kind]string{}
+	maps.Copy(sim.Names, b.Names)
 	var plan []Entry
 	for progress := true; progress; {
 		progress = false
@@ -245,12 +250,4 @@ func (b Box) targetNote() string {
 		return ""
 	}
 	return " on channel " + b.Channel
-}
-
-func clone[K comparable, V any](m map[K]V) map[K]V {
-	out := make(map[K]V, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
 }

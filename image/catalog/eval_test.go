@@ -180,6 +180,15 @@ func TestPlanDemoRelease(t *testing.T) {
 	if got, want := names(plan), "base keel 1.1.0, app demo 1.1.0, app demo 2.0.0, app demo 2.0.1"; err != nil || got != want {
 		t.Errorf("plan from no app: %s (%v)\nwant: %s", got, err, want)
 	}
+
+	// A box that knows no names (a download key may carry none): the
+	// plan's copies of the maps are writable all the same.
+	b = box("1.0.0", "1.0.0")
+	b.Names = nil
+	plan, err = demo().Plan(b)
+	if got, want := names(plan), "base keel 1.1.0, app demo 1.1.0, app demo 2.0.0, app demo 2.0.1"; err != nil || got != want {
+		t.Errorf("plan without names: %s (%v)\nwant: %s", got, err, want)
+	}
 }
 
 func TestPlanStepsThroughIntermediateBase(t *testing.T) {
