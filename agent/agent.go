@@ -8,7 +8,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"keel.dev/keel/agent/api"
@@ -75,9 +74,9 @@ type agent struct {
 	// installer is set once the API serves installs; nil without trusted
 	// keys.
 	installer *install.Installer
-	// apps is the application runtime once the application phase made it;
-	// nil when the data partition is not mounted.
-	apps atomic.Pointer[apps.Manager]
+	// apps is the application runtime once the application phase made it
+	// (before the API starts); nil when the data partition is not mounted.
+	apps *apps.Manager
 
 	mu        sync.Mutex
 	recovery  string // why the box is in recovery mode; "" when it is not

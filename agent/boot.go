@@ -344,7 +344,7 @@ func (a *agent) startApplication() error {
 		Unmount:   apps.UnmountDir,
 		Log:       a.log,
 	}
-	a.apps.Store(m)
+	a.apps = m
 	// At shutdown the supervisor waits for this service, so the
 	// application is stopped and its slot unmounted before the data
 	// partition is.
@@ -364,7 +364,7 @@ func (a *agent) startApplication() error {
 // appHealthy waits for the application's health check (none installed is
 // healthy), petting the watchdog meanwhile.
 func (a *agent) appHealthy() error {
-	m := a.apps.Load()
+	m := a.apps
 	if m == nil {
 		return nil
 	}

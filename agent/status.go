@@ -54,7 +54,7 @@ func (a *agent) status() Status {
 		ts := a.clock.Status()
 		s.Time = &ts
 	}
-	if m := a.apps.Load(); m != nil {
+	if m := a.apps; m != nil {
 		as := m.Status()
 		s.App = &as
 	}

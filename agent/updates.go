@@ -21,7 +21,9 @@ const trustedKeysPath = "/etc/keel/trusted.pub"
 
 // startInstaller registers POST /api/v1/install and the jobs endpoints, for
 // base and app packages. A base image without trusted keys cannot check
-// signatures, so it installs nothing, and says so.
+// signatures, so it installs nothing, and says so. The online update
+// endpoints come next; when they cannot start, installs still work, and
+// the reason is logged on its own.
 func (a *agent) startInstaller() error {
 	if a.api == nil {
 		return errors.New("the API is not running")
@@ -38,16 +40,8 @@ func (a *agent) startInstaller() error {
 		Trusted:  keys,
 		Hardware: readTrim("/sys/class/dmi/id/product_name"),
 		Installed: func() map[kpkg.Kind]kpkg.Version {
-			out := map[kpkg.Kind]kpkg.Version{}
-			if v, err := kpkg.ParseVersion(a.version()); err == nil {
-				out[kpkg.KindBase] = v
-			}
-			if m := a.apps.Load(); m != nil {
-				if _, v, ok := m.Installed(); ok {
-					out[kpkg.KindApp] = v
-				}
-			}
-			return out
+			versions, _ := a.installedPackages()
+			return versions
 		},
 		Slots:    a.esp,
 		Running:  a.boot0.Slot,
@@ -57,7 +51,7 @@ func (a *agent) startInstaller() error {
 	}
 	// App packages need the application runtime (and so the data
 	// partition); without it they are refused.
-	if m := a.apps.Load(); m != nil {
+	if m := a.apps; m != nil {
 		in.AppSlot = m.ActiveSlot
 		in.OpenAppSlot = install.AppBlockDevices(blockdev.Default())
 		in.SwitchApp = m.Switch
@@ -69,7 +63,30 @@ func (a *agent) startInstaller() error {
 	}
 	in.Routes(a.api)
 	a.installer = in
-	return a.startUpdates(in, keys)
+	// Installs work without the update endpoints.
+	if err := a.startUpdates(in, keys); err != nil {
+		a.log.Error("online updates and download keys are disabled", "err", err)
+	}
+	return nil
+}
+
+// installedPackages is the version and package name of each kind
+// installed: the running base, and the application when there is one.
+func (a *agent) installedPackages() (map[kpkg.Kind]kpkg.Version, map[kpkg.Kind]string) {
+	versions := map[kpkg.Kind]kpkg.Version{}
+	names := map[kpkg.Kind]string{kpkg.KindBase: "keel"}
+	if v, err := kpkg.ParseVersion(a.version()); err == nil {
+		versions[kpkg.KindBase] = v
+	}
+	if a.base != nil && a.base.Name != "" {
+		names[kpkg.KindBase] = a.base.Name
+	}
+	if m := a.apps; m != nil {
+		if n, v, ok := m.Installed(); ok {
+			versions[kpkg.KindApp], names[kpkg.KindApp] = v, n
+		}
+	}
+	return versions, names
 }
 
 // pendingDir holds a bundle's packages that install after its base.
@@ -82,7 +99,7 @@ func (a *agent) resumePending() error {
 	a.mu.Lock()
 	committed := a.committed
 	a.mu.Unlock()
-	if a.installer == nil || a.installer.PendingDir == "" || !committed {
+	if a.installer == nil || !committed {
 		return nil
 	}
 	go func() {
@@ -98,22 +115,15 @@ func (a *agent) resumePending() error {
 const updatesDir = keelDir + "/updates"
 
 // startUpdates registers the online update and download-key endpoints.
-// They keep their state on the data partition.
+// They keep their state on the data partition. startAPI calls it only
+// with an identity (a.id).
 func (a *agent) startUpdates(in *install.Installer, keys []ed25519.PublicKey) error {
-	if !a.dataMounted() || a.id == nil {
-		return errors.New("the data partition is not mounted: online updates and download keys are disabled")
+	if !a.dataMounted() {
+		return errors.New("the data partition is not mounted")
 	}
 	m := &updates.Manager{
 		Dir: updatesDir, Trusted: keys, Serial: a.serial, Hardware: in.Hardware,
-		Installed: func() (map[kpkg.Kind]kpkg.Version, map[kpkg.Kind]string) {
-			names := map[kpkg.Kind]string{kpkg.KindBase: "keel"}
-			if m := a.apps.Load(); m != nil {
-				if n, _, ok := m.Installed(); ok {
-					names[kpkg.KindApp] = n
-				}
-			}
-			return in.Installed(), names
-		},
+		Installed: a.installedPackages,
 		Installer: func(ctx context.Context, body io.Reader, size int64, force bool, rebootAfter <-chan struct{}) (string, string, error) {
 			j, err := in.Start(ctx, body, install.Options{Size: size, Force: force, RebootAfter: rebootAfter})
 			id := ""

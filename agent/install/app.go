@@ -3,7 +3,6 @@ package install
 import (
 	"context"
 	"fmt"
-	"sync"
 
 	"keel.dev/keel/image/kpkg"
 	"keel.dev/keel/image/layout"
@@ -27,13 +26,12 @@ func (in *Installer) startApp(ctx context.Context, p *kpkg.Package) (*Job, error
 		keeps = "the application keeps running from application slot " + active
 	}
 	slot := "application slot " + target
-	d, size, err := in.OpenAppSlot(target)
+	dev, size, err := in.OpenAppSlot(target)
 	if err != nil {
 		return nil, fail(ErrSystem, "%s cannot be opened, so nothing was written: %v", slot, err)
 	}
-	dev := &onceCloser{Device: d}
-	defer dev.Close()
 	if m.Payload.Size > size {
+		dev.Close()
 		return nil, fail(ErrIncompatible, "the payload of %s %s is %d bytes, but %s holds only %d; nothing was written",
 			m.Name, m.Version, m.Payload.Size, slot, size)
 	}
@@ -49,15 +47,17 @@ func (in *Installer) startApp(ctx context.Context, p *kpkg.Package) (*Job, error
 	// The write and the read-back take 90% of the progress; starting the
 	// application and its health check the rest.
 	size = m.Payload.Size
-	if err := stream(ctx, p, dev, slot, j, 2*size+size/5, log); err != nil {
+	err = stream(ctx, p, dev, slot, j, 2*size+size/5, log)
+	// The slot is mounted next, which an open (exclusive) device forbids.
+	cerr := dev.Close()
+	if err != nil {
 		err = fmt.Errorf("%w; %s", err, keeps)
 		log.Error("app install failed", "err", err)
 		j.finish(Failed, err.Error())
 		return j, err
 	}
-	// The slot is mounted next, which an open (exclusive) device forbids.
-	if err := dev.Close(); err != nil {
-		err = fail(ErrSystem, "closing %s failed: %v; %s", slot, err, keeps)
+	if cerr != nil {
+		err := fail(ErrSystem, "closing %s failed: %v; %s", slot, cerr, keeps)
 		j.finish(Failed, err.Error())
 		return j, err
 	}
@@ -75,18 +75,3 @@ func (in *Installer) startApp(ctx context.Context, p *kpkg.Package) (*Job, error
 	log.Info(msg)
 	return j, nil
 }
-
-// onceCloser closes its device once, however often it is asked to.
-type onceCloser struct {
-	Device
-	once sync.Once
-	err  error
-}
-
-func (c *onceCloser) Close() error {
-	c.once.Do(func() { c.err = c.Device.Close() })
-	return c.err
-}
-
-// Unwrap lets dropCache reach the device's descriptor.
-func (c *onceCloser) Unwrap() Device { return c.Device }

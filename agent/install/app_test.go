@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"keel.dev/keel/image/bootstate"
 	"keel.dev/keel/image/kpkg"
 )
 
@@ -142,6 +143,22 @@ func TestAppInstallSwitchesWithoutReboot(t *testing.T) {
 	}
 }
 
+// Tries is a base package's setting: a bad one refuses base installs,
+// before anything is written, and not app installs.
+func TestAppInstallDoesNotNeedTries(t *testing.T) {
+	e := newAppEnv(t)
+	e.in.Tries = bootstate.MaxTries + 1
+	if _, err := e.in.Start(context.Background(), bytes.NewReader(build(t, appManifest("1.1.0"), payload(4096, 3), vendorKey)), Options{}); err != nil {
+		t.Fatalf("app install: %v", err)
+	}
+	before := e.snapshot()
+	j, err := e.in.Start(context.Background(), bytes.NewReader(build(t, manifest("1.2.0"), payload(4096, 0), vendorKey)), Options{RebootLater: true})
+	if j != nil || !errors.Is(err, ErrSystem) || !strings.Contains(err.Error(), "trial boots") {
+		t.Errorf("base install with bad tries: %v", err)
+	}
+	e.assertUnchanged(before)
+}
+
 func TestAppInstallOnABoxWithoutApplication(t *testing.T) {
 	e := newAppEnv(t)
 	e.active = ""
@@ -162,8 +179,8 @@ func TestAppRolledBack(t *testing.T) {
 	e.switchTo = func(string, string) error { return errors.New(why) }
 	data := payload(70000, 5)
 	j, err := e.in.Start(context.Background(), bytes.NewReader(build(t, appManifest("2.0.1"), data, vendorKey)), Options{})
-	if err == nil || err.Error() != why || !errors.Is(err, ErrAppFailed) || statusOf(err) != http.StatusUnprocessableEntity {
-		t.Fatalf("error %v (%d)", err, statusOf(err))
+	if err == nil || err.Error() != why || !errors.Is(err, ErrAppFailed) || HTTPStatus(err) != http.StatusUnprocessableEntity {
+		t.Fatalf("error %v (%d)", err, HTTPStatus(err))
 	}
 	if j == nil || j.Status().State != Failed || j.Status().Message != why {
 		t.Fatalf("job %+v", j)
@@ -213,8 +230,8 @@ func TestAppRefusedBeforeAnyWrite(t *testing.T) {
 			if err == nil || j != nil {
 				t.Fatalf("installed: job %v", j)
 			}
-			if statusOf(err) != c.status || !strings.Contains(err.Error(), c.want) {
-				t.Errorf("%d %v", statusOf(err), err)
+			if HTTPStatus(err) != c.status || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("%d %v", HTTPStatus(err), err)
 			}
 			e.assertUnchanged(before)
 			if now := e.appSums(); now["a"] != apps["a"] || now["b"] != apps["b"] {
@@ -239,7 +256,7 @@ func TestAppRefusedBeforeAnyWrite(t *testing.T) {
 		e.active = ""
 		delete(e.app, kpkg.KindApp)
 		_, err := e.in.Start(context.Background(), bytes.NewReader(withManifest(func(m *kpkg.Manifest) { m.Requires = req("app >= 1.0.0") })), Options{})
-		if statusOf(err) != 422 || !strings.Contains(err.Error(), "no app is installed") {
+		if HTTPStatus(err) != 422 || !strings.Contains(err.Error(), "no app is installed") {
 			t.Errorf("%v", err)
 		}
 	})
@@ -264,7 +281,7 @@ func TestAppSlotFailures(t *testing.T) {
 				return &dev, n, err
 			}
 			j, err := e.in.Start(context.Background(), bytes.NewReader(build(t, appManifest("1.1.0"), payload(2<<20, 7), vendorKey)), Options{})
-			if !errors.Is(err, ErrSystem) || statusOf(err) != 500 || !strings.Contains(err.Error(), c.want) {
+			if !errors.Is(err, ErrSystem) || HTTPStatus(err) != 500 || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("error %v", err)
 			}
 			if j == nil || j.Status().State != Failed || len(e.switches) != 0 || e.open.Load() != 0 {
@@ -276,7 +293,7 @@ func TestAppSlotFailures(t *testing.T) {
 		e := newAppEnv(t)
 		e.in.OpenAppSlot = func(string) (Device, int64, error) { return nil, 0, errors.New("device or resource busy") }
 		_, err := e.in.Start(context.Background(), bytes.NewReader(build(t, appManifest("1.1.0"), payload(100, 7), vendorKey)), Options{})
-		if statusOf(err) != 500 || err.Error() != "application slot b cannot be opened, so nothing was written: device or resource busy" {
+		if HTTPStatus(err) != 500 || err.Error() != "application slot b cannot be opened, so nothing was written: device or resource busy" {
 			t.Errorf("%v", err)
 		}
 	})

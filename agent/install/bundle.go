@@ -150,9 +150,15 @@ func (in *Installer) StartBundle(ctx context.Context, body io.Reader, opts Optio
 		return nil, err
 	}
 	// A base's uncommitted-trial refusal comes before anything is written,
-	// as for a single base package.
-	if err := in.checkCommitted(steps, opts); err != nil {
-		return nil, err
+	// as for a single base package. Only the first base installed can be
+	// written now; any other one is saved for after the reboot.
+	for _, s := range steps {
+		if s.e.Kind == kpkg.KindBase && s.skip == "" && !s.pending {
+			if _, err := in.checkTrial(opts.Force); err != nil {
+				return nil, err
+			}
+			break
+		}
 	}
 
 	j := newJob(steps[0].e.Version.String(), "")
@@ -280,15 +286,7 @@ func (in *Installer) StartBundle(ctx context.Context, body io.Reader, opts Optio
 	}
 	j.setMessage(fmt.Sprintf("%s; the box reboots into base %s now, %s", what, base.e.Version, then))
 	log.Info("bundle staged; rebooting", "pending", len(pending))
-	in.rebooting.Store(true)
-	if opts.RebootAfter == nil {
-		in.reboot(j, what, log)
-		return j, nil
-	}
-	go func() {
-		<-opts.RebootAfter
-		in.reboot(j, what, log)
-	}()
+	in.reboot(opts.RebootAfter, j, what, log)
 	return j, nil
 }
 
@@ -301,7 +299,7 @@ func (in *Installer) plan(es []bundle.Entry, opts Options) (steps []step, atRebo
 	fromBundle := map[kpkg.Kind]bool{}
 	steps = make([]step, len(es))
 	base, installs := false, 0
-	var weight, later float64
+	var weight float64
 	for i, e := range es {
 		s := &steps[i]
 		s.e = e
@@ -327,7 +325,6 @@ func (in *Installer) plan(es []bundle.Entry, opts Options) (steps []step, atRebo
 		weight += float64(e.Size)
 		if s.pending {
 			weight += float64(e.Size)
-			later += float64(e.Size)
 		}
 	}
 	if installs == 0 {
@@ -365,26 +362,6 @@ func (in *Installer) prepareDir(steps []step) error {
 	// Room for job.json and the file system's own blocks too.
 	if free := int64(st.Bavail) * int64(st.Bsize); free < need+1<<20 {
 		return fail(ErrIncompatible, "the packages that install after the reboot need %d MiB on the data partition, and it has %d MiB free; nothing was written", (need+1<<20-1)>>20, free>>20)
-	}
-	return nil
-}
-
-// checkCommitted refuses a bundle with a base package while the running
-// slot is an uncommitted trial, unless forced.
-func (in *Installer) checkCommitted(steps []step, opts Options) error {
-	for _, s := range steps {
-		if s.e.Kind != kpkg.KindBase || s.skip != "" || s.pending {
-			continue
-		}
-		st, _, err := in.Slots.Read()
-		if err != nil {
-			return fail(ErrSystem, "the boot state cannot be read, so nothing was written: %v", err)
-		}
-		target := layout.Other(in.Running)
-		if run, oth := st.Slot(in.Running), st.Slot(target); !run.Good && oth.Good && !opts.Force {
-			return fail(ErrUncommitted, "slot %s runs a trial boot of %s that is not committed yet, and slot %s (%s) is the only committed fallback; wait for the commit, or use force to overwrite it",
-				in.Running, run.Version, target, oth.Version)
-		}
 	}
 	return nil
 }
@@ -528,13 +505,12 @@ func (in *Installer) installApp(ctx context.Context, j *Job, p *kpkg.Package, ve
 		keeps = "the application keeps running from application slot " + active
 	}
 	slot := "application slot " + target
-	d, size, err := in.OpenAppSlot(target)
+	dev, size, err := in.OpenAppSlot(target)
 	if err != nil {
 		return fail(ErrSystem, "%s cannot be opened, so nothing was written: %v", slot, err)
 	}
-	dev := &onceCloser{Device: d}
-	defer dev.Close()
 	if m.Payload.Size > size {
+		dev.Close()
 		return fail(ErrIncompatible, "the payload of %s %s is %d bytes, but %s holds only %d; nothing was written",
 			m.Name, m.Version, m.Payload.Size, slot, size)
 	}
@@ -544,11 +520,13 @@ func (in *Installer) installApp(ctx context.Context, j *Job, p *kpkg.Package, ve
 	if err == nil && verify != nil {
 		err = verify()
 	}
+	// The slot is mounted next, which an open (exclusive) device forbids.
+	cerr := dev.Close()
 	if err != nil {
 		return fmt.Errorf("%w; %s", err, keeps)
 	}
-	if err := dev.Close(); err != nil {
-		return fail(ErrSystem, "closing %s failed: %v; %s", slot, err, keeps)
+	if cerr != nil {
+		return fail(ErrSystem, "closing %s failed: %v; %s", slot, cerr, keeps)
 	}
 	j.setMessage(fmt.Sprintf("starting app %s %s from %s and checking its health", m.Name, m.Version, slot))
 	if err := in.SwitchApp(context.WithoutCancel(ctx), target, m.Version.String()); err != nil {
@@ -631,7 +609,7 @@ func (in *Installer) ResumePending(ctx context.Context) error {
 		span := (1 - pj.Progress) * float64(pp.Size) / float64(left)
 		j.window(fmt.Sprintf("installing %d of %d: %s", pp.Index, pj.Total, pp.entry()), pj.Progress, span)
 		j.setPackage(pp.Kind, pp.Version.String(), "")
-		rebootInto, err := in.installSaved(ctx, j, pj, pp)
+		rebootInto, tries, err := in.installSaved(ctx, j, pj, pp)
 		if err != nil {
 			var not []string
 			for _, q := range pj.Packages[pj.Next+1:] {
@@ -661,42 +639,46 @@ func (in *Installer) ResumePending(ctx context.Context) error {
 		_ = os.Remove(filepath.Join(in.PendingDir, pp.File))
 		log.Info("bundle package done", "package", pp.entry().String(), "index", pp.Index)
 		if rebootInto != "" {
-			return in.rebootPending(pj, j, pp, rebootInto, log)
+			return in.rebootPending(pj, j, pp, rebootInto, tries, log)
 		}
 	}
 	return in.endPending(pj, j, Done, "the bundle is installed: "+strings.Join(pj.Installed, ", "), log)
 }
 
 // installSaved installs a package saved in PendingDir. A base package is
-// written, not staged yet: it returns its slot.
-func (in *Installer) installSaved(ctx context.Context, j *Job, pj *pendingJob, pp pendingPackage) (rebootInto string, err error) {
+// written, not staged yet: it returns its slot and the tries its trial boot
+// is to be staged with.
+func (in *Installer) installSaved(ctx context.Context, j *Job, pj *pendingJob, pp pendingPackage) (rebootInto string, tries int, err error) {
 	f, err := os.Open(filepath.Join(in.PendingDir, pp.File))
 	if err != nil {
-		return "", fail(ErrSystem, "its saved copy cannot be read: %v", err)
+		return "", 0, fail(ErrSystem, "its saved copy cannot be read: %v", err)
 	}
 	defer f.Close()
 	installed := in.installed()
 	if cur, ok := installed[pp.Kind]; ok && !pj.Force && cur.Compare(pp.Version) == 0 {
-		return "", nil // installed before a power cut kept job.json from saying so
+		return "", 0, nil // installed before a power cut kept job.json from saying so
 	}
 	p, err := in.openChecked(f, pp.entry(), installed, pj.Force)
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	if pp.Kind == kpkg.KindApp {
-		return "", in.installApp(ctx, j, p, nil)
+		return "", 0, in.installApp(ctx, j, p, nil)
 	}
-	if _, err := in.tries(); err != nil {
-		return "", err
+	// Checked before the write: a slot written is staged.
+	if tries, err = in.tries(); err != nil {
+		return "", 0, err
 	}
-	return in.installBase(ctx, j, p, nil)
+	if rebootInto, err = in.installBase(ctx, j, p, nil); err != nil {
+		return "", 0, err
+	}
+	return rebootInto, tries, nil
 }
 
 // rebootPending stages the trial boot of a base package a resumed bundle
-// wrote into target, and reboots into it.
-func (in *Installer) rebootPending(pj *pendingJob, j *Job, pp pendingPackage, target string, log *slog.Logger) error {
+// wrote into target, with tries, and reboots into it.
+func (in *Installer) rebootPending(pj *pendingJob, j *Job, pp pendingPackage, target string, tries int, log *slog.Logger) error {
 	j.window("", 0, 0)
-	tries, _ := in.tries() // checked before the write
 	if err := in.stageTrial(target, pp.Version, tries); err != nil {
 		pj.Installed = pj.Installed[:len(pj.Installed)-1]
 		msg := fmt.Sprintf("%s (%d of %d) failed: it was written to slot %s, but its trial boot could not be staged: %v; the box stays on slot %s", pp.entry(), pp.Index, pj.Total, target, err, in.Running)
@@ -721,8 +703,7 @@ func (in *Installer) rebootPending(pj *pendingJob, j *Job, pp pendingPackage, ta
 	}
 	j.setMessage(fmt.Sprintf("%s; the box reboots into base %s now, %s", what, pp.Version, then))
 	log.Info("bundle staged another base; rebooting", "version", pp.Version.String())
-	in.rebooting.Store(true)
-	in.reboot(j, what, log)
+	in.reboot(nil, j, what, log)
 	return nil
 }
 

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"keel.dev/keel/image/bootstate"
 	"keel.dev/keel/image/bundle"
 	"keel.dev/keel/image/kpkg"
 )
@@ -313,8 +314,8 @@ func TestBundleDamagedPackageInTheMiddle(t *testing.T) {
 		b, ps := makeBundle(t, appManifest("1.1.0"), appManifest("1.2.0"), appManifest("1.3.0"))
 		damage(t, b, ps, 1)
 		j, err := e.in.StartBundle(context.Background(), bytes.NewReader(b), Options{})
-		if !errors.Is(err, kpkg.ErrPayload) || statusOf(err) != http.StatusBadRequest || j == nil {
-			t.Fatalf("error %v (%d)", err, statusOf(err))
+		if !errors.Is(err, kpkg.ErrPayload) || HTTPStatus(err) != http.StatusBadRequest || j == nil {
+			t.Fatalf("error %v (%d)", err, HTTPStatus(err))
 		}
 		s := j.Status()
 		if s.State != Failed || s.Message != err.Error() || !strings.HasPrefix(s.Message, "app demo 1.2.0 (2 of 3) failed: writing 1.2.0 to application slot a stopped at byte") ||
@@ -361,7 +362,7 @@ func TestBundleUnknownKeyAfterTheBase(t *testing.T) {
 	},
 		manifest("1.2.0"), appManifest("1.1.0"), appManifest("1.2.0"))
 	j, err := e.in.StartBundle(context.Background(), bytes.NewReader(b), Options{})
-	if !errors.Is(err, kpkg.ErrUnknownKey) || statusOf(err) != http.StatusForbidden || j == nil || j.Status().State != Failed ||
+	if !errors.Is(err, kpkg.ErrUnknownKey) || HTTPStatus(err) != http.StatusForbidden || j == nil || j.Status().State != Failed ||
 		!strings.HasPrefix(err.Error(), "app demo 1.2.0 (3 of 3) failed: ") {
 		t.Fatalf("error %v", err)
 	}
@@ -491,6 +492,21 @@ func TestBundleRefusedBeforeAnyWrite(t *testing.T) {
 	damaged[512] = 'x' // bundle.json's opening brace
 	empty := retar(t, []entry{{bundle.MetaName, []byte(`{"format":1,"serial":"KX1-0001","created":"2026-11-27T10:00:00Z","packages":[]}`)}})
 	backwards, _ := makeBundle(t, manifest("1.2.0"), appManifest("1.2.0"), appManifest("1.1.0"))
+	// bundle.json alone, listing an app package of 1 TiB after the base: it
+	// is refused before its packages are read.
+	meta, err := json.Marshal(bundle.Meta{Format: bundle.FormatVersion, Serial: "KX1-0001", Packages: []bundle.Entry{
+		{Kind: kpkg.KindBase, Name: "keel", Version: kpkg.MustParseVersion("1.2.0"), File: "keel.kpkg", Size: 1000, SHA256: strings.Repeat("0", 64)},
+		{Kind: kpkg.KindApp, Name: "demo", Version: kpkg.MustParseVersion("1.1.0"), File: "demo.kpkg", Size: 1 << 40, SHA256: strings.Repeat("0", 64)},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	huge := retar(t, []entry{{bundle.MetaName, meta}})
+	uncommitted := func(e *appEnv) {
+		st := bootstate.Initial("1.1.0", "1.0.0")
+		st.A = bootstate.Slot{Bootable: true, Tries: 2, Version: "1.1.0"}
+		e.setState(st)
+	}
 	for _, c := range []struct {
 		name    string
 		body    []byte
@@ -498,6 +514,8 @@ func TestBundleRefusedBeforeAnyWrite(t *testing.T) {
 		status  int
 		want    string
 		pending bool // a bundle waits for its reboot
+		chunked bool // the upload's size is not known
+		setup   func(*appEnv)
 	}{
 		{name: "no data partition", body: good, noDir: true, status: http.StatusUnprocessableEntity, want: "data partition"},
 		{name: "damaged bundle.json", body: damaged, status: http.StatusBadRequest, want: "bundle is damaged: bundle.json is not JSON"},
@@ -505,6 +523,8 @@ func TestBundleRefusedBeforeAnyWrite(t *testing.T) {
 		{name: "backwards", body: backwards, status: http.StatusConflict, want: "the bundle lists app demo 1.1.0 (3 of 3) after app 1.2.0: it is not a plan; nothing was written"},
 		{name: "truncated", body: good[:len(good)-20000], status: http.StatusBadRequest, want: "bundle is truncated: the upload has"},
 		{name: "a bundle waits", body: good, pending: true, status: http.StatusConflict, want: "is not finished: app demo 1.1.0, app demo 1.2.0 installs once base 1.2.0 runs"},
+		{name: "running an uncommitted trial", body: good, setup: uncommitted, status: http.StatusConflict, want: "slot a runs a trial boot of 1.1.0 that is not committed yet"},
+		{name: "no room on the data partition", body: huge, chunked: true, status: http.StatusUnprocessableEntity, want: "the packages that install after the reboot need 1048576 MiB on the data partition"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			e := newBundleEnv(t)
@@ -516,12 +536,19 @@ func TestBundleRefusedBeforeAnyWrite(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			if c.setup != nil {
+				c.setup(e)
+			}
 			before := e.snapshot()
 			apps := e.appSums()
 			files := e.pendingNames()
 			ts := serve(t, e.env)
+			var body io.Reader = bytes.NewReader(c.body)
+			if c.chunked {
+				body = io.MultiReader(body) // no Content-Length
+			}
 			var a answer
-			if code := call(t, ts, "POST", "/api/v1/install", bytes.NewReader(c.body), &a); code != c.status || !strings.Contains(a.Error, c.want) || a.Job != "" {
+			if code := call(t, ts, "POST", "/api/v1/install", body, &a); code != c.status || !strings.Contains(a.Error, c.want) || a.Job != "" {
 				t.Errorf("%d %+v", code, a)
 			}
 			e.assertUnchanged(before)

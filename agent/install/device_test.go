@@ -2,10 +2,14 @@ package install
 
 import (
 	"bytes"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"keel.dev/keel/agent/blockdev"
 )
@@ -57,6 +61,9 @@ func TestBlockDevicesOpensTheSlotByName(t *testing.T) {
 	}
 }
 
+// The "device" here is a regular file, where O_EXCL without O_CREAT does
+// nothing: the exclusive open's refusal of a held slot (EBUSY) is tested
+// on a loop device by TestAppBlockDevicesRefusesAHeldSlot.
 func TestAppBlockDevicesOpensTheAppSlot(t *testing.T) {
 	root := t.TempDir()
 	cls, dev := filepath.Join(root, "class"), filepath.Join(root, "dev")
@@ -83,4 +90,54 @@ func TestAppBlockDevicesOpensTheAppSlot(t *testing.T) {
 	if _, _, err := open("a"); err == nil || !strings.Contains(err.Error(), `"app-a"`) {
 		t.Errorf("missing partition: %v", err)
 	}
+}
+
+// An application slot that something holds (a mount does, as does another
+// exclusive open) is refused with EBUSY rather than written under it. On a
+// block device only, so it needs root and a loop device.
+func TestAppBlockDevicesRefusesAHeldSlot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for a loop device")
+	}
+	if _, err := exec.LookPath("losetup"); err != nil {
+		t.Skip("losetup not installed")
+	}
+	root := t.TempDir()
+	img := filepath.Join(root, "app-b.img")
+	if err := os.WriteFile(img, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("losetup", "--find", "--show", img).CombinedOutput()
+	if err != nil {
+		t.Skipf("no loop device: %v %s", err, out)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	cls := filepath.Join(root, "class")
+	d := filepath.Join(cls, filepath.Base(dev))
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	uevent := "DEVTYPE=partition\nDEVNAME=" + filepath.Base(dev) + "\nPARTNAME=app-b\n"
+	if err := os.WriteFile(filepath.Join(d, "uevent"), []byte(uevent), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	open := AppBlockDevices(blockdev.Finder{SysClassBlock: cls, Dev: filepath.Dir(dev)})
+
+	holder, err := os.OpenFile(dev, os.O_RDWR|os.O_EXCL, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, _, err := open("b"); !errors.Is(err, unix.EBUSY) {
+		if err == nil {
+			f.Close()
+		}
+		t.Errorf("opening a held slot: %v", err)
+	}
+	holder.Close()
+	f, size, err := open("b")
+	if err != nil || size != 1<<20 {
+		t.Fatalf("%v, size %d", err, size)
+	}
+	f.Close()
 }

@@ -61,7 +61,7 @@ func (in *Installer) serveInstall(w http.ResponseWriter, r *http.Request) {
 		if j != nil {
 			id = j.ID()
 		}
-		writeError(w, statusOf(err), err.Error(), id)
+		writeError(w, HTTPStatus(err), err.Error(), id)
 		return
 	}
 	s := j.Status()
@@ -89,8 +89,10 @@ func (in *Installer) serveJob(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, j.Status())
 }
 
-// statusOf maps an install error to its HTTP status.
-func statusOf(err error) int {
+// HTTPStatus is the HTTP status POST /api/v1/install answers for an error
+// of Start or StartBundle; other endpoints that install through Start use
+// it too.
+func HTTPStatus(err error) int {
 	switch {
 	case errors.Is(err, ErrSystem):
 		return http.StatusInternalServerError

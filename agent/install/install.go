@@ -254,10 +254,6 @@ func (in *Installer) Start(ctx context.Context, body io.Reader, opts Options) (*
 		return nil, err
 	}
 	defer in.mu.Unlock()
-	tries, err := in.tries()
-	if err != nil {
-		return nil, err
-	}
 
 	p, err := kpkg.Open(body, in.Trusted)
 	if err != nil {
@@ -270,14 +266,13 @@ func (in *Installer) Start(ctx context.Context, body io.Reader, opts Options) (*
 	if m.Kind == kpkg.KindApp {
 		return in.startApp(ctx, p)
 	}
-	st, _, err := in.Slots.Read()
+	tries, err := in.tries()
 	if err != nil {
-		return nil, fail(ErrSystem, "the boot state cannot be read, so nothing was written: %v", err)
+		return nil, err
 	}
-	target := layout.Other(in.Running)
-	if run, oth := st.Slot(in.Running), st.Slot(target); !run.Good && oth.Good && !opts.Force {
-		return nil, fail(ErrUncommitted, "slot %s runs a trial boot of %s that is not committed yet, and slot %s (%s) is the only committed fallback; wait for the commit, or use force to overwrite it",
-			in.Running, run.Version, target, oth.Version)
+	target, err := in.checkTrial(opts.Force)
+	if err != nil {
+		return nil, err
 	}
 	dev, size, err := in.OpenSlot(target)
 	if err != nil {
@@ -319,16 +314,24 @@ func (in *Installer) Start(ctx context.Context, body io.Reader, opts Options) (*
 	}
 	j.finish(Done, what+"; the box reboots into it now")
 	log.Info("install done; rebooting")
-	in.rebooting.Store(true)
-	if opts.RebootAfter == nil {
-		in.reboot(j, what, log)
-		return j, nil
-	}
-	go func() {
-		<-opts.RebootAfter
-		in.reboot(j, what, log)
-	}()
+	in.reboot(opts.RebootAfter, j, what, log)
 	return j, nil
+}
+
+// checkTrial reads the boot state and refuses to write the inactive base
+// slot, target, while the running slot is an uncommitted trial and target
+// holds the only committed fallback, unless forced.
+func (in *Installer) checkTrial(force bool) (target string, err error) {
+	st, _, err := in.Slots.Read()
+	if err != nil {
+		return "", fail(ErrSystem, "the boot state cannot be read, so nothing was written: %v", err)
+	}
+	target = layout.Other(in.Running)
+	if run, oth := st.Slot(in.Running), st.Slot(target); !run.Good && oth.Good && !force {
+		return "", fail(ErrUncommitted, "slot %s runs a trial boot of %s that is not committed yet, and slot %s (%s) is the only committed fallback; wait for the commit, or use force to overwrite it",
+			in.Running, run.Version, target, oth.Version)
+	}
+	return target, nil
 }
 
 // lock takes the install lock, or says why another install holds it, the
@@ -364,7 +367,23 @@ func (in *Installer) stageTrial(target string, version kpkg.Version, tries int) 
 	return err
 }
 
-func (in *Installer) reboot(j *Job, what string, log *slog.Logger) {
+// reboot marks the box as about to reboot into a staged slot (installs are
+// refused from now on) and calls Reboot: at once, or when after is not nil
+// once it is closed, in another goroutine. A failed reboot is told in job
+// j's message after what, the sentence of what was staged.
+func (in *Installer) reboot(after <-chan struct{}, j *Job, what string, log *slog.Logger) {
+	in.rebooting.Store(true)
+	if after == nil {
+		in.rebootNow(j, what, log)
+		return
+	}
+	go func() {
+		<-after
+		in.rebootNow(j, what, log)
+	}()
+}
+
+func (in *Installer) rebootNow(j *Job, what string, log *slog.Logger) {
 	if err := in.Reboot(); err != nil {
 		in.rebooting.Store(false) // nothing is pending: let the operator retry
 		log.Error("reboot after install failed", "err", err)
@@ -487,13 +506,6 @@ func stream(ctx context.Context, p *kpkg.Package, dev Device, slot string, j *Jo
 // read-back reads the disk rather than the page cache it was written from.
 // Best effort: a device without a descriptor is read back as it is.
 func dropCache(dev Device, size int64) {
-	for {
-		u, ok := dev.(interface{ Unwrap() Device })
-		if !ok {
-			break
-		}
-		dev = u.Unwrap()
-	}
 	if f, ok := dev.(interface{ Fd() uintptr }); ok {
 		_ = unix.Fadvise(int(f.Fd()), 0, size, unix.FADV_DONTNEED)
 	}

@@ -115,8 +115,8 @@ func TestRefusedBeforeAnyWrite(t *testing.T) {
 			if j != nil {
 				t.Errorf("a job %s was made", j.ID())
 			}
-			t.Logf("%d: %v", statusOf(err), err)
-			if got := statusOf(err); got != c.status {
+			t.Logf("%d: %v", HTTPStatus(err), err)
+			if got := HTTPStatus(err); got != c.status {
 				t.Errorf("status %d, want %d (%v)", got, c.status, err)
 			}
 			if !strings.Contains(err.Error(), c.want) {
@@ -194,7 +194,7 @@ func TestFlippedPayloadBitFailsAndSlotStaysUnbootable(t *testing.T) {
 	pkg := build(t, manifest("1.2.0"), data, vendorKey)
 	pkg[payloadOffset(t, pkg)+len(data)/2] ^= 0x10
 	j, err := e.in.Start(context.Background(), bytes.NewReader(pkg), Options{Size: int64(len(pkg))})
-	if !errors.Is(err, kpkg.ErrPayload) || statusOf(err) != http.StatusBadRequest {
+	if !errors.Is(err, kpkg.ErrPayload) || HTTPStatus(err) != http.StatusBadRequest {
 		t.Fatalf("error %v", err)
 	}
 	failedUnbootable(t, e, j, err, "payload does not match the manifest")
@@ -204,7 +204,7 @@ func TestTruncatedPayloadOfUnknownSize(t *testing.T) {
 	e := newEnv(t)
 	pkg := build(t, manifest("1.2.0"), payload(1<<20, 5), vendorKey)
 	j, err := e.in.Start(context.Background(), bytes.NewReader(pkg[:len(pkg)-4000]), Options{})
-	if !errors.Is(err, kpkg.ErrTruncated) || statusOf(err) != http.StatusBadRequest {
+	if !errors.Is(err, kpkg.ErrTruncated) || HTTPStatus(err) != http.StatusBadRequest {
 		t.Fatalf("error %v", err)
 	}
 	failedUnbootable(t, e, j, err, "truncated")
@@ -270,7 +270,7 @@ func TestOneInstallAtATime(t *testing.T) {
 	running := waitRunning(t, e.in)
 	before := e.snapshot()
 	_, err := e.in.Start(context.Background(), bytes.NewReader(build(t, manifest("1.3.0"), payload(10, 0), vendorKey)), Options{})
-	if !errors.Is(err, ErrBusy) || statusOf(err) != http.StatusConflict || !strings.Contains(err.Error(), running.ID()) {
+	if !errors.Is(err, ErrBusy) || HTTPStatus(err) != http.StatusConflict || !strings.Contains(err.Error(), running.ID()) {
 		t.Errorf("second install: %v", err)
 	}
 	e.assertUnchanged(before)
@@ -340,7 +340,7 @@ func TestSlotFailures(t *testing.T) {
 				return &dev, n, err
 			}
 			j, err := e.in.Start(context.Background(), bytes.NewReader(build(t, manifest("1.2.0"), payload(3<<20, 7), vendorKey)), Options{})
-			if !errors.Is(err, ErrSystem) || statusOf(err) != http.StatusInternalServerError {
+			if !errors.Is(err, ErrSystem) || HTTPStatus(err) != http.StatusInternalServerError {
 				t.Fatalf("error %v", err)
 			}
 			failedUnbootable(t, e, j, err, c.want)
