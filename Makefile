@@ -15,7 +15,7 @@ GO_SRC := $(shell find agent initramfs image hwtest -name '*.go' 2>/dev/null) go
 KERNEL := build/kernel/version
 INITRAMFS := build/initramfs.cpio.zst
 
-.PHONY: deps initramfs image run test test-unit test-vm soak bench clean
+.PHONY: deps initramfs image package run test test-unit soak bench clean
 
 # Debian packages and the pinned kernel; cheap when everything is there.
 deps:

@@ -237,11 +237,13 @@ func PowerOff(t testing.TB, vm *qemu.VM) {
 	}
 }
 
-// RawDisk converts a VM's overlay to a raw image for inspection.
+// RawDisk converts a VM's overlay to a raw image for inspection. -U reads
+// it even while the VM runs and QEMU holds its lock: what the guest has
+// synced is there.
 func RawDisk(t testing.TB, vm *qemu.VM) string {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "disk.raw")
-	if b, err := exec.Command("qemu-img", "convert", "-O", "raw", vm.DiskPath(), out).CombinedOutput(); err != nil {
+	if b, err := exec.Command("qemu-img", "convert", "-U", "-O", "raw", vm.DiskPath(), out).CombinedOutput(); err != nil {
 		t.Fatalf("qemu-img convert: %v: %s", err, b)
 	}
 	return out

@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -22,11 +20,12 @@ import (
 
 // Installing a newer signed base moves the box to the other slot, which it
 // commits after its health checks; one more install brings it back to the
-// first slot. Bad packages are refused before anything is written.
+// first slot. Bad packages are refused before anything is written. Slot b
+// starts bootable (1.0.0 too), so that the install has to mark it otherwise.
 func TestInstallBaseAcrossSlots(t *testing.T) {
 	e := Require(t)
 	keyFile := VendorKey(t)
-	img := e.BuildImage(t, t.TempDir(), "1.0.0", "")
+	img := e.BuildImage(t, t.TempDir(), "1.0.0", "1.0.0")
 	vm := Boot(t, qemu.Config{Image: img})
 	WaitReady(t, vm)
 
@@ -35,6 +34,9 @@ func TestInstallBaseAcrossSlots(t *testing.T) {
 	damaged[600] ^= 0x01 // inside manifest.json
 	if code, body := upload(t, vm, "", damaged); code != http.StatusBadRequest || !strings.Contains(string(body), "error") {
 		t.Errorf("a flipped manifest bit: %d %s", code, body)
+	}
+	if st := bootStateNow(t, vm); !st.B.Bootable || st.Default != "a" {
+		t.Fatalf("before the damaged payload slot b is bootable %v, default %s; want bootable, default a", st.B.Bootable, st.Default)
 	}
 	// A flipped payload bit is caught while the payload streams, after
 	// the slot was marked unbootable: it stays so.
@@ -137,15 +139,11 @@ func otherKey(t *testing.T) string {
 	return p
 }
 
-// bootStateNow reads the boot state from a running VM's disk.
+// bootStateNow reads the boot state from a running VM's disk; the agent
+// synced it before it answered.
 func bootStateNow(t *testing.T, vm *qemu.VM) *bootstate.State {
 	t.Helper()
-	raw := filepath.Join(t.TempDir(), "now.raw")
-	// -U: the running QEMU holds the image's lock; the agent synced the
-	// boot state before it answered.
-	if b, err := exec.Command("qemu-img", "convert", "-U", "-O", "raw", vm.DiskPath(), raw).CombinedOutput(); err != nil {
-		t.Fatalf("qemu-img convert: %v: %s", err, b)
-	}
+	raw := RawDisk(t, vm)
 	defer os.Remove(raw)
 	st, _, err := diskimage.ReadBootState(raw)
 	if err != nil {
@@ -156,18 +154,11 @@ func bootStateNow(t *testing.T, vm *qemu.VM) *bootstate.State {
 
 func upload(t *testing.T, vm *qemu.VM, query string, pkg []byte) (int, []byte) {
 	t.Helper()
-	req, _ := http.NewRequest("POST", fmt.Sprintf("https://127.0.0.1:%d/api/v1/install%s", vm.HTTPSPort(), query), bytes.NewReader(pkg))
-	req.SetBasicAuth("admin", TestPassword)
-	req.ContentLength = int64(len(pkg))
-	c := Client()
-	c.Timeout = 5 * time.Minute
-	resp, err := c.Do(req)
+	code, body, err := request(vm.HTTPSPort(), "POST", "/api/v1/install"+query, TestPassword, bytes.NewReader(pkg), 5*time.Minute)
 	if err != nil {
-		t.Fatalf("POST /api/v1/install: %v", err)
+		t.Fatalf("POST /api/v1/install%s: %v", query, err)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, body
+	return code, body
 }
 
 func mustRead(t *testing.T, p string) []byte {

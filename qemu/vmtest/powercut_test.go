@@ -144,14 +144,7 @@ func waitProgress(vm *qemu.VM, p float64) error {
 // uploadQuietly posts a package and ignores the outcome: the test cuts
 // the power under it.
 func uploadQuietly(vm *qemu.VM, pkg []byte) {
-	req, _ := http.NewRequest("POST", fmt.Sprintf("https://127.0.0.1:%d/api/v1/install", vm.HTTPSPort()), bytes.NewReader(pkg))
-	req.SetBasicAuth("admin", TestPassword)
-	req.ContentLength = int64(len(pkg))
-	c := Client()
-	c.Timeout = 5 * time.Minute
-	if resp, err := c.Do(req); err == nil {
-		resp.Body.Close()
-	}
+	request(vm.HTTPSPort(), "POST", "/api/v1/install", TestPassword, bytes.NewReader(pkg), 5*time.Minute)
 }
 
 // setHostname changes one setting of the box's configuration, for the test

@@ -19,14 +19,15 @@ import (
 	"keel.dev/keel/qemu"
 )
 
-// repoRoot is the module's root: make test passes build/ paths.
-func (e Env) repoRoot() string { return filepath.Dir(filepath.Dir(e.Initramfs)) }
+// repoRoot is the module's root: go test runs a package's tests in its
+// folder, qemu/vmtest.
+const repoRoot = "../.."
 
 // BuildImageApp is BuildImage with the demo app of appVersion in app-a.
 func (e Env) BuildImageApp(t testing.TB, dir, version, appVersion string) string {
 	t.Helper()
 	app := filepath.Join(dir, "app.squashfs")
-	if err := appimage.DemoCached(app, appVersion, filepath.Join(e.repoRoot(), "build", "cache", "demoapp")); err != nil {
+	if err := appimage.DemoCached(app, appVersion, filepath.Join(repoRoot, "build", "cache", "demoapp")); err != nil {
 		t.Fatal(err)
 	}
 	return e.buildImage(t, dir, diskimage.Options{Version: version, AppPayload: app})
@@ -46,7 +47,7 @@ func (e Env) newRelease(t *testing.T, waits ...string) *updateServer {
 	keyFile := VendorKey(t)
 	s := &updateServer{dir: filepath.Join(t.TempDir(), "release"), bin: filepath.Join(t.TempDir(), "image")}
 	build := exec.Command("go", "build", "-o", s.bin, "./image")
-	build.Dir = e.repoRoot()
+	build.Dir = repoRoot
 	if b, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build the image command: %v: %s", err, b)
 	}
@@ -81,14 +82,12 @@ func (e Env) newRelease(t *testing.T, waits ...string) *updateServer {
 func (s *updateServer) guestURL() string { return fmt.Sprintf("http://10.0.2.2:%d", s.port) }
 
 type updatesListing struct {
-	Installed []struct{ Kind, Name, Version string } `json:"installed"`
-	Updates   []struct {
-		Kind          string    `json:"kind"`
-		Name          string    `json:"name"`
-		Version       string    `json:"version"`
-		Installable   bool      `json:"installable"`
-		Reason        string    `json:"reason"`
-		InstallableAt time.Time `json:"installable_at"`
+	Updates []struct {
+		Kind        string `json:"kind"`
+		Name        string `json:"name"`
+		Version     string `json:"version"`
+		Installable bool   `json:"installable"`
+		Reason      string `json:"reason"`
 	} `json:"updates"`
 }
 
@@ -118,17 +117,11 @@ func checkUpdates(t *testing.T, vm *qemu.VM) updatesListing {
 // app update answers only after its health check timed out.
 func installUpdate(t *testing.T, vm *qemu.VM, body string) (int, string) {
 	t.Helper()
-	req, _ := http.NewRequest("POST", fmt.Sprintf("https://127.0.0.1:%d/api/v1/updates/install", vm.HTTPSPort()), strings.NewReader(body))
-	req.SetBasicAuth("admin", TestPassword)
-	c := Client()
-	c.Timeout = 5 * time.Minute
-	resp, err := c.Do(req)
+	code, b, err := request(vm.HTTPSPort(), "POST", "/api/v1/updates/install", TestPassword, strings.NewReader(body), 5*time.Minute)
 	if err != nil {
 		t.Fatalf("POST /api/v1/updates/install %s: %v", body, err)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return code, string(b)
 }
 
 // demoInfo reads the demo app's version and counter through the host
@@ -333,7 +326,7 @@ func TestUpdateResumesAndRefusals(t *testing.T) {
 	if code, body := APIBody(t, vm, "PUT", "/api/v1/updates/config", TestPassword, fmt.Sprintf(`{"server":"http://10.0.2.2:%d"}`, proxy.port)); code != http.StatusOK {
 		t.Fatalf("PUT /api/v1/updates/config: %d %s", code, body)
 	}
-	before := checkUpdates(t, vm)
+	checkUpdates(t, vm)
 	code, body := installUpdate(t, vm, `{"name":"demo","version":"1.0.1"}`)
 	if code != http.StatusAccepted || !strings.Contains(body, "resumed 1 time") {
 		t.Fatalf("install across a dropped download: %d %s", code, body)
@@ -347,31 +340,54 @@ func TestUpdateResumesAndRefusals(t *testing.T) {
 		t.Fatalf("after the resumed install the demo app runs %q", v)
 	}
 
+	// The listing the refused checks must leave as it is.
+	mid := updatesNow(t, vm)
+	var l updatesListing
+	if err := json.Unmarshal(mid, &l); err != nil {
+		t.Fatalf("GET /api/v1/updates: %v: %s", err, mid)
+	}
+	if _, _, found := l.find("demo", "2.0.0"); !found {
+		t.Fatalf("the listing before the refused checks lacks demo 2.0.0: %s", mid)
+	}
 	// A catalog changed after signing.
 	cj := filepath.Join(srv.dir, "catalog.json")
-	orig, _ := os.ReadFile(cj)
-	os.WriteFile(cj, []byte(strings.Replace(string(orig), `"2.0.0"`, `"2.0.9"`, 1)), 0o644)
+	orig, err := os.ReadFile(cj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cj, []byte(strings.Replace(string(orig), `"2.0.0"`, `"2.0.9"`, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	code, b := API(t, vm, "POST", "/api/v1/updates/check", TestPassword)
 	if code != http.StatusBadGateway || !strings.Contains(string(b), "signature") {
 		t.Errorf("a tampered catalog: %d %s", code, b)
 	}
-	os.WriteFile(cj, orig, 0o644)
+	if after := updatesNow(t, vm); !sameJSONField(t, mid, after, "updates") {
+		t.Errorf("after the tampered catalog the updates are\n%s\nwant\n%s", after, mid)
+	}
+	if err := os.WriteFile(cj, orig, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	// The server is gone.
 	proxy.srv.Close()
 	code, b = API(t, vm, "POST", "/api/v1/updates/check", TestPassword)
 	if code != http.StatusBadGateway || !strings.Contains(string(b), "did not answer") {
 		t.Errorf("the update server down: %d %s", code, b)
 	}
-	_, lb := API(t, vm, "GET", "/api/v1/updates", TestPassword)
-	var after updatesListing
-	json.Unmarshal(lb, &after)
-	if _, _, found := before.find("demo", "2.0.0"); !found {
-		t.Errorf("the first check did not list demo 2.0.0: %+v", before)
-	}
-	if ok, _, found := after.find("demo", "2.0.0"); !found || ok {
-		t.Errorf("after the refused checks the listing lost or changed demo 2.0.0: %s", lb)
+	if after := updatesNow(t, vm); !sameJSONField(t, mid, after, "updates") {
+		t.Errorf("after the check with the server down the updates are\n%s\nwant\n%s", after, mid)
 	}
 	PowerOff(t, vm)
+}
+
+// updatesNow is GET /api/v1/updates.
+func updatesNow(t *testing.T, vm *qemu.VM) []byte {
+	t.Helper()
+	code, b := API(t, vm, "GET", "/api/v1/updates", TestPassword)
+	if code != http.StatusOK {
+		t.Fatalf("GET /api/v1/updates: %d %s", code, b)
+	}
+	return b
 }
 
 // packageSize is the size of a package file of the release.

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -58,19 +57,20 @@ func (b *bench) appFigures() error {
 	if !poll.waitUp(2 * time.Minute) {
 		return fmt.Errorf("the demo app never answered on its port")
 	}
-	api := &boxAPI{port: vm.HTTPSPort(), password: benchPassword}
-	if code, body, err := api.do("PUT", "/api/v1/updates/config", fmt.Sprintf(`{"server":"http://10.0.2.2:%d"}`, srv.port)); err != nil || code != http.StatusOK {
+	box := newBox(vm)
+	config := fmt.Sprintf(`{"server":"http://10.0.2.2:%d"}`, srv.port)
+	if code, body, err := box.do("PUT", "/api/v1/updates/config", strings.NewReader(config), time.Minute); err != nil || code != http.StatusOK {
 		return fmt.Errorf("PUT /api/v1/updates/config: %d %s %v", code, body, err)
 	}
-	if code, body, err := api.do("POST", "/api/v1/updates/check", ""); err != nil || code != http.StatusOK {
+	if code, body, err := box.do("POST", "/api/v1/updates/check", nil, 2*time.Minute); err != nil || code != http.StatusOK {
 		return fmt.Errorf("POST /api/v1/updates/check: %d %s %v", code, body, err)
 	}
 	poll.reset()
-	code, body, err := api.do("POST", "/api/v1/updates/install", `{"name":"demo","version":"1.0.1"}`)
+	code, body, err := box.do("POST", "/api/v1/updates/install", strings.NewReader(`{"name":"demo","version":"1.0.1"}`), 5*time.Minute)
 	if err != nil || code != http.StatusAccepted {
 		return fmt.Errorf("install demo 1.0.1: %d %s %v", code, body, err)
 	}
-	if !strings.Contains(body, "resumed") {
+	if !bytes.Contains(body, []byte("resumed")) {
 		return fmt.Errorf("the download was not interrupted and resumed: %s", body)
 	}
 	if !poll.waitUp(time.Minute) {
@@ -79,10 +79,13 @@ func (b *bench) appFigures() error {
 	switchGap := poll.longestGap()
 
 	poll.reset()
-	if code, body, err := api.do("POST", "/api/v1/power/reboot", ""); err != nil || code != http.StatusAccepted {
+	if code, body, err := box.do("POST", "/api/v1/power/reboot", nil, time.Minute); err != nil || code != http.StatusAccepted {
 		return fmt.Errorf("reboot: %d %s %v", code, body, err)
 	}
-	time.Sleep(2 * time.Second) // the app goes down first
+	// The agent stops the app before it prints this line.
+	if _, err := vm.Expect(`keel: reboot`, time.Minute); err != nil {
+		return fmt.Errorf("reboot: %w", err)
+	}
 	if !poll.waitUp(3 * time.Minute) {
 		return fmt.Errorf("the demo app did not answer after the reboot")
 	}
@@ -96,20 +99,12 @@ func (b *bench) appFigures() error {
 
 // appImage is a 1.0.0 image with the demo app 1.0.0 in app-a.
 func (b *bench) appImage() (string, error) {
-	rel, err := os.ReadFile(filepath.Join(b.kernelDir, "version"))
-	if err != nil {
-		return "", err
-	}
 	app := filepath.Join(b.work, "demo-1.0.0.squashfs")
 	if err := appimage.Demo(app, "1.0.0"); err != nil {
 		return "", err
 	}
 	out := filepath.Join(b.work, "apps.img")
-	return out, diskimage.Build(context.Background(), diskimage.Options{
-		Out: out, Kernel: filepath.Join(b.kernelDir, "vmlinuz"), KernelRelease: strings.TrimSpace(string(rel)),
-		Initramfs: b.initramfs, Version: "1.0.0", AdminPassword: benchPassword,
-		GrubTimeout: 1, BuildTime: time.Now(), AppPayload: app,
-	})
+	return out, b.buildImage(out, diskimage.Options{GrubTimeout: 1, AppPayload: app})
 }
 
 // appServer serves a release folder like `image serve` (Range, ETag) and
@@ -128,11 +123,7 @@ func (s *appServer) Close() { s.srv.Close() }
 // appRelease writes a signed demo app package of version and a catalog,
 // and serves them.
 func (b *bench) appRelease(version string) (*appServer, error) {
-	keyPEM, err := os.ReadFile(b.vendorKey)
-	if err != nil {
-		return nil, fmt.Errorf("vendor key (-vendor-key): %w", err)
-	}
-	key, err := kpkg.ParsePrivateKey(keyPEM)
+	key, err := b.signingKey()
 	if err != nil {
 		return nil, err
 	}
@@ -210,13 +201,12 @@ func (c *countingWriter) Write(b []byte) (int, error) {
 // poller asks a URL every 20 ms and remembers the longest stretch between
 // two answers since reset.
 type poller struct {
-	url      string
-	mu       sync.Mutex
-	last     time.Time // last answer
-	gap      time.Duration
-	up       bool
-	quit     chan struct{}
-	stopOnce sync.Once
+	url  string
+	mu   sync.Mutex
+	last time.Time // last answer
+	gap  time.Duration
+	up   bool
+	quit chan struct{}
 }
 
 func newPoller(url string) *poller {
@@ -278,36 +268,7 @@ func (p *poller) waitUp(timeout time.Duration) bool {
 	return false
 }
 
-func (p *poller) stop() { p.stopOnce.Do(func() { close(p.quit) }) }
-
-// boxAPI calls the box's API with the admin password.
-type boxAPI struct {
-	port     int
-	password string
-}
-
-func (a *boxAPI) do(method, path, body string) (int, string, error) {
-	req, err := http.NewRequest(method, fmt.Sprintf("https://127.0.0.1:%d%s", a.port, path), strings.NewReader(body))
-	if err != nil {
-		return 0, "", err
-	}
-	req.SetBasicAuth("admin", a.password)
-	c := &http.Client{Timeout: 5 * time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
-	var resp *http.Response
-	for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(time.Second) {
-		if resp, err = c.Do(req); err == nil || time.Now().After(deadline) {
-			break
-		}
-		req, _ = http.NewRequest(method, req.URL.String(), strings.NewReader(body))
-		req.SetBasicAuth("admin", a.password)
-	}
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), nil
-}
+func (p *poller) stop() { close(p.quit) }
 
 func freeTCP() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")

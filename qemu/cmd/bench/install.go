@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 	"keel.dev/keel/image/layout"
 	"keel.dev/keel/image/manifest"
 	"keel.dev/keel/qemu"
+	"keel.dev/keel/qemu/tinyinitrd"
 )
 
 // The install figures' packages and image.
@@ -165,30 +167,48 @@ func (b *bench) installFigures() error {
 // big enough for the 1 GiB payload, a ~512 MiB data partition and the bench
 // password. The raw file stays sparse.
 func (b *bench) benchImage() (string, error) {
-	rel, err := os.ReadFile(filepath.Join(b.kernelDir, "version"))
-	if err != nil {
-		return "", err
-	}
 	sizes := layout.DefaultSizes
 	sizes.Base, sizes.Data = benchBase, benchData
 	out := filepath.Join(b.work, "bench.img")
-	return out, diskimage.Build(context.Background(), diskimage.Options{
-		Out: out, Size: layout.MinDiskSize(sizes), Sizes: sizes,
-		Kernel: filepath.Join(b.kernelDir, "vmlinuz"), KernelRelease: strings.TrimSpace(string(rel)),
-		Initramfs: b.initramfs, Version: "1.0.0", AdminPassword: benchPassword,
-		GrubTimeout: 2, BuildTime: time.Now(),
-	})
+	return out, b.buildImage(out, diskimage.Options{Size: layout.MinDiskSize(sizes), Sizes: sizes, GrubTimeout: 2})
+}
+
+// buildImage writes to out a 1.0.0 image of the built kernel and initramfs
+// with the bench password; o adds the sizes, the app and the GRUB timeout.
+func (b *bench) buildImage(out string, o diskimage.Options) error {
+	rel, err := b.kernelRelease()
+	if err != nil {
+		return err
+	}
+	o.Out, o.Kernel, o.KernelRelease, o.Initramfs = out, filepath.Join(b.kernelDir, "vmlinuz"), rel, b.initramfs
+	o.Version, o.AdminPassword, o.BuildTime = "1.0.0", benchPassword, time.Now()
+	return diskimage.Build(context.Background(), o)
+}
+
+// kernelRelease is the release of the kernel in -kernel-dir.
+func (b *bench) kernelRelease() (string, error) {
+	rel, err := os.ReadFile(filepath.Join(b.kernelDir, "version"))
+	return strings.TrimSpace(string(rel)), err
+}
+
+// signingKey reads the vendor key (-vendor-key) the packages are signed with.
+func (b *bench) signingKey() (ed25519.PrivateKey, error) {
+	keyPEM, err := os.ReadFile(b.vendorKey)
+	if err != nil {
+		return nil, fmt.Errorf("vendor key (-vendor-key): %w", err)
+	}
+	return kpkg.ParsePrivateKey(keyPEM)
 }
 
 // basePackage builds a signed, bootable base package of this tree's kernel
 // and initramfs, as `make package` and the VM tests do.
 func (b *bench) basePackage(version string) (string, error) {
-	rel, err := os.ReadFile(filepath.Join(b.kernelDir, "version"))
+	rel, err := b.kernelRelease()
 	if err != nil {
 		return "", err
 	}
 	sq := filepath.Join(b.work, "base-"+version+".squashfs")
-	m := manifest.Base{Kind: "base", Name: "keel", Version: version, BuildTime: time.Now().UTC(), Kernel: strings.TrimSpace(string(rel))}
+	m := manifest.Base{Kind: "base", Name: "keel", Version: version, BuildTime: time.Now().UTC(), Kernel: rel}
 	if err := diskimage.BaseSquashfs(sq, filepath.Join(b.kernelDir, "vmlinuz"), b.initramfs, m); err != nil {
 		return "", err
 	}
@@ -207,11 +227,7 @@ func (b *bench) randomPackage(version string, size int64) (string, error) {
 }
 
 func (b *bench) writePackage(version string, payload io.ReadSeeker) (string, error) {
-	keyPEM, err := os.ReadFile(b.vendorKey)
-	if err != nil {
-		return "", fmt.Errorf("vendor key (-vendor-key): %w", err)
-	}
-	key, err := kpkg.ParsePrivateKey(keyPEM)
+	key, err := b.signingKey()
 	if err != nil {
 		return "", err
 	}
@@ -268,7 +284,7 @@ func (r *randomReader) Seek(off int64, whence int) (int64, error) {
 // agent: the same kernel modules and u-root dd.
 func (b *bench) ddInitramfs() (string, error) {
 	bin := filepath.Join(b.work, "ddinit")
-	if err := goBuildStatic("./qemu/cmd/bench/ddinit", bin); err != nil {
+	if err := tinyinitrd.Build(".", "./qemu/cmd/bench/ddinit", bin); err != nil {
 		return "", err
 	}
 	out := filepath.Join(b.work, "dd.cpio.zst")
@@ -278,15 +294,6 @@ func (b *bench) ddInitramfs() (string, error) {
 		return "", fmt.Errorf("%s: %v: %s", strings.Join(cmd.Args, " "), err, o)
 	}
 	return out, nil
-}
-
-func goBuildStatic(pkg, out string) error {
-	cmd := exec.Command("go", "build", "-trimpath", "-o", out, pkg)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOAMD64=v1")
-	if o, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("build %s: %v: %s", pkg, err, o)
-	}
-	return nil
 }
 
 // ddFloor boots the kernel directly with the dd initramfs on an overlay of
