@@ -16,8 +16,9 @@ type errorBody struct {
 // through it. It encodes before writing anything, so an encoding failure can
 // still become a proper 500.
 //
-// Sentences keep their ">=" readable (no HTML escaping): the content type
-// and nosniff keep a browser from reading the answer as HTML.
+// Sentences keep their ">=" readable (no HTML escaping): the content type,
+// and the nosniff Server.ServeHTTP sets on every answer, keep a browser
+// from reading the answer as HTML.
 func WriteJSON(w http.ResponseWriter, code int, v any) {
 	var b bytes.Buffer
 	enc := json.NewEncoder(&b)
@@ -30,7 +31,6 @@ func WriteJSON(w http.ResponseWriter, code int, v any) {
 	body := b.Bytes()
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
-	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	// Answers describe the live appliance; a cached one would mislead.
 	h.Set("Cache-Control", "no-store")

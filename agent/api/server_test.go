@@ -45,6 +45,9 @@ func TestUnauthorizedAnswersAreIdentical(t *testing.T) {
 			if ct := r.header.Get("Content-Type"); ct != "application/json" {
 				t.Errorf("%s %s: Content-Type %q", path, name, ct)
 			}
+			if ns := r.header.Get("X-Content-Type-Options"); ns != "nosniff" {
+				t.Errorf("%s %s: X-Content-Type-Options %q", path, name, ns)
+			}
 		}
 	}
 }
@@ -66,6 +69,9 @@ func TestStatus(t *testing.T) {
 	}
 	if r.header.Get("Cache-Control") != "no-store" {
 		t.Error("status answer may be cached")
+	}
+	if r.header.Get("X-Content-Type-Options") != "nosniff" {
+		t.Error("status answer may be sniffed")
 	}
 }
 

@@ -295,8 +295,7 @@ func (m *Manager) launch(slot string) (*runner, error) {
 
 // prepare mounts a slot and reads its app.json, everything before the
 // start, so that a switch stops the old version only once the new one is
-// ready to start. It also reads the program once: its pages come from the
-// compressed slot, and the switch's downtime should not wait for them.
+// ready to start.
 func (m *Manager) prepare(slot string) (*runner, error) {
 	if err := m.mount(slot); err != nil {
 		return nil, err
@@ -310,11 +309,17 @@ func (m *Manager) prepare(slot string) (*runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	if f, err := os.Open(filepath.Join(dir, filepath.FromSlash(path.Clean(spec.Command)))); err == nil {
+	return m.newRunner(slot, dir, data, spec), nil
+}
+
+// warm reads r's program once, while the old version still serves: its
+// pages come from the compressed slot, and a switch's downtime should not
+// wait for them. A start with nothing serving gains nothing from it.
+func warm(r *runner) {
+	if f, err := os.Open(filepath.Join(r.slotDir, filepath.FromSlash(path.Clean(r.spec.Command)))); err == nil {
 		io.Copy(io.Discard, f)
 		f.Close()
 	}
-	return m.newRunner(slot, dir, data, spec), nil
 }
 
 // run makes r the current application and starts it.
@@ -434,6 +439,9 @@ func (m *Manager) Switch(ctx context.Context, newSlot, version string) error {
 	what := "could not be started"
 	if err == nil && r.spec.Version != version {
 		err = fmt.Errorf("its %s says version %s", appspec.File, r.spec.Version)
+	}
+	if err == nil {
+		warm(r)
 	}
 	m.stopCurrent()
 	if err == nil {

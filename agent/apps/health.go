@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"net/http"
 	neturl "net/url"
+	"os/exec"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"keel.dev/keel/image/appspec"
 )
 
 // waitHealthy runs r's health check every interval until it passes, or
@@ -54,9 +57,9 @@ func (m *Manager) checkOnce(ctx context.Context, r *runner) error {
 	h := r.spec.Health
 	switch {
 	case h.HTTP != nil:
-		return httpCheck(ctx, h.HTTP.Port, h.HTTP.Path, h.HTTP.ExpectStatus, h.Interval.D())
+		return httpCheck(ctx, h)
 	case len(h.Command) > 0:
-		return m.commandCheck(ctx, r, h.Interval.D())
+		return m.commandCheck(ctx, r)
 	}
 	// No check: healthy once the process has kept running an interval.
 	pid, since, exit := r.running()
@@ -71,10 +74,12 @@ func (m *Manager) checkOnce(ctx context.Context, r *runner) error {
 	return nil
 }
 
-func httpCheck(ctx context.Context, port int, path string, expect int, interval time.Duration) error {
-	url := fmt.Sprintf("http://127.0.0.1:%d%s", port, path)
+// httpCheck runs the spec's HTTP health check, h.HTTP: it passes when
+// the answer has the expected status.
+func httpCheck(ctx context.Context, h appspec.Health) error {
+	url := fmt.Sprintf("http://127.0.0.1:%d%s", h.HTTP.Port, h.HTTP.Path)
 	c := &http.Client{
-		Timeout:   min(max(interval, 2*time.Second), 10*time.Second),
+		Timeout:   min(max(h.Interval.D(), 2*time.Second), 10*time.Second),
 		Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
 		// A redirect is an answer, not something to follow.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -93,7 +98,7 @@ func httpCheck(ctx context.Context, port int, path string, expect int, interval 
 		return fmt.Errorf("GET %s: %v", url, err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != expect {
+	if expect := h.HTTP.ExpectStatus; resp.StatusCode != expect {
 		return fmt.Errorf("GET %s answered %s, not %d", url, resp.Status, expect)
 	}
 	return nil
@@ -101,8 +106,8 @@ func httpCheck(ctx context.Context, port int, path string, expect int, interval 
 
 // commandCheck runs the spec's health command as the application's user;
 // it passes when the command exits 0.
-func (m *Manager) commandCheck(ctx context.Context, r *runner, interval time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, min(max(interval, 5*time.Second), 30*time.Second))
+func (m *Manager) commandCheck(ctx context.Context, r *runner) error {
+	ctx, cancel := context.WithTimeout(ctx, min(max(r.spec.Health.Interval.D(), 5*time.Second), 30*time.Second))
 	defer cancel()
 	c := r.spec.Health.Command
 	cmd := m.command(ctx, r.spec, r.slotDir, r.dataDir, c[0], c[1:], false)
@@ -115,7 +120,10 @@ func (m *Manager) commandCheck(ctx context.Context, r *runner, interval time.Dur
 		return nil
 	}
 	what := exitString(err)
-	if ctx.Err() != nil {
+	// A check that exited on its own says why, even when the deadline
+	// passed while it did; only one that had to be killed ran out of time.
+	var ee *exec.ExitError
+	if exited := errors.As(err, &ee) && ee.Exited(); ctx.Err() != nil && !exited {
 		what = "did not finish in time"
 	}
 	first, _, _ := strings.Cut(strings.TrimSpace(out.String()), "\n")

@@ -23,23 +23,53 @@ const zombieGrace = time.Second
 func ReapOrphans() {
 	ch := make(chan os.Signal, 16)
 	signal.Notify(ch, unix.SIGCHLD)
-	go func() {
-		seen := map[int]time.Time{}
-		tick := time.NewTicker(zombieGrace)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ch:
-			case <-tick.C:
+	go reapLoop(ch)
+}
+
+// reapLoop scans for zombies at every SIGCHLD on ch and, while it knows of
+// a zombie, again when the oldest one's grace period ends; it returns when
+// ch is closed.
+func reapLoop(ch <-chan os.Signal) {
+	seen := map[int]time.Time{}
+	timer := time.NewTimer(zombieGrace)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		select {
+		case _, ok := <-ch:
+			if !ok {
+				return
 			}
-			reapOld(seen, time.Now())
+		case <-timer.C:
 		}
-	}()
+		now := time.Now()
+		reapOld(seen, now)
+		timer.Stop()
+		if len(seen) > 0 {
+			next := now.Add(zombieGrace)
+			for _, first := range seen {
+				if t := first.Add(zombieGrace); t.Before(next) {
+					next = t
+				}
+			}
+			timer.Reset(next.Sub(now))
+		}
+	}
 }
 
 // reapOld collects PID 1's zombie children that were zombies already at an
-// earlier scan at least zombieGrace ago.
+// earlier scan at least zombieGrace ago. It reads /proc only when some
+// child has exited and is still waitable.
 func reapOld(seen map[int]time.Time, now time.Time) {
+	// WNOWAIT leaves the child waitable, so exec.Cmd.Wait still gets its
+	// exit status. ECHILD (no children) or no exited child: no zombies.
+	// Another error scans, as if some child had exited.
+	var si unix.Siginfo
+	err := unix.Waitid(unix.P_ALL, 0, &si, unix.WEXITED|unix.WNOHANG|unix.WNOWAIT, nil)
+	if err == unix.ECHILD || err == nil && si.Signo == 0 {
+		clear(seen)
+		return
+	}
 	zombies := zombieChildren()
 	for pid := range seen {
 		if _, ok := zombies[pid]; !ok {

@@ -7,7 +7,6 @@ package appimage
 
 import (
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -23,6 +22,7 @@ import (
 	"github.com/diskfs/go-diskfs/filesystem/squashfs"
 
 	"keel.dev/keel/image/appspec"
+	"keel.dev/keel/image/diskimage"
 )
 
 // DemoPackage is the demo application's Go package.
@@ -280,21 +280,16 @@ func trim(path string) error {
 		return err
 	}
 	defer f.Close()
-	var sb [48]byte
-	if _, err := f.ReadAt(sb[:], 0); err != nil {
-		return fmt.Errorf("read the superblock: %w", err)
+	size, err := diskimage.SquashfsUsed(f, 0)
+	if err != nil {
+		return err
 	}
-	if string(sb[:4]) != "hsqs" {
-		return errors.New("no squashfs superblock was written")
-	}
-	used := int64(binary.LittleEndian.Uint64(sb[40:]))
-	size := (used + 4095) / 4096 * 4096
 	st, err := f.Stat()
 	if err != nil {
 		return err
 	}
-	if used <= 0 || size > st.Size() {
-		return fmt.Errorf("the superblock says %d bytes are used, more than the %d written", used, st.Size())
+	if size > st.Size() {
+		return fmt.Errorf("the squashfs takes %d bytes, more than the %d written", size, st.Size())
 	}
 	if err := f.Truncate(size); err != nil {
 		return err

@@ -2,12 +2,19 @@ package appimage
 
 import (
 	"bytes"
+	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/diskfs/go-diskfs/backend/file"
 	"github.com/diskfs/go-diskfs/filesystem/squashfs"
@@ -108,19 +115,74 @@ func TestDemo(t *testing.T) {
 	}
 }
 
-func TestBrokenDemoIsLinkedBroken(t *testing.T) {
-	dir := t.TempDir()
-	for _, v := range []string{"2.0.0", BrokenDemoVersion} {
-		if err := BuildDemo(filepath.Join(dir, v), v); err != nil {
+// The broken build's /healthz answers 500, the good one's 200.
+func TestBrokenDemoFailsItsHealthCheck(t *testing.T) {
+	if runtime.GOOS != "linux" || runtime.GOARCH != "amd64" {
+		t.Skip("the demo is built for linux/amd64")
+	}
+	// The demo refuses root: as root, run it as nobody, from a folder
+	// nobody can reach (it only reads its data folder at start).
+	dir, err := os.MkdirTemp("", "keel-demo-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for v, want := range map[string]int{"2.0.0": 200, BrokenDemoVersion: 500} {
+		bin := filepath.Join(dir, v)
+		if err := BuildDemo(bin, v); err != nil {
 			t.Fatal(err)
 		}
+		if got := demoHealth(t, bin, dir); got != want {
+			t.Errorf("demo %s: /healthz answered %d, want %d", v, got, want)
+		}
 	}
-	// The demo refuses root, so look at what the linker set rather than
-	// run it: the broken build has main.broken = "1".
-	ok, _ := os.ReadFile(filepath.Join(dir, "2.0.0"))
-	bad, _ := os.ReadFile(filepath.Join(dir, BrokenDemoVersion))
-	if bytes.Contains(ok, []byte(BrokenDemoVersion)) || !bytes.Contains(bad, []byte(BrokenDemoVersion)) {
-		t.Error("versions are not linked in")
+}
+
+// demoHealth runs the demo binary bin and returns the status of its
+// /healthz.
+func demoHealth(t *testing.T, bin, dataDir string) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	cmd := exec.Command(bin)
+	cmd.Env = []string{"PORT=" + strconv.Itoa(port), "DATA_DIR=" + dataDir}
+	if os.Geteuid() == 0 {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}}
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	url := fmt.Sprintf("http://127.0.0.1:%d/healthz", port)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			cmd.Process.Kill()
+			<-exited
+			return resp.StatusCode
+		}
+		select {
+		case werr := <-exited:
+			t.Fatalf("the demo exited: %v\n%s", werr, out.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			<-exited // its output is complete
+			t.Fatalf("GET %s: %v\n%s", url, err, out.String())
+		}
 	}
 }
 

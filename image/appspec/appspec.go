@@ -173,15 +173,12 @@ func (s *Spec) SetDefaults() {
 	}
 }
 
-// ParsedVersion returns the spec's version; Validate has checked it.
-func (s *Spec) ParsedVersion() (kpkg.Version, error) { return kpkg.ParseVersion(s.Version) }
-
 // Validate checks every field; the error names the first field at fault.
 func (s *Spec) Validate() error {
 	bad := func(field, format string, args ...any) error {
 		return fmt.Errorf("%s: %s: %s", File, field, fmt.Sprintf(format, args...))
 	}
-	if err := checkName(s.Name); err != nil {
+	if err := kpkg.CheckName(s.Name); err != nil {
 		return bad("name", "%v", err)
 	}
 	if _, err := kpkg.ParseVersion(s.Version); err != nil {
@@ -252,21 +249,6 @@ func (s *Spec) Validate() error {
 	}
 	if s.StopTimeout < 0 {
 		return bad("stop_timeout", "%v is negative", s.StopTimeout.D())
-	}
-	return nil
-}
-
-// checkName follows the package names of kpkg: 1-64 characters of lower
-// case letters, digits, '.', '_', '-', starting with a letter or digit.
-func checkName(s string) error {
-	ok := s != "" && len(s) <= 64
-	for i, c := range s {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || i > 0 && (c == '.' || c == '_' || c == '-')) {
-			ok = false
-		}
-	}
-	if !ok {
-		return fmt.Errorf("%q is not 1-64 lower-case letters, digits, '.', '_' or '-' starting with a letter or digit", s)
 	}
 	return nil
 }

@@ -32,9 +32,6 @@ func TestParseFillsDefaults(t *testing.T) {
 	if h.Timeout.D() != 20*time.Second || h.Interval.D() != time.Second || s.StopTimeout.D() != 5*time.Second {
 		t.Errorf("durations %v %v %v", h.Timeout.D(), h.Interval.D(), s.StopTimeout.D())
 	}
-	if v, err := s.ParsedVersion(); err != nil || v.String() != "1.1.0" {
-		t.Errorf("version %v %v", v, err)
-	}
 	min, err := Parse([]byte(`{"name":"x","version":"1.0.0","command":"/x"}`))
 	if err != nil {
 		t.Fatal(err)

@@ -2,8 +2,10 @@ package diskimage
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 
 	diskfs "github.com/diskfs/go-diskfs"
@@ -101,9 +103,8 @@ func PartitionOf(img, name string) (layout.Extent, error) {
 	return e, nil
 }
 
-// ReadPartition returns the used part of a squashfs slot of a raw image:
-// the squashfs superblock's bytes_used, rounded up to 4 KiB as the
-// squashfs pads it.
+// ReadPartition returns the used part of a squashfs slot of a raw image
+// (see SquashfsUsed).
 func ReadPartition(img, name string) ([]byte, error) {
 	e, err := PartitionOf(img, name)
 	if err != nil {
@@ -114,16 +115,32 @@ func ReadPartition(img, name string) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	sb := make([]byte, 96)
-	if _, err := f.ReadAt(sb, e.Start); err != nil {
-		return nil, err
+	used, err := SquashfsUsed(f, e.Start)
+	if err != nil {
+		return nil, fmt.Errorf("%s: partition %s: %w", img, name, err)
 	}
-	if string(sb[:4]) != "hsqs" {
-		return nil, fmt.Errorf("%s: partition %s holds no squashfs", img, name)
+	if used > e.End-e.Start {
+		return nil, fmt.Errorf("%s: partition %s: its squashfs says it uses %d bytes, more than the partition's %d", img, name, used, e.End-e.Start)
 	}
-	used := int64(binary.LittleEndian.Uint64(sb[40:]))
-	used = (used + 4095) / 4096 * 4096
 	buf := make([]byte, used)
 	_, err = f.ReadAt(buf, e.Start)
 	return buf, err
+}
+
+// SquashfsUsed returns how many bytes the squashfs at offset off of r
+// occupies: its superblock's bytes_used, rounded up to 4 KiB as squashfs
+// pads it.
+func SquashfsUsed(r io.ReaderAt, off int64) (int64, error) {
+	var sb [48]byte
+	if _, err := r.ReadAt(sb[:], off); err != nil {
+		return 0, fmt.Errorf("read the squashfs superblock: %w", err)
+	}
+	if string(sb[:4]) != "hsqs" {
+		return 0, errors.New("no squashfs superblock")
+	}
+	used := binary.LittleEndian.Uint64(sb[40:])
+	if used == 0 || used > math.MaxInt64-4095 {
+		return 0, fmt.Errorf("the squashfs superblock says %d bytes are used", used)
+	}
+	return (int64(used) + 4095) / 4096 * 4096, nil
 }

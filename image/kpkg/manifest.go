@@ -86,8 +86,8 @@ func (m *Manifest) Validate() error {
 	if !m.Kind.valid() {
 		return fmt.Errorf("kind %q is neither %q nor %q", m.Kind, KindBase, KindApp)
 	}
-	if err := checkName(m.Name); err != nil {
-		return err
+	if err := CheckName(m.Name); err != nil {
+		return fmt.Errorf("name %w", err)
 	}
 	if m.Payload.Size <= 0 {
 		return fmt.Errorf("payload size %d is not positive", m.Payload.Size)
@@ -113,7 +113,10 @@ func (m *Manifest) Validate() error {
 	return nil
 }
 
-func checkName(s string) error {
+// CheckName accepts a package name: 1 to 64 of a-z, 0-9, '.', '_', '-',
+// starting with a letter or digit. The error quotes s and says what a name
+// is; it does not say "name", for the caller to name the field.
+func CheckName(s string) error {
 	ok := s != "" && len(s) <= 64
 	for i, c := range s {
 		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || i > 0 && (c == '.' || c == '_' || c == '-')) {
@@ -121,7 +124,7 @@ func checkName(s string) error {
 		}
 	}
 	if !ok {
-		return fmt.Errorf("name %q is not 1 to 64 of a-z, 0-9, '.', '_', '-' starting with a letter or digit", s)
+		return fmt.Errorf("%q is not 1 to 64 of a-z, 0-9, '.', '_', '-' starting with a letter or digit", s)
 	}
 	return nil
 }
