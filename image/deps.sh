@@ -22,6 +22,7 @@ PACKAGES=(
 	kmod e2fsprogs squashfs-tools mtools dosfstools
 	iproute2 ca-certificates
 	dnsmasq-base chrony
+	python3 curl
 )
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

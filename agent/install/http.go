@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"time"
 
 	"keel.dev/keel/image/bundle"
 	"keel.dev/keel/image/kpkg"
@@ -48,6 +49,13 @@ func (in *Installer) serveInstall(w http.ResponseWriter, r *http.Request) {
 	// The request's context ends once the handler has returned and the
 	// answer is flushed: the operator hears the outcome before the box goes.
 	opts.RebootAfter = r.Context().Done()
+	// What can be refused without the package is refused before its first
+	// byte is read: a client that sent "Expect: 100-continue" then never
+	// sends the payload.
+	if err := in.Ready(); err != nil {
+		in.refuse(w, r, !api.ExpectsContinue(r), HTTPStatus(err), err.Error(), "")
+		return
+	}
 
 	// A bundle starts with bundle.json, a package with manifest.json.
 	body := bufio.NewReader(r.Body)
@@ -61,13 +69,37 @@ func (in *Installer) serveInstall(w http.ResponseWriter, r *http.Request) {
 		if j != nil {
 			id = j.ID()
 		}
-		writeError(w, HTTPStatus(err), err.Error(), id)
+		in.refuse(w, r, true, HTTPStatus(err), err.Error(), id)
 		return
 	}
+	// A package ends before its archive does (two zero blocks), and a
+	// client may pad: read to the end so the answer is not cut off.
+	in.discard(w, r)
 	s := j.Status()
 	writeJSON(w, http.StatusAccepted, map[string]string{"job": s.ID, "message": s.Message})
 	if err := http.NewResponseController(w).Flush(); err != nil {
 		in.log().Debug("flush install answer", "err", err)
+	}
+}
+
+// refuse answers an upload with an error. When the client may still be
+// sending (drain), the rest of the body is read and discarded first, so
+// that the answer reaches a client that reads only once it has sent
+// everything, instead of a connection reset.
+func (in *Installer) refuse(w http.ResponseWriter, r *http.Request, drain bool, code int, msg, job string) {
+	if drain {
+		in.discard(w, r)
+	}
+	writeError(w, code, msg, job)
+}
+
+func (in *Installer) discard(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	n, err := api.DiscardBody(w, r, in.Drain)
+	if err != nil {
+		in.log().Warn("the rest of an upload was not read; the client may not see the answer", "discarded", n, "took", time.Since(start).Round(time.Millisecond), "err", err)
+	} else if n > 64<<10 {
+		in.log().Info("discarded the rest of an upload before answering", "bytes", n, "took", time.Since(start).Round(time.Millisecond))
 	}
 }
 

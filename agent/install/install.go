@@ -89,6 +89,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"keel.dev/keel/agent/api"
 	"keel.dev/keel/image/bootstate"
 	"keel.dev/keel/image/kpkg"
 	"keel.dev/keel/image/layout"
@@ -186,6 +187,11 @@ type Installer struct {
 	// bundle's state (job.json; see StartBundle and ResumePending). Empty:
 	// bundles are refused.
 	PendingDir string
+
+	// Drain bounds how long an upload refused after its first bytes is
+	// read on and discarded, so that the client gets the answer; zero
+	// fields are api's defaults.
+	Drain api.Drain
 
 	mu        sync.Mutex // held for a whole install
 	current   atomic.Pointer[Job]
@@ -352,6 +358,17 @@ func (in *Installer) lock() error {
 		in.mu.Unlock()
 		return err
 	}
+	return nil
+}
+
+// Ready says why an install would be refused now, before anything of the
+// package is read: another install runs, the box is about to reboot, or a
+// bundle waits to finish. Start checks again under its lock.
+func (in *Installer) Ready() error {
+	if err := in.lock(); err != nil {
+		return err
+	}
+	in.mu.Unlock()
 	return nil
 }
 
