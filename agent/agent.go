@@ -55,7 +55,7 @@ type agent struct {
 	started  time.Time
 	boot0    slots.Boot
 	bootSt   *bootstate.State // as GRUB left it, before the agent changed anything
-	esp      slots.Store
+	esp      *slots.Store
 	loader   *coldplug.Loader
 	base     *manifest.Base
 	kernel   string
@@ -91,7 +91,7 @@ func newAgent(log *slog.Logger, con io.Writer) *agent {
 		log: log, con: con, ctx: ctx, stop: cancel,
 		sup:      &supervisor.Supervisor{Log: log},
 		started:  time.Now(),
-		esp:      slots.Store{Dir: espDir},
+		esp:      slots.NewStore(espDir),
 		shutdown: make(chan pid1.Action, 1),
 	}
 }

@@ -33,7 +33,6 @@ import (
 	"keel.dev/keel/agent/supervisor"
 	"keel.dev/keel/agent/users"
 	"keel.dev/keel/agent/watchdog"
-	"keel.dev/keel/image/bootstate"
 	"keel.dev/keel/image/layout"
 	"keel.dev/keel/image/manifest"
 )
@@ -124,7 +123,7 @@ const trialWatchdog = 30 * time.Second
 // armWatchdog arms the hardware watchdog for a trial boot, so a hang before
 // the commit resets the box and GRUB counts the try.
 func (a *agent) armWatchdog() {
-	if slots.ParseCmdline(readTrim("/proc/cmdline")).Mode != "trial" {
+	if slots.ParseCmdline(readTrim("/proc/cmdline")).Mode != slots.ModeTrial {
 		return
 	}
 	wd, err := watchdog.Arm("/dev/watchdog", trialWatchdog)
@@ -160,8 +159,8 @@ func (a *agent) readBootState() error {
 	a.bootSt = st
 	// GRUB's parser forgives more damage than the agent's; a copy either of
 	// them could not use gets rewritten.
-	if which == "backup" {
-		a.boot0.EnvFrom = "backup"
+	if which == slots.Backup {
+		a.boot0.EnvFrom = slots.Backup
 	}
 	return nil
 }
@@ -337,12 +336,12 @@ func (a *agent) startApplication() error {
 		return errors.New("the data partition is not mounted: no application runs, and app packages cannot be installed")
 	}
 	m := &apps.Manager{
-		StatePath: appStatePath,
-		RunDir:    appRunDir,
-		DataRoot:  appDataRoot,
-		Mount:     apps.BlockMount(blockdev.Default()),
-		Unmount:   apps.UnmountDir,
-		Log:       a.log,
+		Slots:    slots.NewAppStore(appStatePath),
+		RunDir:   appRunDir,
+		DataRoot: appDataRoot,
+		Mount:    apps.BlockMount(blockdev.Default()),
+		Unmount:  apps.UnmountDir,
+		Log:      a.log,
 	}
 	a.apps = m
 	// At shutdown the supervisor waits for this service, so the
@@ -462,20 +461,20 @@ func (a *agent) checkAndCommit() error {
 	}
 	slot := a.boot0.Slot
 	switch {
-	case a.boot0.Mode == "trial":
+	case a.boot0.Mode == slots.ModeTrial:
 		if err := a.healthCheck(); err != nil {
-			a.say("trial boot of %s in slot %s failed its health check: %v; marking it bad and rebooting into slot %s", a.version(), slot, err, layout.Other(slot))
+			a.say("trial boot of %s in slot %s failed its health check: %v; marking it bad and rebooting into slot %s", a.version(), slot, err, slot.Other())
 			if nerr := a.noteFailure(slot, "failed its health check ("+err.Error()+")"); nerr != nil {
 				a.log.Warn("the failure will not be reported after the reboot", "err", nerr)
 			}
-			if _, werr := a.esp.Update(func(st *bootstate.State) error { slots.MarkBad(st, slot); return nil }); werr != nil {
+			if _, werr := a.esp.MarkBad(slot); werr != nil {
 				return werr
 			}
 			a.wd.Disarm()
 			return a.requestShutdown(pid1.Reboot)
 		}
-		if _, err := a.esp.Update(func(st *bootstate.State) error { slots.Commit(st, slot); return nil }); err != nil {
-			return fmt.Errorf("commit slot %s: %w", slot, err)
+		if _, err := a.esp.Commit(slot); err != nil {
+			return err
 		}
 		if err := a.wd.Disarm(); err != nil {
 			a.log.Warn("watchdog not disarmed", "err", err)
@@ -484,17 +483,11 @@ func (a *agent) checkAndCommit() error {
 	case slot != a.bootSt.Default:
 		// GRUB fell back: the default slot failed. Make it official so
 		// GRUB stops trying it, and keep this slot as the default.
-		failed := a.bootSt.Default
-		if _, err := a.esp.Update(func(st *bootstate.State) error {
-			slots.MarkBad(st, failed)
-			slots.Commit(st, slot)
-			return nil
-		}); err != nil {
+		if _, err := a.esp.RecordFallback(a.bootSt.Default, slot); err != nil {
 			return err
 		}
-	case a.boot0.EnvFrom == "backup":
-		// Rewriting both copies repairs the damaged primary.
-		if _, err := a.esp.Update(func(*bootstate.State) error { return nil }); err != nil {
+	case a.boot0.EnvFrom == slots.Backup:
+		if _, err := a.esp.Repair(); err != nil {
 			return err
 		}
 	}

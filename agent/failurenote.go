@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"keel.dev/keel/agent/atomicfile"
+	"keel.dev/keel/image/layout"
 )
 
 // failureNotePath keeps, across the reboot into the other slot, why a
@@ -13,12 +14,12 @@ import (
 const failureNotePath = keelDir + "/boot-failure.json"
 
 type failureNote struct {
-	Version string `json:"version"`
-	Slot    string `json:"slot"`
-	Reason  string `json:"reason"`
+	Version string       `json:"version"`
+	Slot    layout.Label `json:"slot"`
+	Reason  string       `json:"reason"`
 }
 
-func (a *agent) noteFailure(slot, reason string) error {
+func (a *agent) noteFailure(slot layout.Label, reason string) error {
 	if !a.dataMounted() {
 		return fmt.Errorf("the data partition is not mounted")
 	}

@@ -7,23 +7,25 @@ import (
 
 	"keel.dev/keel/agent/apps"
 	"keel.dev/keel/agent/netcfg"
+	"keel.dev/keel/agent/slots"
 	"keel.dev/keel/agent/timesync"
+	"keel.dev/keel/image/layout"
 )
 
 // Status is GET /api/v1/status.
 type Status struct {
 	Base struct {
-		Version string `json:"version"`
-		Slot    string `json:"slot"`
+		Version string       `json:"version"`
+		Slot    layout.Label `json:"slot"`
 	} `json:"base"`
 	Boot struct {
-		Committed      bool   `json:"committed"`
-		Trial          bool   `json:"trial"`
-		TriesLeft      int    `json:"tries_left"`
-		Recovery       bool   `json:"recovery"`
-		RecoveryReason string `json:"recovery_reason,omitempty"`
-		LastResult     string `json:"last_result"`
-		BootStateCopy  string `json:"boot_state_copy"`
+		Committed      bool       `json:"committed"`
+		Trial          bool       `json:"trial"`
+		TriesLeft      int        `json:"tries_left"`
+		Recovery       bool       `json:"recovery"`
+		RecoveryReason string     `json:"recovery_reason,omitempty"`
+		LastResult     string     `json:"last_result"`
+		BootStateCopy  slots.Copy `json:"boot_state_copy"`
 	} `json:"boot"`
 	Data struct {
 		State string `json:"state"` // mounted, formatted, unusable, missing
@@ -60,7 +62,7 @@ func (a *agent) status() Status {
 	}
 	s.UptimeS = uptime()
 	s.Agent.RSSBytes = rss()
-	s.Boot.Trial = a.boot0.Mode == "trial"
+	s.Boot.Trial = a.boot0.Mode == slots.ModeTrial
 	s.Boot.TriesLeft, _ = strconv.Atoi(a.boot0.Tries)
 	s.Boot.BootStateCopy = a.boot0.EnvFrom
 	a.mu.Lock()

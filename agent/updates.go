@@ -52,7 +52,7 @@ func (a *agent) startInstaller() error {
 	// App packages need the application runtime (and so the data
 	// partition); without it they are refused.
 	if m := a.apps; m != nil {
-		in.AppSlot = m.ActiveSlot
+		in.AppSlots = m.Slots
 		in.OpenAppSlot = install.AppBlockDevices(blockdev.Default())
 		in.SwitchApp = m.Switch
 	}
@@ -124,8 +124,8 @@ func (a *agent) startUpdates(in *install.Installer, keys []ed25519.PublicKey) er
 	m := &updates.Manager{
 		Dir: updatesDir, Trusted: keys, Serial: a.serial, Hardware: in.Hardware,
 		Installed: a.installedPackages,
-		Installer: func(ctx context.Context, body io.Reader, size int64, force bool, rebootAfter <-chan struct{}) (string, string, error) {
-			j, err := in.Start(ctx, body, install.Options{Size: size, Force: force, RebootAfter: rebootAfter})
+		Installer: func(ctx context.Context, body io.Reader, size int64, rebootAfter <-chan struct{}) (string, string, error) {
+			j, err := in.Start(ctx, body, install.Options{Size: size, RebootAfter: rebootAfter})
 			id := ""
 			if j != nil {
 				id = j.ID()

@@ -34,8 +34,10 @@ import (
 	"sync"
 	"time"
 
+	"keel.dev/keel/agent/slots"
 	"keel.dev/keel/image/appspec"
 	"keel.dev/keel/image/kpkg"
+	"keel.dev/keel/image/layout"
 )
 
 // The application's user and group when the Manager names none: a fixed
@@ -67,12 +69,14 @@ const (
 // Manager runs the application. Fill in the fields, then call Start once;
 // the fields must not change afterwards.
 type Manager struct {
-	StatePath string // the state file, e.g. /data/keel/apps/state.json
-	RunDir    string // slot s is mounted at RunDir/s, e.g. /run/keel/app
-	DataRoot  string // the application's data is DataRoot/<name>, e.g. /data/apps
+	// Slots owns the app state file (e.g. /data/keel/apps/state.json):
+	// which slot is active, committed, and what each holds.
+	Slots    *slots.AppStore
+	RunDir   string // slot s is mounted at RunDir/s, e.g. /run/keel/app
+	DataRoot string // the application's data is DataRoot/<name>, e.g. /data/apps
 	// Mount mounts slot "a" or "b" read-only at dir, which exists; see
 	// BlockMount. An empty slot returns an error wrapping ErrEmptySlot.
-	Mount func(slot, dir string) error
+	Mount func(slot layout.Label, dir string) error
 	// Unmount unmounts dir; see UnmountDir.
 	Unmount func(dir string) error
 	// UID and GID run the application; 0 means DefaultUID/DefaultGID (an
@@ -90,9 +94,8 @@ type Manager struct {
 
 	mu      sync.Mutex
 	ctx     context.Context // Start's: the application's lifetime
-	st      State
 	cur     *runner
-	mounted map[string]bool
+	mounted map[layout.Label]bool
 	failure string // why the active slot is not running, when it is not
 	stopped bool
 }
@@ -150,7 +153,7 @@ func (m *Manager) crashLoop() (int, time.Duration) {
 	return n, w
 }
 
-func (m *Manager) slotDir(slot string) string { return filepath.Join(m.RunDir, slot) }
+func (m *Manager) slotDir(slot layout.Label) string { return filepath.Join(m.RunDir, string(slot)) }
 
 // Start reads the state file and starts the active slot's application,
 // supervised until ctx ends (or Stop). It returns once the process is
@@ -167,32 +170,22 @@ func (m *Manager) Start(ctx context.Context) error {
 		return errors.New("the application runtime is started already")
 	}
 	m.ctx = ctx
-	m.mounted = map[string]bool{}
+	m.mounted = map[layout.Label]bool{}
 	m.mu.Unlock()
 
-	st, err := readState(m.StatePath)
-	if err != nil {
+	if _, err := m.Slots.Load(); err != nil {
 		m.setFailure(err.Error())
 		return err
 	}
 	log := m.log()
-	if st.Active != "" && !st.Committed {
-		failed, back := st.slot(st.Active), st.Previous
-		what := "no application runs"
-		if back != "" {
-			what = "back on " + st.slot(back).Version
-		}
-		st.LastResult = fmt.Sprintf("app %s was not committed: the box restarted before its health check passed; %s", failed.Version, what)
-		failed.Failed = true
-		st.setSlot(st.Active, failed)
-		st.Active, st.Committed, st.Previous = back, back != "", ""
-		log.Warn(st.LastResult)
-		if err := writeState(m.StatePath, st); err != nil {
-			return err
-		}
+	if result, err := m.Slots.RecordFallback(); err != nil {
+		return err
+	} else if result != "" {
+		log.Warn(result)
 	}
+	st := m.Slots.State()
 	if st.Active == "" {
-		for _, slot := range []string{"a", "b"} {
+		for _, slot := range layout.Labels {
 			spec, err := m.probe(slot)
 			if err != nil {
 				if !errors.Is(err, ErrEmptySlot) {
@@ -200,19 +193,14 @@ func (m *Manager) Start(ctx context.Context) error {
 				}
 				continue
 			}
-			st.Active, st.Committed = slot, true
-			st.setSlot(slot, SlotInfo{Name: spec.Name, Version: spec.Version})
-			st.LastResult = fmt.Sprintf("app %s %s found in slot %s", spec.Name, spec.Version, slot)
-			log.Info(st.LastResult)
-			if err := writeState(m.StatePath, st); err != nil {
+			result := fmt.Sprintf("app %s %s found in slot %s", spec.Name, spec.Version, slot)
+			if st, err = m.Slots.Commit(slot, spec.Name, spec.Version, result); err != nil {
 				return err
 			}
+			log.Info(result)
 			break
 		}
 	}
-	m.mu.Lock()
-	m.st = st
-	m.mu.Unlock()
 	if st.Active == "" {
 		log.Info("no application is installed")
 		return nil
@@ -226,7 +214,7 @@ func (m *Manager) Start(ctx context.Context) error {
 }
 
 // probe mounts slot and reads its app.json; on failure it unmounts it.
-func (m *Manager) probe(slot string) (*appspec.Spec, error) {
+func (m *Manager) probe(slot layout.Label) (*appspec.Spec, error) {
 	if err := m.mount(slot); err != nil {
 		return nil, err
 	}
@@ -246,7 +234,7 @@ func readSpec(dir string) (*appspec.Spec, error) {
 	return appspec.Parse(b)
 }
 
-func (m *Manager) mount(slot string) error {
+func (m *Manager) mount(slot layout.Label) error {
 	m.mu.Lock()
 	done := m.mounted[slot]
 	m.mu.Unlock()
@@ -267,7 +255,7 @@ func (m *Manager) mount(slot string) error {
 }
 
 // unmount unmounts a slot, so it can be written by the next install.
-func (m *Manager) unmount(slot string) {
+func (m *Manager) unmount(slot layout.Label) {
 	m.mu.Lock()
 	done := m.mounted[slot]
 	m.mu.Unlock()
@@ -285,7 +273,7 @@ func (m *Manager) unmount(slot string) {
 
 // launch mounts slot, reads its spec, prepares the data folder and starts
 // the application.
-func (m *Manager) launch(slot string) (*runner, error) {
+func (m *Manager) launch(slot layout.Label) (*runner, error) {
 	r, err := m.prepare(slot)
 	if err != nil {
 		return nil, err
@@ -296,7 +284,7 @@ func (m *Manager) launch(slot string) (*runner, error) {
 // prepare mounts a slot and reads its app.json, everything before the
 // start, so that a switch stops the old version only once the new one is
 // ready to start.
-func (m *Manager) prepare(slot string) (*runner, error) {
+func (m *Manager) prepare(slot layout.Label) (*runner, error) {
 	if err := m.mount(slot); err != nil {
 		return nil, err
 	}
@@ -376,23 +364,6 @@ func (m *Manager) setFailure(s string) {
 	m.mu.Unlock()
 }
 
-func (m *Manager) state() State {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.st.clone()
-}
-
-// save writes st and makes it the Manager's state.
-func (m *Manager) save(st State) error {
-	if err := writeState(m.StatePath, st); err != nil {
-		return err
-	}
-	m.mu.Lock()
-	m.st = st
-	m.mu.Unlock()
-	return nil
-}
-
 // Switch moves the application to newSlot, which an install has just
 // written with version: it stops the running application, mounts newSlot,
 // starts it and runs its health check until it passes within the spec's
@@ -401,10 +372,10 @@ func (m *Manager) save(st State) error {
 // an error whose message is the sentence recorded as the last result
 // ("app 2.0.1 failed its health check (…); back on 2.0.0"). ctx bounds the
 // health check: a cancelled switch goes back too.
-func (m *Manager) Switch(ctx context.Context, newSlot, version string) error {
+func (m *Manager) Switch(ctx context.Context, newSlot layout.Label, version string) error {
 	m.switching.Lock()
 	defer m.switching.Unlock()
-	if newSlot != "a" && newSlot != "b" {
+	if !newSlot.Valid() {
 		return fmt.Errorf("application slot %q is neither a nor b", newSlot)
 	}
 	m.mu.Lock()
@@ -413,21 +384,11 @@ func (m *Manager) Switch(ctx context.Context, newSlot, version string) error {
 	if !started || stopped {
 		return errors.New("the application runtime is not running")
 	}
-	st := m.state()
-	old := ""
-	if st.Committed {
-		old = st.Active
-	}
-	if newSlot == old {
-		return fmt.Errorf("application slot %s runs the current application; install into the other slot", newSlot)
-	}
-	oldInfo := st.slot(old)
+	st := m.Slots.State()
+	old := st.CommittedSlot()
+	oldInfo := st.Slot(old)
 	log := m.log().With("slot", newSlot, "version", version)
-
-	trial := st.clone()
-	trial.Active, trial.Committed, trial.Previous = newSlot, false, old
-	trial.setSlot(newSlot, SlotInfo{Version: version})
-	if err := m.save(trial); err != nil {
+	if _, err := m.Slots.StageTrial(newSlot, version); err != nil {
 		return fmt.Errorf("app %s was not started: %w; %s", version, err, m.stillOn(oldInfo))
 	}
 	log.Info("switching application", "from_slot", old, "from_version", oldInfo.Version)
@@ -452,20 +413,16 @@ func (m *Manager) Switch(ctx context.Context, newSlot, version string) error {
 		}
 	}
 	if err == nil {
-		done := trial.clone()
-		done.Committed, done.Previous = true, ""
-		done.setSlot(newSlot, SlotInfo{Name: spec.Name, Version: spec.Version})
-		done.LastInstall = m.now().UTC()
-		done.LastResult = fmt.Sprintf("app %s %s passed its health check and runs from slot %s", spec.Name, spec.Version, newSlot)
+		result := fmt.Sprintf("app %s %s passed its health check and runs from slot %s", spec.Name, spec.Version, newSlot)
 		if oldInfo.Version != "" {
-			done.LastResult += " (was " + oldInfo.Version + ")"
+			result += " (was " + oldInfo.Version + ")"
 		}
-		if err := m.save(done); err != nil {
+		if _, err := m.Slots.Commit(newSlot, spec.Name, spec.Version, result); err != nil {
 			// Running but not committed: the next start goes back.
 			log.Error("the application runs but its commit was not saved", "err", err)
 			return fmt.Errorf("app %s runs, but its commit could not be saved (%v): the next restart goes back to %s", version, err, oldInfo.Version)
 		}
-		log.Info(done.LastResult)
+		log.Info(result)
 		if old != "" {
 			m.unmount(old)
 		}
@@ -476,13 +433,10 @@ func (m *Manager) Switch(ctx context.Context, newSlot, version string) error {
 	m.stopCurrent()
 	m.unmount(newSlot)
 	result := fmt.Sprintf("app %s %s (%v); ", version, what, err)
-	back := trial.clone()
-	back.Active, back.Committed, back.Previous = old, old != "", ""
-	info := SlotInfo{Version: version, Failed: true}
+	name := ""
 	if spec != nil {
-		info.Name = spec.Name
+		name = spec.Name
 	}
-	back.setSlot(newSlot, info)
 	if old == "" {
 		result += "no application runs"
 	} else if r, lerr := m.launch(old); lerr != nil {
@@ -494,8 +448,7 @@ func (m *Manager) Switch(ctx context.Context, newSlot, version string) error {
 	} else {
 		result += "back on " + oldInfo.Version
 	}
-	back.LastResult = result
-	if serr := m.save(back); serr != nil {
+	if _, serr := m.Slots.MarkBad(newSlot, name, version, result); serr != nil {
 		log.Error("the rollback was not saved", "err", serr)
 		result += fmt.Sprintf(" (the state file could not be written: %v)", serr)
 	}
@@ -503,7 +456,7 @@ func (m *Manager) Switch(ctx context.Context, newSlot, version string) error {
 	return errors.New(result)
 }
 
-func (m *Manager) stillOn(old SlotInfo) string {
+func (m *Manager) stillOn(old slots.AppSlot) string {
 	if old.Version == "" {
 		return "no application runs"
 	}
@@ -515,8 +468,9 @@ func (m *Manager) stillOn(old SlotInfo) string {
 // installed is healthy; one installed but not running is not.
 func (m *Manager) WaitHealthy(ctx context.Context) error {
 	m.mu.Lock()
-	r, st, failure := m.cur, m.st, m.failure
+	r, failure := m.cur, m.failure
 	m.mu.Unlock()
+	st := m.Slots.State()
 	if r == nil {
 		if st.Active == "" {
 			return nil
@@ -524,7 +478,7 @@ func (m *Manager) WaitHealthy(ctx context.Context) error {
 		if failure == "" {
 			failure = "it is not running"
 		}
-		return fmt.Errorf("app %s is not running: %s", st.slot(st.Active).Version, failure)
+		return fmt.Errorf("app %s is not running: %s", st.Slot(st.Active).Version, failure)
 	}
 	if err := m.waitHealthy(ctx, r); err != nil {
 		return fmt.Errorf("app %s %s failed its health check: %w", r.spec.Name, r.spec.Version, err)
@@ -541,13 +495,13 @@ func (m *Manager) Stop() error {
 	m.stopped = true
 	m.mu.Unlock()
 	m.stopCurrent()
-	var slots []string
+	var mounted []layout.Label
 	m.mu.Lock()
 	for s := range m.mounted {
-		slots = append(slots, s)
+		mounted = append(mounted, s)
 	}
 	m.mu.Unlock()
-	for _, s := range slots {
+	for _, s := range mounted {
 		m.unmount(s)
 	}
 	return nil
@@ -555,30 +509,31 @@ func (m *Manager) Stop() error {
 
 // Status is the application's part of GET /api/v1/status.
 type Status struct {
-	Name       string `json:"name,omitempty"`
-	Version    string `json:"version,omitempty"`
-	Slot       string `json:"slot,omitempty"`
-	State      string `json:"state"` // one of the State constants
-	PID        int    `json:"pid,omitempty"`
-	Restarts   int    `json:"restarts"`
-	LastExit   string `json:"last_exit,omitempty"` // how its process last ended
-	Error      string `json:"error,omitempty"`     // why it is not running, when it failed
-	LastResult string `json:"last_result,omitempty"`
+	Name       string       `json:"name,omitempty"`
+	Version    string       `json:"version,omitempty"`
+	Slot       layout.Label `json:"slot,omitempty"`
+	State      string       `json:"state"` // one of the State constants
+	PID        int          `json:"pid,omitempty"`
+	Restarts   int          `json:"restarts"`
+	LastExit   string       `json:"last_exit,omitempty"` // how its process last ended
+	Error      string       `json:"error,omitempty"`     // why it is not running, when it failed
+	LastResult string       `json:"last_result,omitempty"`
 	// Slots is what each slot holds.
-	Slots map[string]SlotInfo `json:"slots,omitempty"`
+	Slots map[layout.Label]slots.AppSlot `json:"slots,omitempty"`
 }
 
 // Status returns a snapshot.
 func (m *Manager) Status() Status {
 	m.mu.Lock()
-	r, st, failure, stopped := m.cur, m.st.clone(), m.failure, m.stopped
+	r, failure, stopped := m.cur, m.failure, m.stopped
 	m.mu.Unlock()
+	st := m.Slots.State()
 	s := Status{State: StateNone, LastResult: st.LastResult, Slots: st.Slots, Error: failure}
 	if len(s.Slots) == 0 {
 		s.Slots = nil
 	}
 	if st.Active != "" {
-		info := st.slot(st.Active)
+		info := st.Slot(st.Active)
 		s.Name, s.Version, s.Slot = info.Name, info.Version, st.Active
 		s.State = StateStopped
 		if failure != "" {
@@ -595,26 +550,11 @@ func (m *Manager) Status() Status {
 	return s
 }
 
-// ActiveSlot is the slot of the committed application, "a" or "b", or ""
-// when none is installed; an install writes the other one.
-func (m *Manager) ActiveSlot() string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if !m.st.Committed {
-		return m.st.Previous
-	}
-	return m.st.Active
-}
-
 // Installed returns the committed application's name and version.
 func (m *Manager) Installed() (name string, version kpkg.Version, ok bool) {
-	m.mu.Lock()
-	slot := m.st.Active
-	if !m.st.Committed {
-		slot = m.st.Previous
-	}
-	info := m.st.slot(slot)
-	m.mu.Unlock()
+	st := m.Slots.State()
+	slot := st.CommittedSlot()
+	info := st.Slot(slot)
 	if slot == "" || info.Version == "" {
 		return "", kpkg.Version{}, false
 	}

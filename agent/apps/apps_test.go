@@ -19,8 +19,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"keel.dev/keel/agent/slots"
 	"keel.dev/keel/image/appimage"
 	"keel.dev/keel/image/appspec"
+	"keel.dev/keel/image/layout"
 )
 
 // demoBins holds the demo built at the versions the tests install.
@@ -69,7 +71,7 @@ func needRoot(t *testing.T) {
 type box struct {
 	t    *testing.T
 	root string
-	slot map[string]string // slot -> folder holding its files
+	slot map[layout.Label]string // slot -> folder holding its files
 	m    *Manager
 	logs *syncBuffer
 }
@@ -104,9 +106,9 @@ func newBox(t *testing.T) *box {
 			break
 		}
 	}
-	b := &box{t: t, root: root, slot: map[string]string{}, logs: &syncBuffer{}}
-	for _, s := range []string{"a", "b"} {
-		b.slot[s] = filepath.Join(root, "slot-"+s)
+	b := &box{t: t, root: root, slot: map[layout.Label]string{}, logs: &syncBuffer{}}
+	for _, s := range layout.Labels {
+		b.slot[s] = filepath.Join(root, "slot-"+string(s))
 		if err := os.MkdirAll(b.slot[s], 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -124,10 +126,10 @@ func newBox(t *testing.T) *box {
 // manager is a new Manager on the box's folders, as after a reboot.
 func (b *box) manager() *Manager {
 	return &Manager{
-		StatePath: filepath.Join(b.root, "data/keel/apps/state.json"),
-		RunDir:    filepath.Join(b.root, "run"),
-		DataRoot:  filepath.Join(b.root, "data/apps"),
-		Mount: func(slot, dir string) error {
+		Slots:    slots.NewAppStore(filepath.Join(b.root, "data/keel/apps/state.json")),
+		RunDir:   filepath.Join(b.root, "run"),
+		DataRoot: filepath.Join(b.root, "data/apps"),
+		Mount: func(slot layout.Label, dir string) error {
 			if ents, _ := os.ReadDir(b.slot[slot]); len(ents) == 0 {
 				return ErrEmptySlot
 			}
@@ -145,7 +147,7 @@ func (b *box) manager() *Manager {
 
 // install writes an application into a slot folder: app.json and files
 // (destination -> host file, or "#!" script content).
-func (b *box) install(slot string, spec appspec.Spec, files map[string]string) {
+func (b *box) install(slot layout.Label, spec appspec.Spec, files map[string]string) {
 	b.t.Helper()
 	dir := b.slot[slot]
 	os.RemoveAll(dir)
@@ -174,7 +176,7 @@ func (b *box) install(slot string, spec appspec.Spec, files map[string]string) {
 	}
 }
 
-func (b *box) installDemo(slot, version string, port int) {
+func (b *box) installDemo(slot layout.Label, version string, port int) {
 	b.t.Helper()
 	spec := appimage.DemoSpec(version)
 	spec.Env = map[string]string{"PORT": strconv.Itoa(port)}
@@ -186,17 +188,17 @@ func (b *box) installDemo(slot, version string, port int) {
 	b.install(slot, spec, map[string]string{"/bin/demo": demoBin(b.t, version)})
 }
 
-func (b *box) mounted(slot string) bool {
+func (b *box) mounted(slot layout.Label) bool {
 	mi, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		b.t.Fatal(err)
 	}
-	return bytes.Contains(mi, []byte(" "+filepath.Join(b.root, "run", slot)+" "))
+	return bytes.Contains(mi, []byte(" "+filepath.Join(b.root, "run", string(slot))+" "))
 }
 
-func (b *box) state() State {
+func (b *box) state() slots.AppState {
 	b.t.Helper()
-	st, err := readState(b.m.StatePath)
+	st, err := slots.NewAppStore(b.m.Slots.Path).Load()
 	if err != nil {
 		b.t.Fatal(err)
 	}
@@ -399,12 +401,12 @@ func TestSwitchKeepsDataAndRollsBackABrokenVersion(t *testing.T) {
 		t.Errorf("count %d", n)
 	}
 	st := b.state()
-	if st.Active != "b" || !st.Committed || st.Previous != "" || st.Slots["b"] != (SlotInfo{Name: "demo", Version: "1.1.0"}) ||
-		st.LastInstall.IsZero() || !strings.Contains(st.LastResult, "app demo 1.1.0 passed its health check and runs from slot b (was 1.0.0)") {
+	if st.Active != "b" || !st.Committed || st.Previous != "" || st.Slots["b"] != (slots.AppSlot{Name: "demo", Version: "1.1.0"}) ||
+		!strings.Contains(st.LastResult, "app demo 1.1.0 passed its health check and runs from slot b (was 1.0.0)") {
 		t.Errorf("state %+v", st)
 	}
-	if name, v, ok := b.m.Installed(); !ok || name != "demo" || v.String() != "1.1.0" || b.m.ActiveSlot() != "b" {
-		t.Errorf("installed %s %v %v, active %s", name, v, ok, b.m.ActiveSlot())
+	if name, v, ok := b.m.Installed(); !ok || name != "demo" || v.String() != "1.1.0" || b.m.Slots.State().CommittedSlot() != "b" {
+		t.Errorf("installed %s %v %v, active %s", name, v, ok, b.m.Slots.State().CommittedSlot())
 	}
 	if b.mounted("a") || !b.mounted("b") {
 		t.Errorf("mounted: a %v, b %v; the inactive slot must be free for the next install", b.mounted("a"), b.mounted("b"))
@@ -467,7 +469,7 @@ func TestFirstInstallOnABoxWithoutApplication(t *testing.T) {
 	if s := b.m.Status(); s.State != StateNone || s.Name != "" {
 		t.Errorf("status %+v", s)
 	}
-	if _, _, ok := b.m.Installed(); ok || b.m.ActiveSlot() != "" {
+	if _, _, ok := b.m.Installed(); ok || b.m.Slots.State().CommittedSlot() != "" {
 		t.Error("an application is installed on an empty box")
 	}
 	if err := b.m.WaitHealthy(ctx); err != nil {
@@ -495,9 +497,11 @@ func TestInterruptedSwitchGoesBack(t *testing.T) {
 	port := freePort(t)
 	b.installDemo("a", "1.1.0", port)
 	b.installDemo("b", "1.0.0", port)
-	if err := writeState(b.m.StatePath, State{Active: "a", Previous: "b", Slots: map[string]SlotInfo{
-		"a": {Version: "1.1.0"}, "b": {Name: "demo", Version: "1.0.0"},
-	}}); err != nil {
+	st := b.m.Slots
+	if _, err := st.Commit("b", "demo", "1.0.0", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.StageTrial("a", "1.1.0"); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.m.Start(context.Background()); err != nil {
@@ -509,10 +513,10 @@ func TestInterruptedSwitchGoesBack(t *testing.T) {
 	if i := info(t, port); i.Version != "1.0.0" {
 		t.Errorf("runs %+v", i)
 	}
-	st := b.state()
-	if st.Active != "b" || !st.Committed || !st.Slots["a"].Failed ||
-		st.LastResult != "app 1.1.0 was not committed: the box restarted before its health check passed; back on 1.0.0" {
-		t.Errorf("state %+v", st)
+	st2 := b.state()
+	if st2.Active != "b" || !st2.Committed || !st2.Slots["a"].Failed ||
+		st2.LastResult != "app 1.1.0 was not committed: the box restarted before its health check passed; back on 1.0.0" {
+		t.Errorf("state %+v", st2)
 	}
 }
 

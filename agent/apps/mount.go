@@ -19,8 +19,8 @@ const squashfsMagic = "hsqs"
 // (app-a or app-b) by its GPT name and mounts it read-only as squashfs
 // (nodev, nosuid). A partition that does not start with a squashfs
 // superblock (an empty slot) is not mounted: the error wraps ErrEmptySlot.
-func BlockMount(f blockdev.Finder) func(slot, dir string) error {
-	return func(slot, dir string) error {
+func BlockMount(f blockdev.Finder) func(slot layout.Label, dir string) error {
+	return func(slot layout.Label, dir string) error {
 		name := layout.AppPart(slot)
 		p, err := f.Find(name)
 		if err != nil {

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"keel.dev/keel/image/appspec"
+	"keel.dev/keel/image/layout"
 )
 
 // runner runs one application from one slot, restarting it when it exits,
@@ -25,7 +26,7 @@ import (
 type runner struct {
 	m       *Manager
 	spec    *appspec.Spec
-	slot    string
+	slot    layout.Label
 	slotDir string
 	dataDir string
 	log     *slog.Logger
@@ -42,7 +43,7 @@ type runner struct {
 	lastExit  string
 }
 
-func (m *Manager) newRunner(slot, slotDir, dataDir string, spec *appspec.Spec) *runner {
+func (m *Manager) newRunner(slot layout.Label, slotDir, dataDir string, spec *appspec.Spec) *runner {
 	return &runner{
 		m: m, spec: spec, slot: slot, slotDir: slotDir, dataDir: dataDir,
 		log:  m.log().With("app", spec.Name, "version", spec.Version, "slot", slot),

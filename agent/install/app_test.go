@@ -12,8 +12,10 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"keel.dev/keel/agent/slots"
 	"keel.dev/keel/image/bootstate"
 	"keel.dev/keel/image/kpkg"
+	"keel.dev/keel/image/layout"
 )
 
 const appSlotSize = 4 << 20
@@ -22,28 +24,30 @@ const appSlotSize = 4 << 20
 // runtime: slot a runs demo 1.0.0.
 type appEnv struct {
 	*env
-	appSlot  map[string]string // slot -> file
-	active   string
+	appSlot  map[layout.Label]string // slot -> file
 	app      map[kpkg.Kind]kpkg.Version
 	switches []string // "slot version"
-	switchTo func(slot, version string) error
+	switchTo func(slot layout.Label, version string) error
 	open     atomic.Int32 // app slot devices open now
 }
 
 func newAppEnv(t *testing.T) *appEnv {
 	t.Helper()
-	e := &appEnv{env: newEnv(t), appSlot: map[string]string{}, active: "a"}
+	e := &appEnv{env: newEnv(t), appSlot: map[layout.Label]string{}}
 	dir := t.TempDir()
-	for _, s := range []string{"a", "b"} {
-		e.appSlot[s] = filepath.Join(dir, "app-"+s)
+	e.in.AppSlots = slots.NewAppStore(filepath.Join(dir, "apps.json"))
+	if _, err := e.in.AppSlots.Commit("a", "demo", "1.0.0", ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range layout.Labels {
+		e.appSlot[s] = filepath.Join(dir, "app-"+string(s))
 		if err := os.WriteFile(e.appSlot[s], bytes.Repeat([]byte{0xAA, byte(s[0])}, appSlotSize/2), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
 	e.app = map[kpkg.Kind]kpkg.Version{kpkg.KindBase: kpkg.MustParseVersion("1.1.0"), kpkg.KindApp: kpkg.MustParseVersion("1.0.0")}
 	e.in.Installed = func() map[kpkg.Kind]kpkg.Version { return e.app }
-	e.in.AppSlot = func() string { return e.active }
-	e.in.OpenAppSlot = func(slot string) (Device, int64, error) {
+	e.in.OpenAppSlot = func(slot layout.Label) (Device, int64, error) {
 		f, err := os.OpenFile(e.appSlot[slot], os.O_RDWR, 0)
 		if err != nil {
 			return nil, 0, err
@@ -51,18 +55,26 @@ func newAppEnv(t *testing.T) *appEnv {
 		e.open.Add(1)
 		return &countedDevice{Device: f, open: &e.open}, appSlotSize, nil
 	}
-	e.in.SwitchApp = func(ctx context.Context, slot, version string) error {
+	// The runtime's part of the switch, as apps.Manager does it.
+	e.in.SwitchApp = func(ctx context.Context, slot layout.Label, version string) error {
 		if n := e.open.Load(); n != 0 {
 			t.Errorf("%d application slot devices are open during the switch: it mounts the slot", n)
 		}
 		if ctx.Err() != nil {
 			t.Errorf("the switch got a cancelled context")
 		}
-		e.switches = append(e.switches, slot+" "+version)
-		if e.switchTo != nil {
-			return e.switchTo(slot, version)
+		e.switches = append(e.switches, string(slot)+" "+version)
+		if _, err := e.in.AppSlots.StageTrial(slot, version); err != nil {
+			return err
 		}
-		return nil
+		if e.switchTo != nil {
+			if err := e.switchTo(slot, version); err != nil {
+				e.in.AppSlots.MarkBad(slot, "demo", version, err.Error())
+				return err
+			}
+		}
+		_, err := e.in.AppSlots.Commit(slot, "demo", version, "")
+		return err
 	}
 	return e
 }
@@ -85,7 +97,14 @@ func appManifest(version string) kpkg.Manifest {
 	return kpkg.Manifest{Kind: kpkg.KindApp, Name: "demo", Version: kpkg.MustParseVersion(version), Hardware: []string{model}}
 }
 
-func (e *appEnv) appPrefix(slot string, n int) []byte {
+// noApp empties the application state: no application is installed.
+func (e *appEnv) noApp() {
+	e.t.Helper()
+	e.in.AppSlots = slots.NewAppStore(filepath.Join(e.t.TempDir(), "apps.json"))
+	delete(e.app, kpkg.KindApp)
+}
+
+func (e *appEnv) appPrefix(slot layout.Label, n int) []byte {
 	e.t.Helper()
 	b, err := os.ReadFile(e.appSlot[slot])
 	if err != nil {
@@ -95,9 +114,9 @@ func (e *appEnv) appPrefix(slot string, n int) []byte {
 }
 
 // appSums hashes both application slots.
-func (e *appEnv) appSums() map[string][32]byte {
+func (e *appEnv) appSums() map[layout.Label][32]byte {
 	e.t.Helper()
-	out := map[string][32]byte{}
+	out := map[layout.Label][32]byte{}
 	for s, p := range e.appSlot {
 		b, err := os.ReadFile(p)
 		if err != nil {
@@ -161,8 +180,7 @@ func TestAppInstallDoesNotNeedTries(t *testing.T) {
 
 func TestAppInstallOnABoxWithoutApplication(t *testing.T) {
 	e := newAppEnv(t)
-	e.active = ""
-	delete(e.app, kpkg.KindApp)
+	e.noApp()
 	data := payload(5000, 4)
 	j, err := e.in.Start(context.Background(), bytes.NewReader(build(t, appManifest("0.0.1"), data, vendorKey)), Options{})
 	if err != nil {
@@ -176,7 +194,7 @@ func TestAppInstallOnABoxWithoutApplication(t *testing.T) {
 func TestAppRolledBack(t *testing.T) {
 	e := newAppEnv(t)
 	const why = "app 2.0.1 failed its health check (GET http://127.0.0.1:8080/healthz answered 500 Internal Server Error, not 200); back on 1.0.0"
-	e.switchTo = func(string, string) error { return errors.New(why) }
+	e.switchTo = func(layout.Label, string) error { return errors.New(why) }
 	data := payload(70000, 5)
 	j, err := e.in.Start(context.Background(), bytes.NewReader(build(t, appManifest("2.0.1"), data, vendorKey)), Options{})
 	if err == nil || err.Error() != why || !errors.Is(err, ErrAppFailed) || HTTPStatus(err) != http.StatusUnprocessableEntity {
@@ -215,7 +233,7 @@ func TestAppRefusedBeforeAnyWrite(t *testing.T) {
 		status int
 		want   string
 	}{
-		{"older", build(t, appManifest("0.9.0"), data, vendorKey), 409, "0.9.0 is older than the installed 1.0.0; use force to downgrade"},
+		{"older", build(t, appManifest("0.9.0"), data, vendorKey), 409, "0.9.0 is older than the installed 1.0.0; use allow_downgrade to downgrade"},
 		{"same", build(t, appManifest("1.0.0"), data, vendorKey), 409, "1.0.0 is already installed"},
 		{"unknown key", build(t, appManifest("1.1.0"), data, otherKey), 403, "unknown key"},
 		{"hardware", withManifest(func(m *kpkg.Manifest) { m.Hardware = []string{"kx-900"} }), 422, `is for hardware "kx-900"`},
@@ -244,7 +262,7 @@ func TestAppRefusedBeforeAnyWrite(t *testing.T) {
 	}
 	t.Run("force downgrade", func(t *testing.T) {
 		e := newAppEnv(t)
-		if _, err := e.in.Start(context.Background(), bytes.NewReader(build(t, appManifest("0.9.0"), data, vendorKey)), Options{Force: true}); err != nil {
+		if _, err := e.in.Start(context.Background(), bytes.NewReader(build(t, appManifest("0.9.0"), data, vendorKey)), Options{AllowDowngrade: true}); err != nil {
 			t.Fatal(err)
 		}
 		if strings.Join(e.switches, ",") != "b 0.9.0" {
@@ -253,8 +271,7 @@ func TestAppRefusedBeforeAnyWrite(t *testing.T) {
 	})
 	t.Run("a requirement on an app when none is installed", func(t *testing.T) {
 		e := newAppEnv(t)
-		e.active = ""
-		delete(e.app, kpkg.KindApp)
+		e.noApp()
 		_, err := e.in.Start(context.Background(), bytes.NewReader(withManifest(func(m *kpkg.Manifest) { m.Requires = req("app >= 1.0.0") })), Options{})
 		if HTTPStatus(err) != 422 || !strings.Contains(err.Error(), "no app is installed") {
 			t.Errorf("%v", err)
@@ -274,7 +291,7 @@ func TestAppSlotFailures(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			e := newAppEnv(t)
 			open := e.in.OpenAppSlot
-			e.in.OpenAppSlot = func(slot string) (Device, int64, error) {
+			e.in.OpenAppSlot = func(slot layout.Label) (Device, int64, error) {
 				d, n, err := open(slot)
 				dev := c.dev
 				dev.Device = d
@@ -291,7 +308,7 @@ func TestAppSlotFailures(t *testing.T) {
 	}
 	t.Run("slot cannot be opened", func(t *testing.T) {
 		e := newAppEnv(t)
-		e.in.OpenAppSlot = func(string) (Device, int64, error) { return nil, 0, errors.New("device or resource busy") }
+		e.in.OpenAppSlot = func(layout.Label) (Device, int64, error) { return nil, 0, errors.New("device or resource busy") }
 		_, err := e.in.Start(context.Background(), bytes.NewReader(build(t, appManifest("1.1.0"), payload(100, 7), vendorKey)), Options{})
 		if HTTPStatus(err) != 500 || err.Error() != "application slot b cannot be opened, so nothing was written: device or resource busy" {
 			t.Errorf("%v", err)
@@ -306,7 +323,9 @@ func TestHTTPAppInstall(t *testing.T) {
 	if code := call(t, ts, "POST", "/api/v1/install", bytes.NewReader(build(t, appManifest("1.1.0"), payload(9000, 1), vendorKey)), &a); code != http.StatusAccepted || a.Message != "app demo 1.1.0 is running" {
 		t.Errorf("%d %+v", code, a)
 	}
-	e.switchTo = func(string, string) error { return errors.New("app 1.2.0 failed its health check (x); back on 1.1.0") }
+	e.switchTo = func(layout.Label, string) error {
+		return errors.New("app 1.2.0 failed its health check (x); back on 1.1.0")
+	}
 	if code := call(t, ts, "POST", "/api/v1/install", bytes.NewReader(build(t, appManifest("1.2.0"), payload(9000, 1), vendorKey)), &a); code != http.StatusUnprocessableEntity || a.Job == "" || a.Error != "app 1.2.0 failed its health check (x); back on 1.1.0" {
 		t.Errorf("%d %+v", code, a)
 	}

@@ -26,11 +26,11 @@ import (
 //   - Before anything is written, bundle.json must be sound (bundle.Open
 //     refuses a damaged or empty one) and the plan must hold against the
 //     installed versions: no package older than what the box has (or the
-//     bundle installs before it) without force, no app package on a box
+//     bundle installs before it) without allow_downgrade, no app package on a box
 //     without application runtime, room on the data partition for what
 //     waits for the reboot, versions that go up along the bundle. A
 //     package whose version (or a newer one) is installed is skipped, so a
-//     bundle can be uploaded again after a failure; with force, nothing is
+//     bundle can be uploaded again after a failure; with allow_downgrade, nothing is
 //     skipped. Each package's own manifest is verified
 //     (signature, kind, name and version as bundle.json lists them,
 //     hardware, requirements, version order) when its turn comes.
@@ -78,7 +78,9 @@ type pendingJob struct {
 	// Progress is the job's progress when Packages[Next] starts.
 	Progress float64 `json:"progress"`
 	Total    int     `json:"total"` // packages in the bundle
-	Force    bool    `json:"force,omitempty"`
+	// AllowDowngrade: packages older than (or as old as) the installed
+	// ones were allowed.
+	AllowDowngrade bool `json:"allow_downgrade,omitempty"`
 	// Base is the base version the box must run for the job to go on; a
 	// box that runs another one rolled back.
 	Base string `json:"base"`
@@ -154,7 +156,7 @@ func (in *Installer) StartBundle(ctx context.Context, body io.Reader, opts Optio
 	// written now; any other one is saved for after the reboot.
 	for _, s := range steps {
 		if s.e.Kind == kpkg.KindBase && s.skip == "" && !s.pending {
-			if _, err := in.checkTrial(opts.Force); err != nil {
+			if _, err := in.checkTrial(); err != nil {
 				return nil, err
 			}
 			break
@@ -168,13 +170,13 @@ func (in *Installer) StartBundle(ctx context.Context, body io.Reader, opts Optio
 	in.current.Store(j)
 	defer in.current.Store(nil)
 	log := in.log().With("job", j.ID(), "serial", br.Meta.Serial)
-	log.Info("bundle accepted", "packages", n, "force", opts.Force)
+	log.Info("bundle accepted", "packages", n, "allow_downgrade", opts.AllowDowngrade)
 	_ = os.Remove(filepath.Join(in.PendingDir, pendingFile)) // the previous bundle's record
 
 	sim := in.installed()
 	var (
 		base    *step // the base package written, to stage
-		target  string
+		target  layout.Label
 		pending []pendingPackage
 	)
 	failed := func(i int, err error) (*Job, error) {
@@ -209,23 +211,27 @@ func (in *Installer) StartBundle(ctx context.Context, body io.Reader, opts Optio
 			s.done = e.String() + " (" + s.skip + ")"
 		case s.pending:
 			name := fmt.Sprintf("%d-%s", i+1, e.File)
-			if err := in.receive(ctx, j, e, r, name, sim, opts.Force); err != nil {
+			if err := in.receive(ctx, j, e, r, name, sim, opts.AllowDowngrade); err != nil {
 				return failed(i, err)
 			}
 			pending = append(pending, pendingPackage{File: name, Kind: e.Kind, Name: e.Name, Version: e.Version, Size: e.Size, Index: i + 1})
 		default:
-			p, err := in.openChecked(r, e, sim, opts.Force)
+			p, err := in.openChecked(r, e, sim, opts.AllowDowngrade)
+			if err != nil {
+				return failed(i, err)
+			}
+			sl, err := in.openSlot(p)
 			if err != nil {
 				return failed(i, err)
 			}
 			if e.Kind == kpkg.KindBase {
-				if target, err = in.installBase(ctx, j, p, drain); err != nil {
+				if target, err = in.installBase(ctx, j, p, sl, drain); err != nil {
 					return failed(i, err)
 				}
 				base = s
 				break
 			}
-			if err := in.installApp(ctx, j, p, drain); err != nil {
+			if err := in.installApp(ctx, j, p, sl, drain); err != nil {
 				return failed(i, err)
 			}
 			s.done = e.String()
@@ -257,7 +263,7 @@ func (in *Installer) StartBundle(ctx context.Context, body io.Reader, opts Optio
 
 	// The commit point: job.json, then the trial boot.
 	pj := &pendingJob{
-		Job: j.ID(), State: Running, Progress: atReboot, Total: n, Force: opts.Force,
+		Job: j.ID(), State: Running, Progress: atReboot, Total: n, AllowDowngrade: opts.AllowDowngrade,
 		Base: base.e.Version.String(), Packages: pending, Installed: installed,
 	}
 	if err := in.writePending(pj); err != nil {
@@ -303,10 +309,10 @@ func (in *Installer) plan(es []bundle.Entry, opts Options) (steps []step, atRebo
 	for i, e := range es {
 		s := &steps[i]
 		s.e = e
-		if e.Kind == kpkg.KindApp && (in.OpenAppSlot == nil || in.SwitchApp == nil) {
+		if e.Kind == kpkg.KindApp && !in.appsRun() {
 			return nil, 0, fail(ErrIncompatible, "the bundle holds %s (%d of %d), and this box has no application runtime to install it; nothing was written", e, i+1, len(es))
 		}
-		if cur, ok := sim[e.Kind]; ok && !opts.Force {
+		if cur, ok := sim[e.Kind]; ok && !opts.AllowDowngrade {
 			switch c := e.Version.Compare(cur); {
 			case c <= 0 && fromBundle[e.Kind]:
 				return nil, 0, fail(ErrNotNewer, "the bundle lists %s (%d of %d) after %s %s: it is not a plan; nothing was written", e, i+1, len(es), e.Kind, cur)
@@ -332,7 +338,7 @@ func (in *Installer) plan(es []bundle.Entry, opts Options) (steps []step, atRebo
 		for _, e := range es {
 			l = append(l, e.String())
 		}
-		return nil, 0, fail(ErrNotNewer, "the box has everything in the bundle, or newer versions (%s); use force to install it anyway; nothing was written", strings.Join(l, ", "))
+		return nil, 0, fail(ErrNotNewer, "the box has everything in the bundle, or newer versions (%s); use allow_downgrade to install it anyway; nothing was written", strings.Join(l, ", "))
 	}
 	var acc float64
 	for i := range steps {
@@ -398,7 +404,7 @@ func stepFailed(steps []step, i int, err error, note string) error {
 
 // openChecked verifies a package's manifest, checks that it is the one
 // bundle.json lists, and that it may install on a box with installed.
-func (in *Installer) openChecked(r io.Reader, e bundle.Entry, installed map[kpkg.Kind]kpkg.Version, force bool) (*kpkg.Package, error) {
+func (in *Installer) openChecked(r io.Reader, e bundle.Entry, installed map[kpkg.Kind]kpkg.Version, allowDowngrade bool) (*kpkg.Package, error) {
 	p, err := kpkg.Open(r, in.Trusted)
 	if err != nil {
 		return nil, fmt.Errorf("%w; nothing was written", err)
@@ -407,7 +413,7 @@ func (in *Installer) openChecked(r io.Reader, e bundle.Entry, installed map[kpkg
 	if m.Kind != e.Kind || m.Name != e.Name || m.Version.Compare(e.Version) != 0 {
 		return nil, fmt.Errorf("%w: bundle.json lists %s where the package is %s %s %s; nothing was written", bundle.ErrDamaged, e, m.Kind, m.Name, m.Version)
 	}
-	if err := in.checkAgainst(p, Options{Force: force, Size: e.Size}, installed); err != nil {
+	if err := in.checkAgainst(p, Options{AllowDowngrade: allowDowngrade, Size: e.Size}, installed); err != nil {
 		return nil, err
 	}
 	return p, nil
@@ -415,7 +421,7 @@ func (in *Installer) openChecked(r io.Reader, e bundle.Entry, installed map[kpkg
 
 // receive checks a package that installs after the reboot and saves it as
 // PendingDir/name: temp file, fsync, rename.
-func (in *Installer) receive(ctx context.Context, j *Job, e bundle.Entry, r io.Reader, name string, installed map[kpkg.Kind]kpkg.Version, force bool) error {
+func (in *Installer) receive(ctx context.Context, j *Job, e bundle.Entry, r io.Reader, name string, installed map[kpkg.Kind]kpkg.Version, allowDowngrade bool) error {
 	f, err := os.CreateTemp(in.PendingDir, ".receiving-*")
 	if err != nil {
 		return fail(ErrSystem, "the data partition cannot take %s: %v", e, err)
@@ -430,7 +436,7 @@ func (in *Installer) receive(ctx context.Context, j *Job, e bundle.Entry, r io.R
 	}()
 	w := &progressWriter{ctx: ctx, w: f, job: j, total: e.Size, slot: "the data partition"}
 	tee := io.TeeReader(r, w)
-	p, err := in.openChecked(tee, e, installed, force)
+	p, err := in.openChecked(tee, e, installed, allowDowngrade)
 	if err != nil {
 		return err
 	}
@@ -464,72 +470,94 @@ func (in *Installer) receive(ctx context.Context, j *Job, e bundle.Entry, r io.R
 	return nil
 }
 
-// installBase writes a verified and checked base package into the
-// inactive slot, as Start does, without staging it; verify, when not nil,
-// runs once the slot is read back. It returns the slot.
-func (in *Installer) installBase(ctx context.Context, j *Job, p *kpkg.Package, verify func() error) (string, error) {
+// slot is where a verified package goes: the inactive base slot, or the
+// application slot not in use, opened and known to hold the payload.
+type slot struct {
+	label layout.Label
+	name  string // "slot b", "application slot a"
+	dev   Device
+	keeps string // what stays as it is when the install fails
+}
+
+// openSlot opens the slot p goes into and checks that the payload fits.
+// Nothing is written yet; the caller closes dev on an error of its own.
+func (in *Installer) openSlot(p *kpkg.Package) (*slot, error) {
 	m := &p.Manifest
-	target := layout.Other(in.Running)
-	dev, size, err := in.OpenSlot(target)
+	s := &slot{}
+	open := in.OpenSlot
+	if m.Kind == kpkg.KindApp {
+		s.label, s.keeps = layout.SlotA, "no application was running"
+		if active := in.AppSlots.State().CommittedSlot(); active != "" {
+			s.label, s.keeps = active.Other(), "the application keeps running from application slot "+string(active)
+		}
+		s.name, open = "application slot "+string(s.label), in.OpenAppSlot
+	} else {
+		s.label = in.Running.Other()
+		s.name = "slot " + string(s.label)
+		s.keeps = fmt.Sprintf("slot %s is left unbootable and the box stays on slot %s", s.label, in.Running)
+	}
+	dev, size, err := open(s.label)
 	if err != nil {
-		return "", fail(ErrSystem, "slot %s cannot be opened, so nothing was written: %v", target, err)
+		return nil, fail(ErrSystem, "%s cannot be opened, so nothing was written: %v", s.name, err)
 	}
-	defer dev.Close()
 	if m.Payload.Size > size {
-		return "", fail(ErrIncompatible, "the payload of %s %s is %d bytes, but slot %s holds only %d; nothing was written",
-			m.Name, m.Version, m.Payload.Size, target, size)
+		dev.Close()
+		return nil, fail(ErrIncompatible, "the payload of %s %s is %d bytes, but %s holds only %d; nothing was written",
+			m.Name, m.Version, m.Payload.Size, s.name, size)
 	}
-	j.setPackage(kpkg.KindBase, m.Version.String(), target)
-	err = in.write(ctx, p, dev, target, j)
+	s.dev = dev
+	return s, nil
+}
+
+// installBase writes a verified and checked base package into the
+// inactive slot without staging it; verify, when not nil, runs once the
+// slot is read back. It closes the slot and returns its label.
+func (in *Installer) installBase(ctx context.Context, j *Job, p *kpkg.Package, s *slot, verify func() error) (layout.Label, error) {
+	defer s.dev.Close()
+	m := &p.Manifest
+	j.setPackage(kpkg.KindBase, m.Version.String(), s.label)
+	err := in.write(ctx, p, s.dev, s.label, j)
 	if err == nil && verify != nil {
 		err = verify()
 	}
 	if err != nil {
-		return "", fmt.Errorf("%w; slot %s is left unbootable and the box stays on slot %s", err, target, in.Running)
+		return "", fmt.Errorf("%w; %s", err, s.keeps)
 	}
-	return target, nil
+	return s.label, nil
 }
 
 // installApp writes a verified and checked app package into the
-// application slot not in use and switches to it, as Start does for an
-// app package, within job j; verify, when not nil, runs before the switch.
-func (in *Installer) installApp(ctx context.Context, j *Job, p *kpkg.Package, verify func() error) error {
+// application slot not in use and switches to it, within job j; verify,
+// when not nil, runs before the switch. It closes the slot.
+func (in *Installer) installApp(ctx context.Context, j *Job, p *kpkg.Package, s *slot, verify func() error) error {
 	m := &p.Manifest
-	active := ""
-	if in.AppSlot != nil {
-		active = in.AppSlot()
+	j.setPackage(kpkg.KindApp, m.Version.String(), s.label)
+	var err error
+	if _, err = in.AppSlots.MarkUnbootable(s.label); err != nil {
+		err = fail(ErrSystem, "%s cannot be prepared, so nothing was written: %v", s.name, err)
 	}
-	target, keeps := "a", "no application was running"
-	if active != "" {
-		target = layout.Other(active)
-		keeps = "the application keeps running from application slot " + active
+	// The write and the read-back take 90% of the progress; starting the
+	// application and its health check the rest.
+	size := m.Payload.Size
+	if err == nil {
+		err = stream(ctx, p, s.dev, s.name, j, 2*size+size/5, in.log().With("job", j.ID()))
 	}
-	slot := "application slot " + target
-	dev, size, err := in.OpenAppSlot(target)
-	if err != nil {
-		return fail(ErrSystem, "%s cannot be opened, so nothing was written: %v", slot, err)
-	}
-	if m.Payload.Size > size {
-		dev.Close()
-		return fail(ErrIncompatible, "the payload of %s %s is %d bytes, but %s holds only %d; nothing was written",
-			m.Name, m.Version, m.Payload.Size, slot, size)
-	}
-	j.setPackage(kpkg.KindApp, m.Version.String(), target)
-	size = m.Payload.Size
-	err = stream(ctx, p, dev, slot, j, 2*size+size/5, in.log())
 	if err == nil && verify != nil {
 		err = verify()
 	}
 	// The slot is mounted next, which an open (exclusive) device forbids.
-	cerr := dev.Close()
+	cerr := s.dev.Close()
 	if err != nil {
-		return fmt.Errorf("%w; %s", err, keeps)
+		return fmt.Errorf("%w; %s", err, s.keeps)
 	}
 	if cerr != nil {
-		return fail(ErrSystem, "closing %s failed: %v; %s", slot, cerr, keeps)
+		return fail(ErrSystem, "closing %s failed: %v; %s", s.name, cerr, s.keeps)
 	}
-	j.setMessage(fmt.Sprintf("starting app %s %s from %s and checking its health", m.Name, m.Version, slot))
-	if err := in.SwitchApp(context.WithoutCancel(ctx), target, m.Version.String()); err != nil {
+	j.setMessage(fmt.Sprintf("starting app %s %s from %s and checking its health", m.Name, m.Version, s.name))
+	// Once the slot is written the switch runs to its end (commit or
+	// rollback, bounded by the health check's timeout) even if the client
+	// goes away.
+	if err := in.SwitchApp(context.WithoutCancel(ctx), s.label, m.Version.String()); err != nil {
 		return &failure{kind: ErrAppFailed, msg: err.Error()}
 	}
 	return nil
@@ -648,28 +676,32 @@ func (in *Installer) ResumePending(ctx context.Context) error {
 // installSaved installs a package saved in PendingDir. A base package is
 // written, not staged yet: it returns its slot and the tries its trial boot
 // is to be staged with.
-func (in *Installer) installSaved(ctx context.Context, j *Job, pj *pendingJob, pp pendingPackage) (rebootInto string, tries int, err error) {
+func (in *Installer) installSaved(ctx context.Context, j *Job, pj *pendingJob, pp pendingPackage) (rebootInto layout.Label, tries int, err error) {
 	f, err := os.Open(filepath.Join(in.PendingDir, pp.File))
 	if err != nil {
 		return "", 0, fail(ErrSystem, "its saved copy cannot be read: %v", err)
 	}
 	defer f.Close()
 	installed := in.installed()
-	if cur, ok := installed[pp.Kind]; ok && !pj.Force && cur.Compare(pp.Version) == 0 {
+	if cur, ok := installed[pp.Kind]; ok && !pj.AllowDowngrade && cur.Compare(pp.Version) == 0 {
 		return "", 0, nil // installed before a power cut kept job.json from saying so
 	}
-	p, err := in.openChecked(f, pp.entry(), installed, pj.Force)
+	p, err := in.openChecked(f, pp.entry(), installed, pj.AllowDowngrade)
 	if err != nil {
 		return "", 0, err
-	}
-	if pp.Kind == kpkg.KindApp {
-		return "", 0, in.installApp(ctx, j, p, nil)
 	}
 	// Checked before the write: a slot written is staged.
 	if tries, err = in.tries(); err != nil {
 		return "", 0, err
 	}
-	if rebootInto, err = in.installBase(ctx, j, p, nil); err != nil {
+	sl, err := in.openSlot(p)
+	if err != nil {
+		return "", 0, err
+	}
+	if pp.Kind == kpkg.KindApp {
+		return "", 0, in.installApp(ctx, j, p, sl, nil)
+	}
+	if rebootInto, err = in.installBase(ctx, j, p, sl, nil); err != nil {
 		return "", 0, err
 	}
 	return rebootInto, tries, nil
@@ -677,7 +709,7 @@ func (in *Installer) installSaved(ctx context.Context, j *Job, pj *pendingJob, p
 
 // rebootPending stages the trial boot of a base package a resumed bundle
 // wrote into target, with tries, and reboots into it.
-func (in *Installer) rebootPending(pj *pendingJob, j *Job, pp pendingPackage, target string, tries int, log *slog.Logger) error {
+func (in *Installer) rebootPending(pj *pendingJob, j *Job, pp pendingPackage, target layout.Label, tries int, log *slog.Logger) error {
 	j.window("", 0, 0)
 	if err := in.stageTrial(target, pp.Version, tries); err != nil {
 		pj.Installed = pj.Installed[:len(pj.Installed)-1]
@@ -824,7 +856,7 @@ func (j *Job) window(step string, lo, span float64) {
 }
 
 // setPackage says which package a bundle job installs now.
-func (j *Job) setPackage(kind kpkg.Kind, version, slot string) {
+func (j *Job) setPackage(kind kpkg.Kind, version string, slot layout.Label) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	j.pkg, j.version, j.slot = kind, version, slot

@@ -21,8 +21,10 @@ import (
 	"time"
 
 	"keel.dev/keel/image/bootstate"
+	"keel.dev/keel/agent/slots"
 	"keel.dev/keel/image/bundle"
 	"keel.dev/keel/image/kpkg"
+	"keel.dev/keel/image/layout"
 )
 
 // bundleEnv is appEnv with a pending folder, and an application runtime
@@ -31,8 +33,7 @@ func newBundleEnv(t *testing.T) *appEnv {
 	t.Helper()
 	e := newAppEnv(t)
 	e.in.PendingDir = filepath.Join(t.TempDir(), "pending")
-	e.switchTo = func(slot, version string) error {
-		e.active = slot
+	e.switchTo = func(slot layout.Label, version string) error {
 		e.app[kpkg.KindApp] = kpkg.MustParseVersion(version)
 		return nil
 	}
@@ -42,13 +43,22 @@ func newBundleEnv(t *testing.T) *appEnv {
 // rebootInto is the agent starting again on slot running, which runs base:
 // a new Installer over the same devices, boot state and pending folder.
 // The running slot is committed.
-func (e *appEnv) rebootInto(running, base string) {
+func (e *appEnv) rebootInto(running layout.Label, base string) {
 	e.t.Helper()
 	old := e.in
 	e.app[kpkg.KindBase] = kpkg.MustParseVersion(base)
+	// The application runtime starts again as apps.Manager does: a switch
+	// the restart cut short goes back.
+	apps := slots.NewAppStore(old.AppSlots.Path)
+	if _, err := apps.Load(); err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := apps.RecordFallback(); err != nil {
+		e.t.Fatal(err)
+	}
 	e.in = &Installer{
 		Trusted: old.Trusted, Hardware: old.Hardware, Installed: old.Installed, Slots: old.Slots, Running: running,
-		OpenSlot: old.OpenSlot, Reboot: old.Reboot, AppSlot: old.AppSlot, OpenAppSlot: old.OpenAppSlot, SwitchApp: old.SwitchApp,
+		OpenSlot: old.OpenSlot, Reboot: old.Reboot, AppSlots: apps, OpenAppSlot: old.OpenAppSlot, SwitchApp: old.SwitchApp,
 		PendingDir: old.PendingDir,
 	}
 	st := e.state()
@@ -57,7 +67,7 @@ func (e *appEnv) rebootInto(running, base string) {
 		sl.Good, sl.Tries = true, 0
 		st.LastGood = running
 	}
-	if other := st.Slot(map[string]string{"a": "b", "b": "a"}[running]); !other.Good {
+	if other := st.Slot(running.Other()); !other.Good {
 		other.Bootable, other.Tries = false, 0 // a failed trial
 	}
 	st.Default = running
@@ -293,7 +303,7 @@ func TestBundleWithoutBaseInstallsAtOnce(t *testing.T) {
 	}
 	// Uploading it again installs nothing.
 	_, err = e.in.StartBundle(context.Background(), bytes.NewReader(b), Options{})
-	if !errors.Is(err, ErrNotNewer) || err.Error() != "the box has everything in the bundle, or newer versions (app demo 1.0.0, app demo 1.1.0, app demo 1.2.0); use force to install it anyway; nothing was written" {
+	if !errors.Is(err, ErrNotNewer) || err.Error() != "the box has everything in the bundle, or newer versions (app demo 1.0.0, app demo 1.1.0, app demo 1.2.0); use allow_downgrade to install it anyway; nothing was written" {
 		t.Errorf("again: %v", err)
 	}
 }
@@ -384,7 +394,7 @@ func TestBundleResumesAfterPowerCut(t *testing.T) {
 	e.rebootInto("b", "1.2.0")
 	// The power goes while app 1.2.0 starts.
 	cut := e.switchTo
-	e.switchTo = func(slot, version string) error {
+	e.switchTo = func(slot layout.Label, version string) error {
 		if version == "1.2.0" {
 			runtime.Goexit()
 		}
@@ -431,7 +441,7 @@ func TestBundleFailingAppAfterTheReboot(t *testing.T) {
 	}
 	e.rebootInto("b", "1.2.0")
 	ok := e.switchTo
-	e.switchTo = func(slot, version string) error {
+	e.switchTo = func(slot layout.Label, version string) error {
 		if version == "1.2.0" {
 			return errors.New("app 1.2.0 failed its health check; back on 1.1.0")
 		}

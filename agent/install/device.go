@@ -11,8 +11,8 @@ import (
 
 // BlockDevices is the production OpenSlot: it finds a base slot's
 // partition by its GPT name and opens the device for reading and writing.
-func BlockDevices(f blockdev.Finder) func(slot string) (Device, int64, error) {
-	return func(slot string) (Device, int64, error) {
+func BlockDevices(f blockdev.Finder) func(slot layout.Label) (Device, int64, error) {
+	return func(slot layout.Label) (Device, int64, error) {
 		return openPartition(f, layout.BasePart(slot), os.O_RDWR)
 	}
 }
@@ -21,8 +21,8 @@ func BlockDevices(f blockdev.Finder) func(slot string) (Device, int64, error) {
 // slot's partition (app-a, app-b) exclusively, so a slot that is still
 // mounted is refused (EBUSY) rather than written under its file system.
 // Close it before mounting the slot.
-func AppBlockDevices(f blockdev.Finder) func(slot string) (Device, int64, error) {
-	return func(slot string) (Device, int64, error) {
+func AppBlockDevices(f blockdev.Finder) func(slot layout.Label) (Device, int64, error) {
+	return func(slot layout.Label) (Device, int64, error) {
 		return openPartition(f, layout.AppPart(slot), os.O_RDWR|os.O_EXCL)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"keel.dev/keel/agent/blockdev"
+	"keel.dev/keel/image/layout"
 )
 
 func TestBlockDevicesOpensTheSlotByName(t *testing.T) {
@@ -37,7 +38,7 @@ func TestBlockDevicesOpensTheSlotByName(t *testing.T) {
 	part("base-b", "vda4", "0") // no size in sysfs: the device says
 	open := BlockDevices(blockdev.Finder{SysClassBlock: cls, Dev: dev})
 
-	for _, slot := range []string{"a", "b"} {
+	for _, slot := range layout.Labels {
 		d, size, err := open(slot)
 		if err != nil {
 			t.Fatal(err)

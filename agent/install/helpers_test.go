@@ -15,6 +15,7 @@ import (
 	"keel.dev/keel/agent/slots"
 	"keel.dev/keel/image/bootstate"
 	"keel.dev/keel/image/kpkg"
+	"keel.dev/keel/image/layout"
 )
 
 func testKey(seed byte) ed25519.PrivateKey {
@@ -38,20 +39,20 @@ type env struct {
 	t       *testing.T
 	in      *Installer
 	esp     string
-	slot    map[string]string // slot -> file
+	slot    map[layout.Label]string // slot -> file
 	reboots atomic.Int32
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	dir := t.TempDir()
-	e := &env{t: t, esp: filepath.Join(dir, "esp"), slot: map[string]string{}}
+	e := &env{t: t, esp: filepath.Join(dir, "esp"), slot: map[layout.Label]string{}}
 	if err := os.MkdirAll(filepath.Join(e.esp, "EFI/keel"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	e.setState(bootstate.Initial("1.1.0", "1.0.0"))
-	for _, s := range []string{"a", "b"} {
-		e.slot[s] = filepath.Join(dir, "base-"+s)
+	for _, s := range layout.Labels {
+		e.slot[s] = filepath.Join(dir, "base-"+string(s))
 		// Old content that must survive every refusal.
 		if err := os.WriteFile(e.slot[s], bytes.Repeat([]byte{0xEE, byte(s[0])}, slotSize/2), 0o644); err != nil {
 			t.Fatal(err)
@@ -63,9 +64,9 @@ func newEnv(t *testing.T) *env {
 		Installed: func() map[kpkg.Kind]kpkg.Version {
 			return map[kpkg.Kind]kpkg.Version{kpkg.KindBase: kpkg.MustParseVersion("1.1.0")}
 		},
-		Slots:   slots.Store{Dir: e.esp},
+		Slots:   slots.NewStore(e.esp),
 		Running: "a",
-		OpenSlot: func(slot string) (Device, int64, error) {
+		OpenSlot: func(slot layout.Label) (Device, int64, error) {
 			f, err := os.OpenFile(e.slot[slot], os.O_RDWR, 0)
 			if err != nil {
 				return nil, 0, err
@@ -97,7 +98,7 @@ func (e *env) setState(st bootstate.State) {
 
 func (e *env) state() *bootstate.State {
 	e.t.Helper()
-	st, _, err := slots.Store{Dir: e.esp}.Read()
+	st, _, err := slots.NewStore(e.esp).Read()
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -130,7 +131,7 @@ func (e *env) assertUnchanged(before snapshot) {
 	}
 }
 
-func (e *env) slotPrefix(slot string, n int) []byte {
+func (e *env) slotPrefix(slot layout.Label, n int) []byte {
 	e.t.Helper()
 	b, err := os.ReadFile(e.slot[slot])
 	if err != nil {

@@ -30,12 +30,17 @@ func (in *Installer) Routes(mux Mux) {
 func (in *Installer) serveInstall(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	opts := Options{Size: r.ContentLength}
-	switch q.Get("force") {
+	bad := func(msg string) { in.refuse(w, r, !api.ExpectsContinue(r), http.StatusBadRequest, msg, "") }
+	if q.Has("force") {
+		bad("force is gone: it said too little about what it forced; use allow_downgrade=1 to install the same or an older version (nothing overwrites the only committed base slot during a trial boot)")
+		return
+	}
+	switch q.Get("allow_downgrade") {
 	case "", "0", "false":
 	case "1", "true":
-		opts.Force = true
+		opts.AllowDowngrade = true
 	default:
-		writeError(w, http.StatusBadRequest, "force must be 1 or 0", "")
+		bad("allow_downgrade must be 1 or 0")
 		return
 	}
 	switch q.Get("reboot") {
@@ -43,7 +48,7 @@ func (in *Installer) serveInstall(w http.ResponseWriter, r *http.Request) {
 	case "later":
 		opts.RebootLater = true
 	default:
-		writeError(w, http.StatusBadRequest, "reboot must be now or later", "")
+		bad("reboot must be now or later")
 		return
 	}
 	// The request's context ends once the handler has returned and the

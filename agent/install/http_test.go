@@ -71,16 +71,20 @@ func TestHTTPInstallThenReboot(t *testing.T) {
 	}
 }
 
-func TestHTTPRefusalsAndForce(t *testing.T) {
+func TestHTTPRefusalsAndAllowDowngrade(t *testing.T) {
 	e := newEnv(t)
 	ts := serve(t, e)
 	same := build(t, manifest("1.1.0"), payload(5000, 9), vendorKey)
 	var a answer
-	if code := call(t, ts, "POST", "/api/v1/install", bytes.NewReader(same), &a); code != http.StatusConflict || a.Error != "1.1.0 is already installed; use force to reinstall" || a.Job != "" {
+	if code := call(t, ts, "POST", "/api/v1/install", bytes.NewReader(same), &a); code != http.StatusConflict || a.Error != "1.1.0 is already installed; use allow_downgrade to reinstall" || a.Job != "" {
 		t.Errorf("same version: %d %+v", code, a)
 	}
-	if code := call(t, ts, "POST", "/api/v1/install?force=maybe", bytes.NewReader(same), &a); code != http.StatusBadRequest || a.Error != "force must be 1 or 0" {
-		t.Errorf("bad force: %d %+v", code, a)
+	if code := call(t, ts, "POST", "/api/v1/install?allow_downgrade=maybe", bytes.NewReader(same), &a); code != http.StatusBadRequest || a.Error != "allow_downgrade must be 1 or 0" {
+		t.Errorf("bad allow_downgrade: %d %+v", code, a)
+	}
+	// force said too little about what it forced; it is refused by name.
+	if code := call(t, ts, "POST", "/api/v1/install?force=1", bytes.NewReader(same), &a); code != http.StatusBadRequest || !strings.HasPrefix(a.Error, "force is gone") || !strings.Contains(a.Error, "allow_downgrade=1") {
+		t.Errorf("force: %d %+v", code, a)
 	}
 	if code := call(t, ts, "POST", "/api/v1/install?reboot=soon", bytes.NewReader(same), &a); code != http.StatusBadRequest {
 		t.Errorf("bad reboot: %d %+v", code, a)
@@ -98,7 +102,7 @@ func TestHTTPRefusalsAndForce(t *testing.T) {
 	if code := call(t, ts, "GET", "/api/v1/jobs/"+a.Job, nil, &s); code != http.StatusOK || s.State != Failed || s.Message != a.Error {
 		t.Errorf("failed job: %d %+v", code, s)
 	}
-	if code := call(t, ts, "POST", "/api/v1/install?force=1&reboot=later", bytes.NewReader(same), &a); code != http.StatusAccepted || !strings.Contains(a.Message, "boots on the next reboot") {
+	if code := call(t, ts, "POST", "/api/v1/install?allow_downgrade=1&reboot=later", bytes.NewReader(same), &a); code != http.StatusAccepted || !strings.Contains(a.Message, "boots on the next reboot") {
 		t.Errorf("forced: %d %+v", code, a)
 	}
 	if e.reboots.Load() != 0 {

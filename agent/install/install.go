@@ -24,7 +24,7 @@
 // running slot. One install runs at a time.
 //
 // An app package goes through the same checks (1.; its version must be
-// newer than the installed application's, unless forced; a box with no
+// newer than the installed application's, unless allowed; a box with no
 // application takes any version) and the same write and read-back (3.)
 // into the application slot not in use (app-a or app-b; app-a on a box
 // with none), which nothing mounts or runs. Then SwitchApp stops the
@@ -37,7 +37,7 @@
 //
 // Routes registers, for the agent's authenticated API:
 //
-//	POST /api/v1/install[?force=1][&reboot=later]
+//	POST /api/v1/install[?allow_downgrade=1][&reboot=later]
 //	GET  /api/v1/jobs
 //	GET  /api/v1/jobs/{id}
 //
@@ -53,7 +53,7 @@
 //	400  the package is damaged, truncated, its signature does not verify,
 //	     its payload does not match the manifest, or the upload broke off
 //	403  it is signed by a key this box does not trust
-//	409  its version is not newer (without force=1); another install is
+//	409  its version is not newer (without allow_downgrade=1); another install is
 //	     running, a reboot into a new slot is pending, or a bundle waits to
 //	     finish after its reboot; the running slot is an uncommitted trial
 //	     and the other slot is the only committed one
@@ -83,6 +83,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -90,6 +91,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"keel.dev/keel/agent/api"
+	"keel.dev/keel/agent/slots"
 	"keel.dev/keel/image/bootstate"
 	"keel.dev/keel/image/kpkg"
 	"keel.dev/keel/image/layout"
@@ -102,7 +104,7 @@ var (
 	// ErrBusy: another install runs, or a reboot into a new slot is pending.
 	ErrBusy = errors.New("install busy")
 	// ErrNotNewer: the version is not newer than the installed one and
-	// force was not given.
+	// allow_downgrade was not given.
 	ErrNotNewer = errors.New("version not newer")
 	// ErrUncommitted: the running slot is an uncommitted trial, so the
 	// other slot is the only committed fallback.
@@ -140,12 +142,6 @@ type Device interface {
 	Close() error
 }
 
-// BootState reads and updates the boot state; slots.Store is one.
-type BootState interface {
-	Read() (*bootstate.State, string, error)
-	Update(change func(*bootstate.State) error) (*bootstate.State, error)
-}
-
 // Installer installs base and app packages. Fill in the fields, then call
 // Start or register Routes; the fields must not change afterwards.
 type Installer struct {
@@ -154,32 +150,34 @@ type Installer struct {
 	// Installed returns the installed version of each kind (the running
 	// slot's); a missing kind is not installed.
 	Installed func() map[kpkg.Kind]kpkg.Version
-	Slots     BootState
-	Running   string // the slot booted now, "a" or "b"
+	// Slots changes the base slots' boot state: the installer marks,
+	// stages and nothing else (package slots owns the transitions).
+	Slots   *slots.Store
+	Running layout.Label // the base slot booted now
 	// OpenSlot opens a base slot's partition for reading and writing and
 	// returns its size in bytes; see BlockDevices.
-	OpenSlot func(slot string) (Device, int64, error)
+	OpenSlot func(slot layout.Label) (Device, int64, error)
 	Reboot   func() error // nil: the operator reboots
 	Log      *slog.Logger // nil: discard
 	Tries    int          // trial boots for a new slot; 0 means bootstate.DefaultTries
 	Jobs     *Jobs        // nil: a registry of the last DefaultJobs jobs
 
-	// Applications. Without OpenAppSlot and SwitchApp, app packages are
-	// refused.
+	// Applications. Without AppSlots, OpenAppSlot and SwitchApp, app
+	// packages are refused.
 	//
-	// AppSlot returns the application slot in use, "a" or "b", or "" when
-	// no application is installed; an app package goes into the other
-	// one ("a" when there is none). Nil: none is installed.
-	AppSlot func() string
+	// AppSlots is the application slots' state (shared with the
+	// application runtime): an app package goes into the slot the
+	// committed application does not use (a when there is none).
+	AppSlots *slots.AppStore
 	// OpenAppSlot opens an application slot's partition for reading and
 	// writing and returns its size; see AppBlockDevices. The install
 	// closes it before SwitchApp.
-	OpenAppSlot func(slot string) (Device, int64, error)
+	OpenAppSlot func(slot layout.Label) (Device, int64, error)
 	// SwitchApp runs the application just written to slot with version
 	// and returns once it is committed (nil) or rolled back (an error
 	// whose message is the sentence the job ends with); apps.Manager's
 	// Switch is one.
-	SwitchApp func(ctx context.Context, slot, version string) error
+	SwitchApp func(ctx context.Context, slot layout.Label, version string) error
 
 	// PendingDir is a folder on the data partition (/data/keel/pending)
 	// that the installer owns: the packages of an offline bundle that
@@ -201,9 +199,9 @@ type Installer struct {
 
 // Options are an install request's choices.
 type Options struct {
-	// Force allows the same or an older version, and an install while the
-	// running slot is an uncommitted trial.
-	Force bool
+	// AllowDowngrade allows the same or an older version. Nothing allows
+	// overwriting the only committed base slot during a trial boot.
+	AllowDowngrade bool
 	// RebootLater stages the trial boot without rebooting.
 	RebootLater bool
 	// Size is the package's length when known (an HTTP Content-Length),
@@ -269,47 +267,49 @@ func (in *Installer) Start(ctx context.Context, body io.Reader, opts Options) (*
 	if err := in.check(p, opts); err != nil {
 		return nil, err
 	}
-	if m.Kind == kpkg.KindApp {
-		return in.startApp(ctx, p)
+	tries := 0
+	if m.Kind == kpkg.KindBase {
+		if tries, err = in.tries(); err != nil {
+			return nil, err
+		}
+		if _, err := in.checkTrial(); err != nil {
+			return nil, err
+		}
 	}
-	tries, err := in.tries()
+	sl, err := in.openSlot(p)
 	if err != nil {
 		return nil, err
-	}
-	target, err := in.checkTrial(opts.Force)
-	if err != nil {
-		return nil, err
-	}
-	dev, size, err := in.OpenSlot(target)
-	if err != nil {
-		return nil, fail(ErrSystem, "slot %s cannot be opened, so nothing was written: %v", target, err)
-	}
-	defer dev.Close()
-	if m.Payload.Size > size {
-		return nil, fail(ErrIncompatible, "the payload of %s %s is %d bytes, but slot %s holds only %d; nothing was written",
-			m.Name, m.Version, m.Payload.Size, target, size)
 	}
 
-	j := newJob(m.Version.String(), target)
-	j.pkg = kpkg.KindBase
+	j := newJob(m.Version.String(), sl.label)
+	j.pkg = m.Kind
 	in.jobs().add(j)
 	in.current.Store(j)
 	defer in.current.Store(nil)
-	log := in.log().With("job", j.ID(), "version", m.Version.String(), "slot", target)
-	log.Info("install accepted", "name", m.Name, "key", p.KeyID, "bytes", m.Payload.Size, "force", opts.Force)
-
-	if err := in.write(ctx, p, dev, target, j); err != nil {
-		err = fmt.Errorf("%w; slot %s is left unbootable and the box stays on slot %s", err, target, in.Running)
+	log := in.log().With("job", j.ID(), "kind", m.Kind, "name", m.Name, "version", m.Version.String(), "slot", sl.label)
+	log.Info("install accepted", "key", p.KeyID, "bytes", m.Payload.Size, "allow_downgrade", opts.AllowDowngrade)
+	failed := func(err error) (*Job, error) {
 		log.Error("install failed", "err", err)
 		j.finish(Failed, err.Error())
 		return j, err
 	}
+
+	if m.Kind == kpkg.KindApp {
+		if err := in.installApp(ctx, j, p, sl, nil); err != nil {
+			return failed(err)
+		}
+		msg := fmt.Sprintf("app %s %s is running", m.Name, m.Version)
+		j.finish(Done, msg)
+		log.Info(msg)
+		return j, nil
+	}
+	target, err := in.installBase(ctx, j, p, sl, nil)
+	if err != nil {
+		return failed(err)
+	}
 	j.setMessage(fmt.Sprintf("staging a trial boot of %s in slot %s", m.Version, target))
 	if err := in.stageTrial(target, m.Version, tries); err != nil {
-		err = fail(ErrSystem, "%s was written to slot %s, but its trial boot could not be staged: %v; the box stays on slot %s", m.Version, target, err, in.Running)
-		log.Error("install failed", "err", err)
-		j.finish(Failed, err.Error())
-		return j, err
+		return failed(fail(ErrSystem, "%s was written to slot %s, but its trial boot could not be staged: %v; the box stays on slot %s", m.Version, target, err, in.Running))
 	}
 
 	what := fmt.Sprintf("%s %s is in slot %s, staged for a trial boot with %d tries", m.Name, m.Version, target, tries)
@@ -324,20 +324,36 @@ func (in *Installer) Start(ctx context.Context, body io.Reader, opts Options) (*
 	return j, nil
 }
 
-// checkTrial reads the boot state and refuses to write the inactive base
-// slot, target, while the running slot is an uncommitted trial and target
-// holds the only committed fallback, unless forced.
-func (in *Installer) checkTrial(force bool) (target string, err error) {
+// checkTrial reads the boot state and refuses, before anything is
+// written, to write the inactive base slot while the running slot is an
+// uncommitted trial and the inactive one holds the only committed
+// fallback. slots.Store.MarkUnbootable checks again under its lock.
+func (in *Installer) checkTrial() (target layout.Label, err error) {
 	st, _, err := in.Slots.Read()
 	if err != nil {
 		return "", fail(ErrSystem, "the boot state cannot be read, so nothing was written: %v", err)
 	}
-	target = layout.Other(in.Running)
-	if run, oth := st.Slot(in.Running), st.Slot(target); !run.Good && oth.Good && !force {
-		return "", fail(ErrUncommitted, "slot %s runs a trial boot of %s that is not committed yet, and slot %s (%s) is the only committed fallback; wait for the commit, or use force to overwrite it",
-			in.Running, run.Version, target, oth.Version)
+	target = in.Running.Other()
+	if err := slots.CheckOverwrite(st, target, in.Running); err != nil {
+		return "", fail(ErrUncommitted, "%v", unwrapSentence(err))
 	}
 	return target, nil
+}
+
+// unwrapSentence drops the sentinel's text from a slots error, keeping the
+// sentence after it.
+func unwrapSentence(err error) string {
+	msg := err.Error()
+	if _, rest, ok := strings.Cut(msg, slots.ErrOnlyFallback.Error()+": "); ok {
+		return rest
+	}
+	return msg
+}
+
+// appsRun reports whether app packages can be installed: the application
+// runtime is up.
+func (in *Installer) appsRun() bool {
+	return in.AppSlots != nil && in.OpenAppSlot != nil && in.SwitchApp != nil
 }
 
 // lock takes the install lock, or says why another install holds it, the
@@ -372,15 +388,9 @@ func (in *Installer) Ready() error {
 	return nil
 }
 
-// stageTrial writes the boot state for a trial boot of version in target:
-// bootable, not good, tries left, the default. LastGood is unchanged.
-func (in *Installer) stageTrial(target string, version kpkg.Version, tries int) error {
-	_, err := in.Slots.Update(func(st *bootstate.State) error {
-		sl := st.Slot(target)
-		sl.Bootable, sl.Good, sl.Tries, sl.Version = true, false, tries, version.String()
-		st.Default = target
-		return nil
-	})
+// stageTrial stages a trial boot of version in target with tries.
+func (in *Installer) stageTrial(target layout.Label, version kpkg.Version, tries int) error {
+	_, err := in.Slots.StageTrial(target, version.String(), tries)
 	return err
 }
 
@@ -429,7 +439,7 @@ func (in *Installer) check(p *kpkg.Package, opts Options) error {
 // will have then.
 func (in *Installer) checkAgainst(p *kpkg.Package, opts Options, installed map[kpkg.Kind]kpkg.Version) error {
 	m := &p.Manifest
-	if m.Kind == kpkg.KindApp && (in.OpenAppSlot == nil || in.SwitchApp == nil) {
+	if m.Kind == kpkg.KindApp && !in.appsRun() {
 		return fail(ErrIncompatible, "%s %s is an %s package, and only %s packages can be installed so far: the application runtime is not running on this box; nothing was written", m.Name, m.Version, m.Kind, kpkg.KindBase)
 	}
 	if err := m.CheckHardware(in.Hardware); err != nil {
@@ -438,12 +448,12 @@ func (in *Installer) checkAgainst(p *kpkg.Package, opts Options, installed map[k
 	if err := m.CheckRequirements(installed); err != nil {
 		return fail(ErrIncompatible, "%s %s %v; nothing was written", m.Name, m.Version, err)
 	}
-	if cur, ok := installed[m.Kind]; ok && !opts.Force {
+	if cur, ok := installed[m.Kind]; ok && !opts.AllowDowngrade {
 		switch c := m.Version.Compare(cur); {
 		case c == 0:
-			return fail(ErrNotNewer, "%s is already installed; use force to reinstall", cur)
+			return fail(ErrNotNewer, "%s is already installed; use allow_downgrade to reinstall", cur)
 		case c < 0:
-			return fail(ErrNotNewer, "%s is older than the installed %s; use force to downgrade", m.Version, cur)
+			return fail(ErrNotNewer, "%s is older than the installed %s; use allow_downgrade to downgrade", m.Version, cur)
 		}
 	}
 	if need := minPackageSize(p); opts.Size > 0 && opts.Size < need {
@@ -464,18 +474,14 @@ func minPackageSize(p *kpkg.Package) int64 {
 
 // write marks target unbootable, streams the payload into it and checks it
 // by reading it back from the disk.
-func (in *Installer) write(ctx context.Context, p *kpkg.Package, dev Device, target string, j *Job) error {
-	if _, err := in.Slots.Update(func(st *bootstate.State) error {
-		sl := st.Slot(target)
-		sl.Bootable, sl.Good, sl.Tries, sl.Version = false, false, 0, ""
-		if st.Default == target {
-			st.Default = in.Running
+func (in *Installer) write(ctx context.Context, p *kpkg.Package, dev Device, target layout.Label, j *Job) error {
+	if _, err := in.Slots.MarkUnbootable(target, in.Running); err != nil {
+		if errors.Is(err, slots.ErrOnlyFallback) {
+			return fail(ErrUncommitted, "%s; nothing was written", unwrapSentence(err))
 		}
-		return nil
-	}); err != nil {
 		return fail(ErrSystem, "slot %s could not be marked unbootable before writing: %v", target, err)
 	}
-	return stream(ctx, p, dev, "slot "+target, j, 2*p.Manifest.Payload.Size, in.log().With("job", j.ID()))
+	return stream(ctx, p, dev, "slot "+string(target), j, 2*p.Manifest.Payload.Size, in.log().With("job", j.ID()))
 }
 
 // stream writes the payload into dev (named slot in messages) through one

@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"keel.dev/keel/image/bootstate"
 	"keel.dev/keel/image/kpkg"
+	"keel.dev/keel/image/layout"
 )
 
 func TestInstallHappyPath(t *testing.T) {
@@ -87,8 +89,8 @@ func TestRefusedBeforeAnyWrite(t *testing.T) {
 		{name: "truncated in the manifest", pkg: good[:700], status: 400, want: "truncated"},
 		{name: "truncated in the signature", pkg: good[:1024+512+60], status: 400, want: "truncated"},
 		{name: "truncated payload of known size", pkg: good[:len(good)-5000], size: int64(len(good) - 5000), status: 400, want: "needs at least"},
-		{name: "downgrade", pkg: build(t, manifest("1.0.5"), data, vendorKey), status: 409, want: "1.0.5 is older than the installed 1.1.0; use force to downgrade"},
-		{name: "same version", pkg: build(t, manifest("1.1.0"), data, vendorKey), status: 409, want: "1.1.0 is already installed; use force to reinstall"},
+		{name: "downgrade", pkg: build(t, manifest("1.0.5"), data, vendorKey), status: 409, want: "1.0.5 is older than the installed 1.1.0; use allow_downgrade to downgrade"},
+		{name: "same version", pkg: build(t, manifest("1.1.0"), data, vendorKey), status: 409, want: "1.1.0 is already installed; use allow_downgrade to reinstall"},
 		{name: "same version other build", pkg: build(t, manifest("1.1.0+rebuild.2"), data, vendorKey), status: 409, want: "already installed"},
 		{name: "wrong hardware", pkg: withManifest(func(m *kpkg.Manifest) { m.Hardware = []string{"kx-900"} }), status: 422, want: `is for hardware "kx-900"; this box is "keel-vm"`},
 		{name: "requirement", pkg: withManifest(func(m *kpkg.Manifest) {
@@ -133,12 +135,12 @@ func TestRefusedBeforeAnyWrite(t *testing.T) {
 	}
 }
 
-func TestForceAllowsReinstallAndDowngrade(t *testing.T) {
+func TestAllowDowngradeAllowsReinstallAndDowngrade(t *testing.T) {
 	for _, v := range []string{"1.1.0", "1.0.5"} {
 		t.Run(v, func(t *testing.T) {
 			e := newEnv(t)
 			data := payload(100<<10, 3)
-			j, err := e.in.Start(context.Background(), bytes.NewReader(build(t, manifest(v), data, vendorKey)), Options{Force: true})
+			j, err := e.in.Start(context.Background(), bytes.NewReader(build(t, manifest(v), data, vendorKey)), Options{AllowDowngrade: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -147,14 +149,19 @@ func TestForceAllowsReinstallAndDowngrade(t *testing.T) {
 			}
 		})
 	}
-	t.Run("over an uncommitted trial", func(t *testing.T) {
+	// allow_downgrade says what it allows: it never overwrites the only
+	// committed slot while the running one is on trial.
+	t.Run("not over an uncommitted trial", func(t *testing.T) {
 		e := newEnv(t)
 		st := bootstate.Initial("1.1.0", "1.0.0")
 		st.A = bootstate.Slot{Bootable: true, Tries: 2, Version: "1.1.0"}
 		e.setState(st)
-		if _, err := e.in.Start(context.Background(), bytes.NewReader(build(t, manifest("1.2.0"), payload(1000, 0), vendorKey)), Options{Force: true}); err != nil {
-			t.Fatal(err)
+		before := e.snapshot()
+		j, err := e.in.Start(context.Background(), bytes.NewReader(build(t, manifest("1.0.5"), payload(1000, 0), vendorKey)), Options{AllowDowngrade: true})
+		if !errors.Is(err, ErrUncommitted) || j != nil || !strings.Contains(err.Error(), "slot b (1.0.0) is the only committed fallback") {
+			t.Fatalf("job %v, error %v", j, err)
 		}
+		e.assertUnchanged(before)
 	})
 }
 
@@ -333,7 +340,7 @@ func TestSlotFailures(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			e := newEnv(t)
 			open := e.in.OpenSlot
-			e.in.OpenSlot = func(slot string) (Device, int64, error) {
+			e.in.OpenSlot = func(slot layout.Label) (Device, int64, error) {
 				d, n, err := open(slot)
 				dev := c.dev
 				dev.Device = d
@@ -348,24 +355,24 @@ func TestSlotFailures(t *testing.T) {
 	}
 }
 
-// failingState fails the nth Update.
-type failingState struct {
-	BootState
-	n, failAt int
-}
-
-func (f *failingState) Update(change func(*bootstate.State) error) (*bootstate.State, error) {
-	f.n++
-	if f.n == f.failAt {
-		return nil, fmt.Errorf("write boot state: no space left on device")
+// failWrite makes the nth write of the boot state (both copies) fail.
+func failWrite(e *env, failAt int) {
+	n := 0
+	e.in.Slots.WriteBlock = func(path string, block []byte) error {
+		if strings.HasSuffix(path, bootstate.PrimaryPath) {
+			n++
+		}
+		if n == failAt {
+			return fmt.Errorf("write boot state: no space left on device")
+		}
+		return os.WriteFile(path, block, 0o644)
 	}
-	return f.BootState.Update(change)
 }
 
 func TestBootStateFailures(t *testing.T) {
 	t.Run("marking unbootable", func(t *testing.T) {
 		e := newEnv(t)
-		e.in.Slots = &failingState{BootState: e.in.Slots, failAt: 1}
+		failWrite(e, 1)
 		before := e.snapshot()
 		j, err := e.in.Start(context.Background(), bytes.NewReader(build(t, manifest("1.2.0"), payload(4096, 0), vendorKey)), Options{})
 		if !errors.Is(err, ErrSystem) || j == nil || j.Status().State != Failed || !strings.Contains(err.Error(), "could not be marked unbootable") {
@@ -375,7 +382,7 @@ func TestBootStateFailures(t *testing.T) {
 	})
 	t.Run("staging the trial", func(t *testing.T) {
 		e := newEnv(t)
-		e.in.Slots = &failingState{BootState: e.in.Slots, failAt: 2}
+		failWrite(e, 2)
 		j, err := e.in.Start(context.Background(), bytes.NewReader(build(t, manifest("1.2.0"), payload(4096, 0), vendorKey)), Options{})
 		if !errors.Is(err, ErrSystem) || !strings.Contains(err.Error(), "trial boot could not be staged") {
 			t.Fatalf("error %v", err)

@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"keel.dev/keel/image/kpkg"
+	"keel.dev/keel/image/layout"
 )
 
 // State is a job's life stage.
@@ -25,7 +26,7 @@ type Job struct {
 
 	mu       sync.Mutex
 	version  string
-	slot     string
+	slot     layout.Label
 	pkg      kpkg.Kind
 	state    State
 	progress float64
@@ -40,19 +41,19 @@ type Job struct {
 
 // JobStatus is a snapshot of a job, as the API shows it.
 type JobStatus struct {
-	ID       string  `json:"id"`
-	Kind     string  `json:"kind"` // "install", or "bundle" for an offline bundle
-	State    State   `json:"state"`
-	Progress float64 `json:"progress"` // 0..1
-	Message  string  `json:"message"`  // a sentence
-	Version  string  `json:"version"`  // the version being installed (a bundle's current package's)
-	Slot     string  `json:"slot"`     // the slot written (a bundle's current package's)
+	ID       string       `json:"id"`
+	Kind     string       `json:"kind"` // "install", or "bundle" for an offline bundle
+	State    State        `json:"state"`
+	Progress float64      `json:"progress"` // 0..1
+	Message  string       `json:"message"`  // a sentence
+	Version  string       `json:"version"`  // the version being installed (a bundle's current package's)
+	Slot     layout.Label `json:"slot"`     // the slot written (a bundle's current package's)
 	// Package is the package's kind: "base" (Slot is a base slot) or
 	// "app" (Slot is an application slot).
 	Package string `json:"package,omitempty"`
 }
 
-func newJob(version, slot string) *Job {
+func newJob(version string, slot layout.Label) *Job {
 	var b [8]byte
 	rand.Read(b[:]) // never fails (crypto/rand panics rather)
 	return &Job{

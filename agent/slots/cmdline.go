@@ -3,38 +3,52 @@
 // bad, and the sentence that tells the operator what happened.
 package slots
 
-import "strings"
+import (
+	"strings"
+
+	"keel.dev/keel/image/layout"
+)
 
 // Boot is what GRUB said on the kernel command line about this boot.
 type Boot struct {
-	Slot     string // "a" or "b"
-	Mode     string // "good", "trial" or "recovery"
+	Slot     layout.Label
+	Mode     Mode
 	Tries    string // tries left after GRUB took this boot's try
 	Recovery bool
-	EnvFrom  string // "primary", "backup" or "none": which boot state copy GRUB used
+	EnvFrom  Copy // which boot state copy GRUB used
 }
+
+// Mode is how GRUB booted the slot.
+type Mode string
+
+// The modes GRUB passes as keel.mode.
+const (
+	ModeGood     Mode = "good"     // a committed slot
+	ModeTrial    Mode = "trial"    // an uncommitted slot, one try taken
+	ModeRecovery Mode = "recovery" // nothing bootable: the last good slot
+)
 
 // ParseCmdline reads the keel.* parameters GRUB passes.
 func ParseCmdline(cmdline string) Boot {
-	b := Boot{Slot: "a", Mode: "good", EnvFrom: "primary"}
+	b := Boot{Slot: layout.SlotA, Mode: ModeGood, EnvFrom: Primary}
 	for _, f := range strings.Fields(cmdline) {
 		k, v, _ := strings.Cut(f, "=")
 		switch k {
 		case "keel.slot":
-			if v == "a" || v == "b" {
-				b.Slot = v
+			if l, err := layout.ParseLabel(v); err == nil {
+				b.Slot = l
 			}
 		case "keel.mode":
-			b.Mode = v
+			b.Mode = Mode(v)
 		case "keel.tries":
 			b.Tries = v
 		case "keel.recovery":
 			b.Recovery = v == "1"
 		case "keel.bootenv":
-			b.EnvFrom = v
+			b.EnvFrom = Copy(v)
 		}
 	}
-	if b.Mode == "recovery" {
+	if b.Mode == ModeRecovery {
 		b.Recovery = true
 	}
 	return b

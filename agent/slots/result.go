@@ -10,11 +10,11 @@ import (
 // about, from GRUB's account of the boot and the state GRUB started from.
 // st may be nil when the boot state could not be read.
 func Describe(b Boot, st *bootstate.State, version string) string {
-	if st == nil || b.EnvFrom == "none" {
+	if st == nil || b.EnvFrom == NoCopy {
 		return fmt.Sprintf("Both copies of the boot state were unreadable; GRUB booted slot %s (%s) in recovery mode. Check the slots and commit one from the console.", b.Slot, version)
 	}
 	copyNote := ""
-	if b.EnvFrom == "backup" {
+	if b.EnvFrom == Backup {
 		copyNote = " The primary copy of the boot state was damaged; it was repaired from the backup copy."
 	}
 	if b.Recovery {
@@ -27,7 +27,7 @@ func Describe(b Boot, st *bootstate.State, version string) string {
 		}
 		return fmt.Sprintf("Slot %s (%s) is marked bad and was not booted; the box is on %s in slot %s.%s", st.Default, d.Version, version, b.Slot, copyNote)
 	}
-	if b.Mode == "trial" {
+	if b.Mode == ModeTrial {
 		return fmt.Sprintf("Trial boot of %s in slot %s (%s tries left).%s", version, b.Slot, b.Tries, copyNote)
 	}
 	return fmt.Sprintf("Booted committed slot %s (%s).%s", b.Slot, version, copyNote)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 
 	"keel.dev/keel/agent/api"
 )
@@ -57,7 +58,11 @@ func (m *Manager) install(w http.ResponseWriter, r *http.Request) {
 	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil && !errors.Is(err, io.EOF) {
-		api.WriteError(w, http.StatusBadRequest, `The body must be {"name": ..., "version": ..., "force": false}, or empty for the next update: `+err.Error())
+		msg := `The body must be {"name": ..., "version": ..., "ignore_wait": false}, or empty for the next update: ` + err.Error()
+		if strings.Contains(err.Error(), `unknown field "force"`) {
+			msg = `"force" is gone: use "ignore_wait": true to install before a package's wait is over (requirements and the version order still hold)`
+		}
+		api.WriteError(w, http.StatusBadRequest, msg)
 		return
 	}
 	job, msg, err := m.Install(r.Context(), req, r.Context().Done())

@@ -15,7 +15,10 @@ import (
 type Request struct {
 	Name    string `json:"name"`
 	Version string `json:"version"`
-	Force   bool   `json:"force"` // ignore a wait; requirements still hold
+	// IgnoreWait installs before the wait the previous package of its
+	// kind asked for is over; requirements, hardware and the version
+	// order still hold (the catalog offers only newer versions).
+	IgnoreWait bool `json:"ignore_wait"`
 }
 
 // Install downloads the requested update from the update server and runs
@@ -46,8 +49,8 @@ func (m *Manager) Install(ctx context.Context, r Request, rebootAfter <-chan str
 	}
 	d := newDownload(ctx, m.client(), url, e.Size, e.SHA256, resumes, m.log())
 	defer d.Close()
-	m.log().Info("installing update", "update", e.String(), "url", url, "force", r.Force)
-	job, message, err = m.Installer(ctx, d, e.Size, r.Force, rebootAfter)
+	m.log().Info("installing update", "update", e.String(), "url", url, "ignore_wait", r.IgnoreWait)
+	job, message, err = m.Installer(ctx, d, e.Size, rebootAfter)
 	if err == nil {
 		m.Recorded(kpkg.Manifest{Kind: e.Kind, Name: e.Name, Version: e.Version, Wait: e.Wait})
 	}
@@ -70,8 +73,8 @@ func (m *Manager) pick(r Request) (catalog.Entry, error) {
 		return catalog.Entry{}, fmt.Errorf("%w: check for updates first (POST /api/v1/updates/check)", ErrNoCatalog)
 	}
 	var opts []catalog.Option
-	if r.Force {
-		opts = append(opts, catalog.Force)
+	if r.IgnoreWait {
+		opts = append(opts, catalog.IgnoreWait)
 	}
 	updates := c.Updates(box, opts...)
 	if r.Name == "" {

@@ -11,7 +11,7 @@
 //	PUT  /api/v1/updates/config         the same; 400 names a bad field
 //	POST /api/v1/updates/check          fetch and verify the catalog, then as GET
 //	GET  /api/v1/updates                installed versions and the updates offered
-//	POST /api/v1/updates/install        {"name", "version", "force"}: 202 {"job",
+//	POST /api/v1/updates/install        {"name", "version", "ignore_wait"}: 202 {"job",
 //	                                    "message"}; 409 with the reason when blocked
 //	GET  /api/v1/updates/download-key   a download key (text); 409 while the
 //	                                    clock is not synchronized
@@ -85,7 +85,7 @@ func (c Config) channel() string {
 // /api/v1/install does, and returns the job's id and message. size is the
 // package's length (-1 when unknown); the reboot a base package needs
 // waits until rebootAfter is closed.
-type InstallFunc func(ctx context.Context, body io.Reader, size int64, force bool, rebootAfter <-chan struct{}) (job, message string, err error)
+type InstallFunc func(ctx context.Context, body io.Reader, size int64, rebootAfter <-chan struct{}) (job, message string, err error)
 
 // Manager owns the update settings, the last verified catalog and the
 // install history on the data partition. Fill in the fields, then call

@@ -89,7 +89,7 @@ func (f *fakeBox) versions() (map[kpkg.Kind]kpkg.Version, map[kpkg.Kind]string) 
 	return v, map[kpkg.Kind]string{kpkg.KindBase: "keel", kpkg.KindApp: "demo"}
 }
 
-func (f *fakeBox) install(ctx context.Context, body io.Reader, size int64, force bool, _ <-chan struct{}) (string, string, error) {
+func (f *fakeBox) install(ctx context.Context, body io.Reader, size int64, _ <-chan struct{}) (string, string, error) {
 	p, err := kpkg.Open(body, f.keys)
 	if err != nil {
 		return "", "", err
@@ -268,7 +268,7 @@ func TestWaitBlocksUnlessForced(t *testing.T) {
 	if _, _, err := m.Install(context.Background(), Request{Name: "demo", Version: "1.1.0"}, nil); !errors.Is(err, ErrBlocked) {
 		t.Fatalf("install during the wait: %v", err)
 	}
-	if _, _, err := m.Install(context.Background(), Request{Name: "demo", Version: "1.1.0", Force: true}, nil); err != nil {
+	if _, _, err := m.Install(context.Background(), Request{Name: "demo", Version: "1.1.0", IgnoreWait: true}, nil); err != nil {
 		t.Fatalf("forced install during the wait: %v", err)
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"keel.dev/keel/image/layout"
 )
 
 // Paths of the two copies inside the ESP. GRUB reads the primary first.
@@ -48,15 +50,15 @@ func (s Slot) CanBoot() bool { return s.Bootable && (s.Good || s.Tries > 0) }
 
 // State is the whole boot state.
 type State struct {
-	Gen      uint64 // increases with every write by the agent
-	Default  string // "a" or "b": tried first
-	LastGood string // booted in recovery mode when nothing is bootable
+	Gen      uint64       // increases with every write by the agent
+	Default  layout.Label // tried first
+	LastGood layout.Label // booted in recovery mode when nothing is bootable
 	A, B     Slot
 }
 
 // Slot returns a pointer to the named slot's state.
-func (s *State) Slot(name string) *Slot {
-	if name == "b" {
+func (s *State) Slot(name layout.Label) *Slot {
+	if name == layout.SlotB {
 		return &s.B
 	}
 	return &s.A
@@ -64,12 +66,15 @@ func (s *State) Slot(name string) *Slot {
 
 // Validate checks the invariants GRUB relies on.
 func (s *State) Validate() error {
-	for _, v := range []struct{ what, val string }{{"default", s.Default}, {"last good", s.LastGood}} {
-		if v.val != "a" && v.val != "b" {
+	for _, v := range []struct {
+		what string
+		val  layout.Label
+	}{{"default", s.Default}, {"last good", s.LastGood}} {
+		if !v.val.Valid() {
 			return fmt.Errorf("boot state: %s slot %q is not a or b", v.what, v.val)
 		}
 	}
-	for _, n := range []string{"a", "b"} {
+	for _, n := range layout.Labels {
 		sl := s.Slot(n)
 		if sl.Tries < 0 || sl.Tries > MaxTries {
 			return fmt.Errorf("boot state: slot %s tries %d out of range 0..%d", n, sl.Tries, MaxTries)
@@ -91,14 +96,15 @@ func (s *State) Encode() ([]byte, error) {
 	b.WriteString(header)
 	kv := func(k, v string) { fmt.Fprintf(&b, "%s=%s\n", k, v) }
 	kv("keel_gen", strconv.FormatUint(s.Gen, 10))
-	kv("keel_default", s.Default)
-	kv("keel_last_good", s.LastGood)
-	for _, n := range []string{"a", "b"} {
+	kv("keel_default", string(s.Default))
+	kv("keel_last_good", string(s.LastGood))
+	for _, n := range layout.Labels {
 		sl := s.Slot(n)
-		kv("keel_"+n+"_ok", bit(sl.Bootable))
-		kv("keel_"+n+"_good", bit(sl.Good))
-		kv("keel_"+n+"_tries", strconv.Itoa(sl.Tries))
-		kv("keel_"+n+"_ver", sl.Version)
+		p := "keel_" + string(n)
+		kv(p+"_ok", bit(sl.Bootable))
+		kv(p+"_good", bit(sl.Good))
+		kv(p+"_tries", strconv.Itoa(sl.Tries))
+		kv(p+"_ver", sl.Version)
 	}
 	kv("keel_magic", magic)
 	if b.Len() > BlockSize {
@@ -130,17 +136,18 @@ func Decode(block []byte) (*State, error) {
 	if vars["keel_magic"] != magic {
 		return nil, ErrInvalid
 	}
-	s := &State{Default: vars["keel_default"], LastGood: vars["keel_last_good"]}
+	s := &State{Default: layout.Label(vars["keel_default"]), LastGood: layout.Label(vars["keel_last_good"])}
 	var err error
 	if s.Gen, err = strconv.ParseUint(vars["keel_gen"], 10, 64); err != nil {
 		return nil, fmt.Errorf("%w: keel_gen: %v", ErrInvalid, err)
 	}
-	for _, n := range []string{"a", "b"} {
+	for _, n := range layout.Labels {
 		sl := s.Slot(n)
-		sl.Bootable = vars["keel_"+n+"_ok"] == "1"
-		sl.Good = vars["keel_"+n+"_good"] == "1"
-		sl.Version = vars["keel_"+n+"_ver"]
-		if sl.Tries, err = strconv.Atoi(vars["keel_"+n+"_tries"]); err != nil {
+		p := "keel_" + string(n)
+		sl.Bootable = vars[p+"_ok"] == "1"
+		sl.Good = vars[p+"_good"] == "1"
+		sl.Version = vars[p+"_ver"]
+		if sl.Tries, err = strconv.Atoi(vars[p+"_tries"]); err != nil {
 			return nil, fmt.Errorf("%w: keel_%s_tries: %v", ErrInvalid, n, err)
 		}
 	}
@@ -165,7 +172,7 @@ func Pick(primary, backup []byte) (*State, string, error) {
 // Decision is what GRUB does with a state: boot Slot, in recovery mode or
 // not, taking one try when Trial.
 type Decision struct {
-	Slot     string
+	Slot     layout.Label
 	Trial    bool
 	Recovery bool
 }
@@ -174,7 +181,7 @@ type Decision struct {
 // the tests use it to know what GRUB will do. It returns the state after
 // GRUB's own write (one try taken from a trial slot).
 func Decide(s State) (Decision, State) {
-	for _, n := range []string{s.Default, other(s.Default)} {
+	for _, n := range []layout.Label{s.Default, s.Default.Other()} {
 		sl := s.Slot(n)
 		if !sl.CanBoot() {
 			continue
@@ -192,17 +199,10 @@ func Decide(s State) (Decision, State) {
 // version, slot b holding other (empty when not filled).
 func Initial(version, other string) State {
 	return State{
-		Gen: 1, Default: "a", LastGood: "a",
+		Gen: 1, Default: layout.SlotA, LastGood: layout.SlotA,
 		A: Slot{Bootable: true, Good: true, Version: version},
 		B: Slot{Bootable: other != "", Good: other != "", Version: other},
 	}
-}
-
-func other(slot string) string {
-	if slot == "a" {
-		return "b"
-	}
-	return "a"
 }
 
 func bit(b bool) string {

@@ -52,9 +52,9 @@ type Update struct {
 // Option changes how Updates evaluates.
 type Option int
 
-// Force ignores waits, which is the operator's choice to make; it does not
-// ignore requirements, hardware or targets.
-const Force Option = 1
+// IgnoreWait ignores waits, which is the operator's choice to make; it
+// does not ignore requirements, hardware or targets.
+const IgnoreWait Option = 1
 
 // ErrNothingToInstall is what Plan wraps when it finds no step.
 var ErrNothingToInstall = errors.New("nothing to install")
@@ -64,7 +64,7 @@ var ErrNothingToInstall = errors.New("nothing to install")
 // than what the box has installed, bases first, then apps, each newest
 // last, and says of each whether it installs now, or why not.
 func (c *Catalog) Updates(b Box, opts ...Option) []Update {
-	force := slices.Contains(opts, Force)
+	ignoreWait := slices.Contains(opts, IgnoreWait)
 	var out []Update
 	for _, e := range c.Entries {
 		if !b.offered(e) || !b.older(e) {
@@ -73,7 +73,7 @@ func (c *Catalog) Updates(b Box, opts ...Option) []Update {
 		u := Update{Entry: e}
 		if err := checkAll(c.requirements(e), b.Installed); err != nil {
 			u.Reason = err.Error()
-		} else if at, why := b.waitUntil(e.Kind); !force && why != "" {
+		} else if at, why := b.waitUntil(e.Kind); !ignoreWait && why != "" {
 			u.Reason, u.InstallableAt = why, at
 		} else {
 			u.Installable = true
@@ -116,7 +116,7 @@ func (c *Catalog) Plan(b Box) ([]Entry, error) {
 	if len(plan) > 0 {
 		return plan, nil
 	}
-	ups := c.Updates(b, Force)
+	ups := c.Updates(b, IgnoreWait)
 	if len(ups) == 0 {
 		return nil, fmt.Errorf("%w: %s is up to date (%s)%s", ErrNothingToInstall, b.describe(), b.installedList(), b.targetNote())
 	}

@@ -117,7 +117,7 @@ func TestUpdatesWait(t *testing.T) {
 		t.Errorf("a requirement should be named before a wait: %q", r)
 	}
 
-	forced := demo().Updates(b, Force)
+	forced := demo().Updates(b, IgnoreWait)
 	if !forced[1].Installable || forced[2].Installable {
 		t.Errorf("force ignores waits only:\n%s", listing(forced))
 	}

@@ -97,13 +97,13 @@ func Build(ctx context.Context, o Options) error {
 			return err
 		}
 	}
-	slots := map[string]string{"a": o.Version}
+	slots := map[layout.Label]string{layout.SlotA: o.Version}
 	if o.VersionB != "" {
-		slots["b"] = o.VersionB
+		slots[layout.SlotB] = o.VersionB
 	}
-	squash := map[string]string{}
+	squash := map[layout.Label]string{}
 	for slot, ver := range slots {
-		out := filepath.Join(work, "base-"+slot+".squashfs")
+		out := filepath.Join(work, layout.BasePart(slot)+".squashfs")
 		m := manifest.Base{Kind: "base", Name: "keel", Version: ver, BuildTime: o.BuildTime.UTC(), Kernel: o.KernelRelease}
 		if err := BaseSquashfs(out, o.Kernel, o.Initramfs, m); err != nil {
 			return err
@@ -130,7 +130,7 @@ func Build(ctx context.Context, o Options) error {
 		}
 	}
 	if o.AppPayload != "" {
-		if err := writePartition(d, exts, layout.AppPart("a"), o.AppPayload); err != nil {
+		if err := writePartition(d, exts, layout.AppPart(layout.SlotA), o.AppPayload); err != nil {
 			return err
 		}
 	}

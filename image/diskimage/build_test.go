@@ -107,7 +107,7 @@ func TestESPAndSlotContents(t *testing.T) {
 		t.Errorf("boot state %+v, want %+v", *st, want)
 	}
 
-	for slot, ver := range map[string]string{"a": "1.2.3", "b": "1.3.0"} {
+	for slot, ver := range map[layout.Label]string{layout.SlotA: "1.2.3", layout.SlotB: "1.3.0"} {
 		sq := readSlot(t, img, layout.BasePart(slot))
 		for name, src := range map[string]string{manifest.KernelFile: o.Kernel, manifest.InitramfsFile: o.Initramfs} {
 			want, _ := os.ReadFile(src)

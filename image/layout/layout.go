@@ -113,18 +113,46 @@ func Find(exts []Extent, name string) (Extent, bool) {
 	return Extent{}, false
 }
 
-// BasePart returns the partition name of a base slot ("a" or "b").
-func BasePart(slot string) string { return "base-" + slot }
+// Label names one of the two slots of a kind (base or app). It is a type,
+// not a string, so a slot is never confused with another word; the only
+// values are SlotA and SlotB (and the zero Label, "no slot").
+type Label string
 
-// AppPart returns the partition name of an application slot ("a" or "b").
-func AppPart(slot string) string { return "app-" + slot }
+// The two slots of each kind.
+const (
+	SlotA Label = "a"
+	SlotB Label = "b"
+)
 
-// Other returns the other slot.
-func Other(slot string) string {
-	if slot == "a" {
-		return "b"
+// Labels are both slots, a first.
+var Labels = [2]Label{SlotA, SlotB}
+
+// Other returns the other slot; the zero Label's other is SlotA, so a box
+// with nothing installed writes slot a first.
+func (l Label) Other() Label {
+	if l == SlotA {
+		return SlotB
 	}
-	return "a"
+	return SlotA
 }
+
+// Valid reports whether l is SlotA or SlotB.
+func (l Label) Valid() bool { return l == SlotA || l == SlotB }
+
+func (l Label) String() string { return string(l) }
+
+// ParseLabel reads "a" or "b".
+func ParseLabel(s string) (Label, error) {
+	if l := Label(s); l.Valid() {
+		return l, nil
+	}
+	return "", fmt.Errorf("slot %q is neither a nor b", s)
+}
+
+// BasePart returns the partition name of a base slot.
+func BasePart(l Label) string { return "base-" + string(l) }
+
+// AppPart returns the partition name of an application slot.
+func AppPart(l Label) string { return "app-" + string(l) }
 
 func alignUp(n int64) int64 { return (n + Align - 1) / Align * Align }

@@ -53,7 +53,7 @@ func TestInstallBaseAcrossSlots(t *testing.T) {
 	}
 	same := e.basePackage(t, keyFile, "1.0.0")
 	if code, body := upload(t, vm, "", mustRead(t, same)); code != http.StatusConflict || !strings.Contains(string(body), "already installed") {
-		t.Errorf("the same version without force: %d %s", code, body)
+		t.Errorf("the same version without allow_downgrade: %d %s", code, body)
 	}
 
 	for _, step := range []struct{ version, slot string }{{"1.1.0", "b"}, {"1.2.0", "a"}} {

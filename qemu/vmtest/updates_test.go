@@ -164,7 +164,7 @@ func demoInfo(t *testing.T, port int, inc bool) (version string, counter int64) 
 // The vendor guide's path, online: a box at base 1.0.0 with app 1.0.0
 // checks the update server and sees base 1.1.0 and app 1.0.1 installable,
 // app 1.1.0 waiting for the base and 2.0.0 for app 1.1.0; installs the
-// base (a reboot); then app 1.1.0, held by its wait until forced, and
+// base (a reboot); then app 1.1.0, held by its wait until ignore_wait, and
 // 2.0.0 (no reboot); then 2.0.1, which fails its health check and is
 // rolled back without a reboot. The demo app's counter survives it all.
 func TestUpdatesFromServerInVendorOrder(t *testing.T) {
@@ -223,13 +223,13 @@ func TestUpdatesFromServerInVendorOrder(t *testing.T) {
 	if code, body := installUpdate(t, vm, `{"name":"demo","version":"2.0.0"}`); code != http.StatusConflict {
 		t.Errorf("install 2.0.0 during the wait: %d %s", code, body)
 	}
-	if code, body := installUpdate(t, vm, `{"name":"demo","version":"2.0.0","force":true}`); code != http.StatusAccepted {
-		t.Fatalf("install demo 2.0.0 with force: %d %s", code, body)
+	if code, body := installUpdate(t, vm, `{"name":"demo","version":"2.0.0","ignore_wait":true}`); code != http.StatusAccepted {
+		t.Fatalf("install demo 2.0.0 with ignore_wait: %d %s", code, body)
 	}
 	if v, n := demoInfo(t, appPort, false); v != "2.0.0" || n != 3 {
 		t.Fatalf("after 2.0.0 the demo app runs %q with counter %d; want 2.0.0 and 3", v, n)
 	}
-	code, body := installUpdate(t, vm, `{"name":"demo","version":"2.0.1","force":true}`)
+	code, body := installUpdate(t, vm, `{"name":"demo","version":"2.0.1","ignore_wait":true}`)
 	if code != http.StatusUnprocessableEntity || !strings.Contains(body, "health check") || !strings.Contains(body, "back on 2.0.0") {
 		t.Fatalf("install the broken 2.0.1: %d %s", code, body)
 	}
