@@ -1,70 +1,35 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"strconv"
 	"strings"
 
-	"keel.dev/keel/agent/apps"
-	"keel.dev/keel/agent/netcfg"
+	"keel.dev/keel/agent/api"
 	"keel.dev/keel/agent/slots"
-	"keel.dev/keel/agent/timesync"
-	"keel.dev/keel/image/layout"
 )
 
-// Status is GET /api/v1/status.
-type Status struct {
-	Base struct {
-		Version string       `json:"version"`
-		Slot    layout.Label `json:"slot"`
-	} `json:"base"`
-	Boot struct {
-		Committed      bool       `json:"committed"`
-		Trial          bool       `json:"trial"`
-		TriesLeft      int        `json:"tries_left"`
-		Recovery       bool       `json:"recovery"`
-		RecoveryReason string     `json:"recovery_reason,omitempty"`
-		LastResult     string     `json:"last_result"`
-		BootStateCopy  slots.Copy `json:"boot_state_copy"`
-	} `json:"boot"`
-	Data struct {
-		State string `json:"state"` // mounted, formatted, unusable, missing
-	} `json:"data"`
-	Agent struct {
-		RSSBytes int64 `json:"rss_bytes"` // resident memory of PID 1
-	} `json:"agent"`
-	App      *apps.Status     `json:"app,omitempty"` // nil when the data partition is not mounted
-	Network  *netcfg.Status   `json:"network,omitempty"`
-	Time     *timesync.Status `json:"time,omitempty"`
-	Serial   string           `json:"serial"`
-	Hostname string           `json:"hostname"`
-	Kernel   string           `json:"kernel"`
-	UptimeS  float64          `json:"uptime_s"`
-}
-
-func (a *agent) status() Status {
-	var s Status
+func (a *agent) status() api.Status {
+	var s api.Status
 	s.Base.Version = a.version()
-	s.Base.Slot = a.boot0.Slot
+	s.Base.Slot = string(a.boot0.Slot)
 	s.Serial, s.Kernel = a.serial, a.kernel
 	s.Hostname, _ = os.Hostname()
 	if a.network != nil {
-		ns := a.network.Status()
-		s.Network = &ns
+		s.Network = encode(a.network.Status())
 	}
 	if a.clock != nil {
-		ts := a.clock.Status()
-		s.Time = &ts
+		s.Time = encode(a.clock.Status())
 	}
 	if m := a.apps; m != nil {
-		as := m.Status()
-		s.App = &as
+		s.App = encode(m.Status())
 	}
 	s.UptimeS = uptime()
 	s.Agent.RSSBytes = rss()
 	s.Boot.Trial = a.boot0.Mode == slots.ModeTrial
 	s.Boot.TriesLeft, _ = strconv.Atoi(a.boot0.Tries)
-	s.Boot.BootStateCopy = a.boot0.EnvFrom
+	s.Boot.BootStateCopy = string(a.boot0.EnvFrom)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	s.Boot.Committed = a.committed
@@ -73,6 +38,16 @@ func (a *agent) status() Status {
 	s.Boot.LastResult = a.result
 	s.Data.State = a.dataState
 	return s
+}
+
+// encode is a subsystem's part of the status; the types are plain data,
+// so it cannot fail.
+func encode(v any) json.RawMessage {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil
+	}
+	return b
 }
 
 // rss reads PID 1's resident set size from /proc/self/status.

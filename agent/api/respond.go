@@ -7,11 +7,6 @@ import (
 	"strconv"
 )
 
-// errorBody is every error's JSON shape.
-type errorBody struct {
-	Error string `json:"error"`
-}
-
 // WriteJSON answers with v as JSON: every endpoint of the agent answers
 // through it. It encodes before writing anything, so an encoding failure can
 // still become a proper 500.
@@ -26,7 +21,7 @@ func WriteJSON(w http.ResponseWriter, code int, v any) {
 	if err := enc.Encode(v); err != nil {
 		code = http.StatusInternalServerError
 		b.Reset()
-		enc.Encode(errorBody{"the agent could not encode its answer; report this as a bug"})
+		enc.Encode(Error{Error: "the agent could not encode its answer; report this as a bug"})
 	}
 	body := b.Bytes()
 	h := w.Header()
@@ -40,7 +35,7 @@ func WriteJSON(w http.ResponseWriter, code int, v any) {
 
 // WriteError answers {"error": msg}; msg is a sentence saying what to do.
 func WriteError(w http.ResponseWriter, code int, msg string) {
-	WriteJSON(w, code, errorBody{msg})
+	WriteJSON(w, code, Error{Error: msg})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) { WriteJSON(w, code, v) }

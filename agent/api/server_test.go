@@ -105,7 +105,7 @@ func TestNotFoundAndMethodNotAllowed(t *testing.T) {
 		if r.header.Get("Allow") != tc.allow {
 			t.Errorf("%s %s: Allow %q, want %q", tc.method, tc.path, r.header.Get("Allow"), tc.allow)
 		}
-		var e errorBody
+		var e Error
 		if err := json.Unmarshal([]byte(r.body), &e); err != nil || e.Error == "" {
 			t.Errorf("%s %s: body %q is not a JSON error", tc.method, tc.path, r.body)
 		}

@@ -10,12 +10,6 @@ import (
 	"keel.dev/keel/agent/api"
 )
 
-// Mux is where Routes registers its handlers; the agent's API server
-// (authenticated) and *http.ServeMux both fit.
-type Mux interface {
-	Handle(pattern string, h http.Handler)
-}
-
 // Request is the body of the enable and disable endpoints.
 type Request struct {
 	Interface string `json:"interface"`
@@ -25,7 +19,7 @@ type Request struct {
 
 // Routes registers POST /api/v1/network/floating/enable and .../disable.
 // A conflict answers 409 with the owner's MAC in the error.
-func (m *Manager) Routes(mux Mux) {
+func (m *Manager) Routes(mux api.Mux) {
 	mux.Handle("POST /api/v1/network/floating/enable", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		req, p, ok := decode(w, r)
 		if !ok {
@@ -88,5 +82,5 @@ func sentence(err error) string {
 func writeJSON(w http.ResponseWriter, code int, v any) { api.WriteJSON(w, code, v) }
 
 func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, map[string]string{"error": msg})
+	writeJSON(w, code, api.Error{Error: msg})
 }

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"keel.dev/keel/agent/api"
 	"keel.dev/keel/agent/slots"
 	"keel.dev/keel/image/bootstate"
 	"keel.dev/keel/image/kpkg"
@@ -329,7 +330,7 @@ func TestHTTPAppInstall(t *testing.T) {
 	if code := call(t, ts, "POST", "/api/v1/install", bytes.NewReader(build(t, appManifest("1.2.0"), payload(9000, 1), vendorKey)), &a); code != http.StatusUnprocessableEntity || a.Job == "" || a.Error != "app 1.2.0 failed its health check (x); back on 1.1.0" {
 		t.Errorf("%d %+v", code, a)
 	}
-	var s JobStatus
+	var s api.Job
 	if code := call(t, ts, "GET", "/api/v1/jobs/"+a.Job, nil, &s); code != 200 || s.State != Failed || s.Package != "app" {
 		t.Errorf("%d %+v", code, s)
 	}

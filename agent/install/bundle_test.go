@@ -20,8 +20,9 @@ import (
 	"testing"
 	"time"
 
-	"keel.dev/keel/image/bootstate"
+	"keel.dev/keel/agent/api"
 	"keel.dev/keel/agent/slots"
+	"keel.dev/keel/image/bootstate"
 	"keel.dev/keel/image/bundle"
 	"keel.dev/keel/image/kpkg"
 	"keel.dev/keel/image/layout"
@@ -195,7 +196,7 @@ func TestBundleBaseThenAppsAcrossTheReboot(t *testing.T) {
 	if names := e.pendingNames(); len(names) != 3 {
 		t.Errorf("pending folder %v", names)
 	}
-	var s JobStatus
+	var s api.Job
 	if code := call(t, ts, "GET", "/api/v1/jobs/"+a.Job, nil, &s); code != http.StatusOK || s.Kind != "bundle" || s.State != Running || s.Progress <= 0.3 || s.Progress >= 0.9 {
 		t.Errorf("%d %+v", code, s)
 	}

@@ -13,15 +13,9 @@ import (
 	"keel.dev/keel/agent/api"
 )
 
-// Mux registers handlers; api.Server (which adds authentication) and
-// http.ServeMux are both one.
-type Mux interface {
-	Handle(pattern string, h http.Handler)
-}
-
 // Routes registers the install and job endpoints (see the package
 // documentation for their semantics).
-func (in *Installer) Routes(mux Mux) {
+func (in *Installer) Routes(mux api.Mux) {
 	mux.Handle("POST /api/v1/install", http.HandlerFunc(in.serveInstall))
 	mux.Handle("GET /api/v1/jobs", http.HandlerFunc(in.serveJobs))
 	mux.Handle("GET /api/v1/jobs/{id}", http.HandlerFunc(in.serveJob))
@@ -81,7 +75,7 @@ func (in *Installer) serveInstall(w http.ResponseWriter, r *http.Request) {
 	// client may pad: read to the end so the answer is not cut off.
 	in.discard(w, r)
 	s := j.Status()
-	writeJSON(w, http.StatusAccepted, map[string]string{"job": s.ID, "message": s.Message})
+	writeJSON(w, http.StatusAccepted, api.Accepted{Job: s.ID, Message: s.Message})
 	if err := http.NewResponseController(w).Flush(); err != nil {
 		in.log().Debug("flush install answer", "err", err)
 	}
@@ -110,11 +104,11 @@ func (in *Installer) discard(w http.ResponseWriter, r *http.Request) {
 
 func (in *Installer) serveJobs(w http.ResponseWriter, r *http.Request) {
 	jobs := in.jobs().List()
-	out := make([]JobStatus, len(jobs))
+	out := api.Jobs{Jobs: make([]api.Job, len(jobs))}
 	for i, j := range jobs {
-		out[i] = j.Status()
+		out.Jobs[i] = j.Status()
 	}
-	writeJSON(w, http.StatusOK, map[string][]JobStatus{"jobs": out})
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (in *Installer) serveJob(w http.ResponseWriter, r *http.Request) {
@@ -144,13 +138,8 @@ func HTTPStatus(err error) int {
 	return http.StatusBadRequest
 }
 
-type errorBody struct {
-	Error string `json:"error"`
-	Job   string `json:"job,omitempty"`
-}
-
 func writeError(w http.ResponseWriter, code int, msg, job string) {
-	writeJSON(w, code, errorBody{Error: msg, Job: job})
+	writeJSON(w, code, api.Error{Error: msg, Job: job})
 }
 
 // writeJSON answers through the API's one JSON writer.

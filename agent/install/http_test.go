@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"keel.dev/keel/agent/api"
 )
 
 func serve(t *testing.T, e *env) *httptest.Server {
@@ -54,7 +56,7 @@ func TestHTTPInstallThenReboot(t *testing.T) {
 	if code := call(t, ts, "POST", "/api/v1/install", bytes.NewReader(build(t, manifest("1.2.0"), data, vendorKey)), &a); code != http.StatusAccepted || a.Job == "" || a.Error != "" {
 		t.Fatalf("%d %+v", code, a)
 	}
-	var s JobStatus
+	var s api.Job
 	if code := call(t, ts, "GET", "/api/v1/jobs/"+a.Job, nil, &s); code != http.StatusOK || s.State != Done || s.Progress != 1 || s.Version != "1.2.0" || s.Kind != "install" {
 		t.Errorf("%d %+v", code, s)
 	}
@@ -98,7 +100,7 @@ func TestHTTPRefusalsAndAllowDowngrade(t *testing.T) {
 	if code := call(t, ts, "POST", "/api/v1/install", bytes.NewReader(bad), &a); code != http.StatusBadRequest || a.Job == "" || !strings.Contains(a.Error, "payload does not match") {
 		t.Errorf("damaged payload: %d %+v", code, a)
 	}
-	var s JobStatus
+	var s api.Job
 	if code := call(t, ts, "GET", "/api/v1/jobs/"+a.Job, nil, &s); code != http.StatusOK || s.State != Failed || s.Message != a.Error {
 		t.Errorf("failed job: %d %+v", code, s)
 	}
@@ -137,10 +139,10 @@ func TestHTTPProgressDuringUpload(t *testing.T) {
 	if _, err := pw.Write(pkg[:half]); err != nil {
 		t.Fatal(err)
 	}
-	var seen JobStatus
+	var seen api.Job
 	deadline := time.Now().Add(5 * time.Second)
 	for seen.ID == "" && time.Now().Before(deadline) {
-		var list struct{ Jobs []JobStatus }
+		var list struct{ Jobs []api.Job }
 		call(t, ts, "GET", "/api/v1/jobs", nil, &list)
 		if len(list.Jobs) > 0 && list.Jobs[0].State == Running && list.Jobs[0].Progress > 0 {
 			seen = list.Jobs[0]

@@ -5,18 +5,19 @@ import (
 	"encoding/hex"
 	"sync"
 
+	"keel.dev/keel/agent/api"
 	"keel.dev/keel/image/kpkg"
 	"keel.dev/keel/image/layout"
 )
 
-// State is a job's life stage.
-type State string
+// State is a job's life stage, as the API shows it.
+type State = api.JobState
 
 // The states of a job.
 const (
-	Running State = "running"
-	Done    State = "done"
-	Failed  State = "failed"
+	Running = api.JobRunning
+	Done    = api.JobDone
+	Failed  = api.JobFailed
 )
 
 // Job is one install, observable while it runs.
@@ -39,20 +40,6 @@ type Job struct {
 	lo, span float64
 }
 
-// JobStatus is a snapshot of a job, as the API shows it.
-type JobStatus struct {
-	ID       string       `json:"id"`
-	Kind     string       `json:"kind"` // "install", or "bundle" for an offline bundle
-	State    State        `json:"state"`
-	Progress float64      `json:"progress"` // 0..1
-	Message  string       `json:"message"`  // a sentence
-	Version  string       `json:"version"`  // the version being installed (a bundle's current package's)
-	Slot     layout.Label `json:"slot"`     // the slot written (a bundle's current package's)
-	// Package is the package's kind: "base" (Slot is a base slot) or
-	// "app" (Slot is an application slot).
-	Package string `json:"package,omitempty"`
-}
-
 func newJob(version string, slot layout.Label) *Job {
 	var b [8]byte
 	rand.Read(b[:]) // never fails (crypto/rand panics rather)
@@ -65,11 +52,11 @@ func newJob(version string, slot layout.Label) *Job {
 // ID is the job's random identifier.
 func (j *Job) ID() string { return j.id }
 
-// Status returns a consistent snapshot.
-func (j *Job) Status() JobStatus {
+// Status returns a consistent snapshot, as the API shows it.
+func (j *Job) Status() api.Job {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return JobStatus{ID: j.id, Kind: j.kind, State: j.state, Progress: j.progress, Message: j.message, Version: j.version, Slot: j.slot, Package: string(j.pkg)}
+	return api.Job{ID: j.id, Kind: j.kind, State: j.state, Progress: j.progress, Message: j.message, Version: j.version, Slot: string(j.slot), Package: string(j.pkg)}
 }
 
 func (j *Job) setProgress(p float64) {

@@ -11,12 +11,6 @@ import (
 	"keel.dev/keel/agent/api"
 )
 
-// Mux is where Routes registers its handlers; the agent's API server
-// (authenticated) and *http.ServeMux both fit.
-type Mux interface {
-	Handle(pattern string, h http.Handler)
-}
-
 // Routes registers GET and PUT /api/v1/network and
 // POST /api/v1/network/confirm.
 //
@@ -25,7 +19,7 @@ type Mux interface {
 // with confirm_token and rollback_at instead of 200: the client must POST
 // {"token": confirm_token} to /api/v1/network/confirm, over the network as
 // it now is, before rollback_at or the previous configuration comes back.
-func (m *Manager) Routes(mux Mux) {
+func (m *Manager) Routes(mux api.Mux) {
 	mux.Handle("GET /api/v1/network", http.HandlerFunc(m.getNetwork))
 	mux.Handle("PUT /api/v1/network", http.HandlerFunc(m.putNetwork))
 	mux.Handle("POST /api/v1/network/confirm", http.HandlerFunc(m.confirm))
@@ -68,7 +62,7 @@ func (m *Manager) putNetwork(w http.ResponseWriter, r *http.Request) {
 			m.log.Warn("network change awaiting confirmation not fully applied", "err", err)
 		}
 	case errors.As(err, &verr):
-		writeError(w, http.StatusBadRequest, verr.Error()+".", verr)
+		writeError(w, http.StatusBadRequest, verr.Error()+".", []api.FieldError(verr))
 	case err != nil:
 		// Applied as far as it went and kept; the operator sees what
 		// failed and can correct it.
@@ -138,10 +132,6 @@ func writeJSON(w http.ResponseWriter, code int, v any) { api.WriteJSON(w, code, 
 
 // writeError answers {"error": msg}, with the field errors alongside when
 // there are any so a UI can mark the fields.
-func writeError(w http.ResponseWriter, code int, msg string, fields []FieldError) {
-	body := map[string]any{"error": msg}
-	if len(fields) > 0 {
-		body["fields"] = fields
-	}
-	writeJSON(w, code, body)
+func writeError(w http.ResponseWriter, code int, msg string, fields []api.FieldError) {
+	writeJSON(w, code, api.Error{Error: msg, Fields: fields})
 }

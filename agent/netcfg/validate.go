@@ -6,16 +6,13 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"keel.dev/keel/agent/api"
 )
 
 // FieldError is one problem with a configuration, naming the field in the
 // JSON path form an operator can find it by, e.g. "interfaces[0].mtu".
-type FieldError struct {
-	Field   string `json:"field"`
-	Problem string `json:"problem"`
-}
-
-func (e FieldError) Error() string { return e.Field + ": " + e.Problem }
+type FieldError = api.FieldError
 
 // ValidationError lists every problem found, so an operator can fix them
 // all in one round.

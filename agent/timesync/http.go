@@ -12,16 +12,10 @@ import (
 	"keel.dev/keel/agent/api"
 )
 
-// Mux is where Routes registers its handlers; the agent's API server
-// (authenticated) and *http.ServeMux both fit.
-type Mux interface {
-	Handle(pattern string, h http.Handler)
-}
-
 // Routes registers GET and PUT /api/v1/time and POST /api/v1/time/sync.
 // save persists a new server list (the network configuration owns it) and
 // may be nil when nothing persists it.
-func (s *Service) Routes(mux Mux, save func(servers []string) error) {
+func (s *Service) Routes(mux api.Mux, save func(servers []string) error) {
 	mux.Handle("GET /api/v1/time", http.HandlerFunc(s.getTime))
 	mux.Handle("PUT /api/v1/time", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.putTime(w, r, save) }))
 	mux.Handle("POST /api/v1/time/sync", http.HandlerFunc(s.syncNow))
@@ -123,5 +117,5 @@ func validHost(s string) bool {
 func writeJSON(w http.ResponseWriter, code int, v any) { api.WriteJSON(w, code, v) }
 
 func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, map[string]string{"error": msg})
+	writeJSON(w, code, api.Error{Error: msg})
 }

@@ -10,13 +10,8 @@ import (
 	"keel.dev/keel/agent/api"
 )
 
-// Mux registers handlers; api.Server (which adds authentication) is one.
-type Mux interface {
-	Handle(pattern string, h http.Handler)
-}
-
 // Routes registers the update endpoints (see the package documentation).
-func (m *Manager) Routes(mux Mux) {
+func (m *Manager) Routes(mux api.Mux) {
 	mux.Handle("GET /api/v1/updates/config", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		api.WriteJSON(w, http.StatusOK, m.Config())
 	}))
@@ -71,14 +66,10 @@ func (m *Manager) install(w http.ResponseWriter, r *http.Request) {
 		if code == http.StatusInternalServerError && m.InstallStatus != nil {
 			code = m.InstallStatus(err)
 		}
-		body := map[string]string{"error": err.Error()}
-		if job != "" {
-			body["job"] = job
-		}
-		api.WriteJSON(w, code, body)
+		api.WriteJSON(w, code, api.Error{Error: err.Error(), Job: job})
 		return
 	}
-	api.WriteJSON(w, http.StatusAccepted, map[string]string{"job": job, "message": msg})
+	api.WriteJSON(w, http.StatusAccepted, api.Accepted{Job: job, Message: msg})
 	http.NewResponseController(w).Flush()
 }
 

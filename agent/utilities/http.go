@@ -10,12 +10,6 @@ import (
 	"keel.dev/keel/agent/api"
 )
 
-// Mux is where Routes registers its handlers; the agent's API server
-// (authenticated) and *http.ServeMux both fit.
-type Mux interface {
-	Handle(pattern string, h http.Handler)
-}
-
 // Request is the body of every utility endpoint; each uses what it needs.
 type Request struct {
 	Host      string `json:"host"`
@@ -29,7 +23,7 @@ type Request struct {
 
 // Routes registers POST /api/v1/utilities/{ping,traceroute,dns,tcp}. resolver may be
 // nil for the default one.
-func Routes(mux Mux, resolver *net.Resolver) {
+func Routes(mux api.Mux, resolver *net.Resolver) {
 	if resolver == nil {
 		resolver = net.DefaultResolver
 	}
@@ -105,5 +99,5 @@ func timeout(q Request) time.Duration { return time.Duration(q.TimeoutMS) * time
 func writeJSON(w http.ResponseWriter, code int, v any) { api.WriteJSON(w, code, v) }
 
 func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, map[string]string{"error": msg})
+	writeJSON(w, code, api.Error{Error: msg})
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"keel.dev/keel/agent/api"
 	"keel.dev/keel/image/diskimage"
 	"keel.dev/keel/image/layout"
 	"keel.dev/keel/qemu"
@@ -159,26 +160,6 @@ func Client() *http.Client {
 	return &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 }
 
-// Status is the part of GET /api/v1/status the tests read.
-type Status struct {
-	Base struct {
-		Version string `json:"version"`
-		Slot    string `json:"slot"`
-	} `json:"base"`
-	Boot struct {
-		Committed      bool   `json:"committed"`
-		Trial          bool   `json:"trial"`
-		TriesLeft      int    `json:"tries_left"`
-		Recovery       bool   `json:"recovery"`
-		RecoveryReason string `json:"recovery_reason"`
-		LastResult     string `json:"last_result"`
-		BootStateCopy  string `json:"boot_state_copy"`
-	} `json:"boot"`
-	Serial  string  `json:"serial"`
-	Kernel  string  `json:"kernel"`
-	UptimeS float64 `json:"uptime_s"`
-}
-
 // API calls the box's API with the admin password, retrying while the
 // network comes up.
 func API(t testing.TB, vm *qemu.VM, method, path, password string) (int, []byte) {
@@ -213,13 +194,13 @@ func APIBody(t testing.TB, vm *qemu.VM, method, path, password, body string) (in
 }
 
 // GetStatus reads /api/v1/status.
-func GetStatus(t testing.TB, vm *qemu.VM, password string) Status {
+func GetStatus(t testing.TB, vm *qemu.VM, password string) api.Status {
 	t.Helper()
 	code, body := API(t, vm, "GET", "/api/v1/status", password)
 	if code != http.StatusOK {
 		t.Fatalf("GET /api/v1/status: %d %s", code, body)
 	}
-	var s Status
+	var s api.Status
 	if err := json.Unmarshal(body, &s); err != nil {
 		t.Fatalf("status: %v: %s", err, body)
 	}

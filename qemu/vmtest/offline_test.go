@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"keel.dev/keel/agent/api"
 	"keel.dev/keel/image/appimage"
 	"keel.dev/keel/image/catalog"
 	"keel.dev/keel/image/kpkg"
@@ -89,10 +90,7 @@ func TestOfflineBundleInstallsInOrderAcrossReboot(t *testing.T) {
 	t.Logf("redeemed:\n%s", out)
 
 	code, body := upload(t, vm, "", mustRead(t, bundlePath))
-	var accepted struct {
-		Job     string `json:"job"`
-		Message string `json:"message"`
-	}
+	var accepted api.Accepted
 	if err := json.Unmarshal(body, &accepted); code != http.StatusAccepted || err != nil {
 		t.Fatalf("upload the bundle: %d %s", code, body)
 	}
@@ -100,14 +98,12 @@ func TestOfflineBundleInstallsInOrderAcrossReboot(t *testing.T) {
 		t.Fatal(err)
 	}
 	WaitReady(t, vm)
-	var job struct {
-		State, Message string
-	}
+	var job api.Job
 	for deadline := time.Now().Add(5 * time.Minute); ; time.Sleep(2 * time.Second) {
 		code, jb := API(t, vm, "GET", "/api/v1/jobs/"+accepted.Job, TestPassword)
 		if code == http.StatusOK {
 			json.Unmarshal(jb, &job)
-			if job.State != "running" {
+			if job.State != api.JobRunning {
 				break
 			}
 		}

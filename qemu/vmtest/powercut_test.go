@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"keel.dev/keel/agent/api"
 	"keel.dev/keel/qemu"
 )
 
@@ -120,19 +121,13 @@ func waitProgress(vm *qemu.VM, p float64) error {
 		if err != nil {
 			continue
 		}
-		var v struct {
-			Jobs []struct {
-				State    string  `json:"state"`
-				Progress float64 `json:"progress"`
-				Message  string  `json:"message"`
-			} `json:"jobs"`
-		}
+		var v api.Jobs
 		err = json.NewDecoder(resp.Body).Decode(&v)
 		resp.Body.Close()
 		if err != nil || len(v.Jobs) == 0 {
 			continue
 		}
-		if j := v.Jobs[0]; j.State == "failed" {
+		if j := v.Jobs[0]; j.State == api.JobFailed {
 			return fmt.Errorf("the install failed: %s", j.Message)
 		} else if j.Progress >= p || j.State == "done" {
 			return nil

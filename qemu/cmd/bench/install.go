@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"keel.dev/keel/agent/api"
 	"keel.dev/keel/image/diskimage"
 	"keel.dev/keel/image/kpkg"
 	"keel.dev/keel/image/layout"
@@ -93,7 +94,7 @@ func (b *bench) installFigures() error {
 	if _, err := vm.Expect(`keel: ready`, benchTimeout); err != nil {
 		return fmt.Errorf("first boot: %w", err)
 	}
-	if _, err := box.waitStatus(benchTimeout, func(s boxStatus) bool { return s.Boot.Committed }); err != nil {
+	if _, err := box.waitStatus(benchTimeout, func(s api.Status) bool { return s.Boot.Committed }); err != nil {
 		return fmt.Errorf("first boot: %w", err)
 	}
 
@@ -106,7 +107,7 @@ func (b *bench) installFigures() error {
 	if _, err := vm.Expect(`keel: ready`, benchTimeout); err != nil {
 		return fmt.Errorf("plain reboot: %w", err)
 	}
-	if _, err := box.waitStatus(benchTimeout, func(s boxStatus) bool {
+	if _, err := box.waitStatus(benchTimeout, func(s api.Status) bool {
 		return s.Boot.Committed && s.UptimeS < time.Since(t0).Seconds()
 	}); err != nil {
 		return fmt.Errorf("plain reboot: %w", err)
@@ -143,7 +144,7 @@ func (b *bench) installFigures() error {
 	if _, err := vm.Expect(`keel: ready`, benchTimeout); err != nil {
 		return fmt.Errorf("boot of 1.1.0: %w", err)
 	}
-	if _, err := box.waitStatus(benchTimeout, func(s boxStatus) bool {
+	if _, err := box.waitStatus(benchTimeout, func(s api.Status) bool {
 		return s.Base.Version == "1.1.0" && s.Boot.Committed
 	}); err != nil {
 		return fmt.Errorf("boot of 1.1.0: %w", err)
@@ -344,20 +345,6 @@ func newBox(vm *qemu.VM) *box {
 	}
 }
 
-// boxStatus is the part of GET /api/v1/status the bench reads.
-type boxStatus struct {
-	Base struct {
-		Version string `json:"version"`
-	} `json:"base"`
-	Boot struct {
-		Committed bool `json:"committed"`
-	} `json:"boot"`
-	Agent struct {
-		RSSBytes int64 `json:"rss_bytes"`
-	} `json:"agent"`
-	UptimeS float64 `json:"uptime_s"`
-}
-
 // do sends one request; timeout 0 means none.
 func (x *box) do(method, path string, body io.Reader, timeout time.Duration) (int, []byte, error) {
 	ctx, cancel := context.Background(), context.CancelFunc(func() {})
@@ -379,8 +366,8 @@ func (x *box) do(method, path string, body io.Reader, timeout time.Duration) (in
 	return resp.StatusCode, b, err
 }
 
-func (x *box) status() (boxStatus, error) {
-	var s boxStatus
+func (x *box) status() (api.Status, error) {
+	var s api.Status
 	code, b, err := x.do("GET", "/api/v1/status", nil, 5*time.Second)
 	if err != nil {
 		return s, err
@@ -394,7 +381,7 @@ func (x *box) status() (boxStatus, error) {
 // waitStatus polls the status every quarter second until ok holds. The
 // callers wait for the console's ready line first, so no poll hangs on a
 // box that is still down; a connection from before a reboot is dropped.
-func (x *box) waitStatus(timeout time.Duration, ok func(boxStatus) bool) (boxStatus, error) {
+func (x *box) waitStatus(timeout time.Duration, ok func(api.Status) bool) (api.Status, error) {
 	deadline := time.Now().Add(timeout)
 	var last error
 	for time.Now().Before(deadline) {
@@ -410,7 +397,7 @@ func (x *box) waitStatus(timeout time.Duration, ok func(boxStatus) bool) (boxSta
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	return boxStatus{}, fmt.Errorf("no matching status within %s (last: %v)", timeout, last)
+	return api.Status{}, fmt.Errorf("no matching status within %s (last: %v)", timeout, last)
 }
 
 // installResult is one upload: seconds from its first body byte to the

@@ -1,0 +1,101 @@
+package api
+
+import (
+	"encoding/json"
+	"net/http"
+)
+
+// The wire types: what the API answers, defined once here and imported by
+// the agent's subsystems that answer and by the tests that read the
+// answers.
+
+// Mux registers handlers. Server (which adds authentication) and
+// http.ServeMux are both one; every subsystem registers its routes on it.
+type Mux interface {
+	Handle(pattern string, h http.Handler)
+}
+
+// Error is every error answer: a sentence that says what to do, the job
+// when one had started, and for a form the fields at fault.
+type Error struct {
+	Error  string       `json:"error"`
+	Job    string       `json:"job,omitempty"`
+	Fields []FieldError `json:"fields,omitempty"`
+}
+
+// FieldError names a field of a request and what is wrong with it.
+type FieldError struct {
+	Field   string `json:"field"`
+	Problem string `json:"problem"`
+}
+
+func (e FieldError) Error() string { return e.Field + ": " + e.Problem }
+
+// Accepted answers a request that started a job (202).
+type Accepted struct {
+	Job     string `json:"job"`
+	Message string `json:"message"` // a sentence: what happened, what follows
+}
+
+// JobState is a job's life stage.
+type JobState string
+
+// The states of a job.
+const (
+	JobRunning JobState = "running"
+	JobDone    JobState = "done"
+	JobFailed  JobState = "failed"
+)
+
+// Job is a long job (an install, a bundle) as GET /api/v1/jobs/{id}
+// shows it.
+type Job struct {
+	ID       string   `json:"id"`
+	Kind     string   `json:"kind"` // "install", or "bundle" for an offline bundle
+	State    JobState `json:"state"`
+	Progress float64  `json:"progress"` // 0..1
+	Message  string   `json:"message"`  // a sentence
+	Version  string   `json:"version"`  // the version being installed (a bundle's current package's)
+	Slot     string   `json:"slot"`     // the slot written (a bundle's current package's)
+	// Package is the package's kind: "base" (Slot is a base slot) or
+	// "app" (Slot is an application slot).
+	Package string `json:"package,omitempty"`
+}
+
+// Jobs is GET /api/v1/jobs: the kept jobs, newest first.
+type Jobs struct {
+	Jobs []Job `json:"jobs"`
+}
+
+// Status is GET /api/v1/status. The subsystems' parts (App, Network,
+// Time) are each subsystem's own Status type, encoded: they import this
+// package to answer, so this package cannot name their types. Decode a
+// part into apps.Status, netcfg.Status or timesync.Status.
+type Status struct {
+	Base struct {
+		Version string `json:"version"`
+		Slot    string `json:"slot"`
+	} `json:"base"`
+	Boot struct {
+		Committed      bool   `json:"committed"`
+		Trial          bool   `json:"trial"`
+		TriesLeft      int    `json:"tries_left"`
+		Recovery       bool   `json:"recovery"`
+		RecoveryReason string `json:"recovery_reason,omitempty"`
+		LastResult     string `json:"last_result"`
+		BootStateCopy  string `json:"boot_state_copy"` // primary, backup or none
+	} `json:"boot"`
+	Data struct {
+		State string `json:"state"` // mounted, formatted, unusable, missing
+	} `json:"data"`
+	Agent struct {
+		RSSBytes int64 `json:"rss_bytes"` // resident memory of PID 1
+	} `json:"agent"`
+	App      json.RawMessage `json:"app,omitempty"` // apps.Status; absent when the data partition is not mounted
+	Network  json.RawMessage `json:"network,omitempty"`
+	Time     json.RawMessage `json:"time,omitempty"`
+	Serial   string          `json:"serial"`
+	Hostname string          `json:"hostname"`
+	Kernel   string          `json:"kernel"`
+	UptimeS  float64         `json:"uptime_s"`
+}
