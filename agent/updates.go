@@ -10,6 +10,7 @@ import (
 
 	"keel.dev/keel/agent/blockdev"
 	"keel.dev/keel/agent/install"
+	"keel.dev/keel/agent/inventory"
 	"keel.dev/keel/agent/pid1"
 	"keel.dev/keel/agent/updates"
 	"keel.dev/keel/image/kpkg"
@@ -36,18 +37,18 @@ func (a *agent) startInstaller() error {
 	if err != nil {
 		return fmt.Errorf("trusted vendor keys %s: %w", trustedKeysPath, err)
 	}
+	inv := a.inventory()
+	inv.Routes(a.api)
 	in := &install.Installer{
-		Trusted:  keys,
-		Hardware: readTrim("/sys/class/dmi/id/product_name"),
-		Installed: func() map[kpkg.Kind]kpkg.Version {
-			versions, _ := a.installedPackages()
-			return versions
-		},
-		Slots:    a.esp,
-		Running:  a.boot0.Slot,
-		OpenSlot: install.BlockDevices(blockdev.Default()),
-		Reboot:   func() error { return a.requestShutdown(pid1.Reboot) },
-		Log:      a.log,
+		Trusted:   keys,
+		Hardware:  readTrim("/sys/class/dmi/id/product_name"),
+		Installed: inv.Versions,
+		Inventory: inv,
+		Slots:     a.esp,
+		Running:   a.boot0.Slot,
+		OpenSlot:  install.BlockDevices(blockdev.Default()),
+		Reboot:    func() error { return a.requestShutdown(pid1.Reboot) },
+		Log:       a.log,
 	}
 	// App packages need the application runtime (and so the data
 	// partition); without it they are refused.
@@ -64,29 +65,46 @@ func (a *agent) startInstaller() error {
 	in.Routes(a.api)
 	a.installer = in
 	// Installs work without the update endpoints.
-	if err := a.startUpdates(in, keys); err != nil {
+	if err := a.startUpdates(in, inv, keys); err != nil {
 		a.log.Error("online updates and download keys are disabled", "err", err)
 	}
 	return nil
 }
 
-// installedPackages is the version and package name of each kind
-// installed: the running base, and the application when there is one.
-func (a *agent) installedPackages() (map[kpkg.Kind]kpkg.Version, map[kpkg.Kind]string) {
-	versions := map[kpkg.Kind]kpkg.Version{}
-	names := map[kpkg.Kind]string{kpkg.KindBase: "keel"}
-	if v, err := kpkg.ParseVersion(a.version()); err == nil {
-		versions[kpkg.KindBase] = v
-	}
-	if a.base != nil && a.base.Name != "" {
-		names[kpkg.KindBase] = a.base.Name
+// inventoryPath is the install history: what came when, by which path.
+const inventoryPath = keelDir + "/inventory.json"
+
+// inventory is what the box runs (the running base slot's manifest, the
+// committed application) and the install history, kept on the data
+// partition when it is mounted. A damaged history is reported and starts
+// again empty: it only holds waits back.
+func (a *agent) inventory() *inventory.Inventory {
+	inv := &inventory.Inventory{
+		Base: func() (inventory.Running, bool) {
+			v, err := kpkg.ParseVersion(a.version())
+			if err != nil {
+				return inventory.Running{}, false
+			}
+			name := "keel"
+			if a.base != nil && a.base.Name != "" {
+				name = a.base.Name
+			}
+			return inventory.Running{Name: name, Version: v}, true
+		},
 	}
 	if m := a.apps; m != nil {
-		if n, v, ok := m.Installed(); ok {
-			versions[kpkg.KindApp], names[kpkg.KindApp] = v, n
+		inv.App = func() (inventory.Running, bool) {
+			n, v, ok := m.Installed()
+			return inventory.Running{Name: n, Version: v}, ok
 		}
 	}
-	return versions, names
+	if a.dataMounted() {
+		inv.Path = inventoryPath
+	}
+	if err := inv.Load(); err != nil {
+		a.log.Warn("install history", "err", err)
+	}
+	return inv
 }
 
 // pendingDir holds a bundle's packages that install after its base.
@@ -110,22 +128,22 @@ func (a *agent) resumePending() error {
 	return nil
 }
 
-// updatesDir keeps the update server settings, the last verified catalog
-// and the install history.
+// updatesDir keeps the update server settings and the last verified
+// catalog.
 const updatesDir = keelDir + "/updates"
 
 // startUpdates registers the online update and download-key endpoints.
 // They keep their state on the data partition. startAPI calls it only
 // with an identity (a.id).
-func (a *agent) startUpdates(in *install.Installer, keys []ed25519.PublicKey) error {
+func (a *agent) startUpdates(in *install.Installer, inv *inventory.Inventory, keys []ed25519.PublicKey) error {
 	if !a.dataMounted() {
 		return errors.New("the data partition is not mounted")
 	}
 	m := &updates.Manager{
 		Dir: updatesDir, Trusted: keys, Serial: a.serial, Hardware: in.Hardware,
-		Installed: a.installedPackages,
+		Installed: inv.Installed, LastInstalls: inv.LastInstalls,
 		Installer: func(ctx context.Context, body io.Reader, size int64, rebootAfter <-chan struct{}) (string, string, error) {
-			j, err := in.Start(ctx, body, install.Options{Size: size, RebootAfter: rebootAfter})
+			j, err := in.Start(ctx, body, install.Options{Size: size, RebootAfter: rebootAfter, Via: inventory.Online})
 			id := ""
 			if j != nil {
 				id = j.ID()

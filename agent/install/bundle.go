@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"keel.dev/keel/agent/atomicfile"
+	"keel.dev/keel/agent/inventory"
 	"keel.dev/keel/image/bundle"
 	"keel.dev/keel/image/kpkg"
 	"keel.dev/keel/image/layout"
@@ -176,6 +177,7 @@ func (in *Installer) StartBundle(ctx context.Context, body io.Reader, opts Optio
 	sim := in.installed()
 	var (
 		base    *step // the base package written, to stage
+		baseM   *kpkg.Manifest
 		target  layout.Label
 		pending []pendingPackage
 	)
@@ -228,12 +230,13 @@ func (in *Installer) StartBundle(ctx context.Context, body io.Reader, opts Optio
 				if target, err = in.installBase(ctx, j, p, sl, drain); err != nil {
 					return failed(i, err)
 				}
-				base = s
+				base, baseM = s, &p.Manifest
 				break
 			}
 			if err := in.installApp(ctx, j, p, sl, drain); err != nil {
 				return failed(i, err)
 			}
+			in.record(&p.Manifest, inventory.Bundle)
 			s.done = e.String()
 		}
 		if s.skip == "" {
@@ -273,6 +276,7 @@ func (in *Installer) StartBundle(ctx context.Context, body io.Reader, opts Optio
 		_ = os.Remove(filepath.Join(in.PendingDir, pendingFile))
 		return failed(n, fail(ErrSystem, "the trial boot of %s in slot %s could not be staged: %v", base.e, target, err))
 	}
+	in.record(baseM, inventory.Bundle)
 	pj.Staged = true
 	if err := in.writePending(pj); err != nil {
 		// ResumePending goes by the running version; Staged only words
@@ -637,7 +641,7 @@ func (in *Installer) ResumePending(ctx context.Context) error {
 		span := (1 - pj.Progress) * float64(pp.Size) / float64(left)
 		j.window(fmt.Sprintf("installing %d of %d: %s", pp.Index, pj.Total, pp.entry()), pj.Progress, span)
 		j.setPackage(pp.Kind, pp.Version.String(), "")
-		rebootInto, tries, err := in.installSaved(ctx, j, pj, pp)
+		m, rebootInto, tries, err := in.installSaved(ctx, j, pj, pp)
 		if err != nil {
 			var not []string
 			for _, q := range pj.Packages[pj.Next+1:] {
@@ -667,49 +671,56 @@ func (in *Installer) ResumePending(ctx context.Context) error {
 		_ = os.Remove(filepath.Join(in.PendingDir, pp.File))
 		log.Info("bundle package done", "package", pp.entry().String(), "index", pp.Index)
 		if rebootInto != "" {
-			return in.rebootPending(pj, j, pp, rebootInto, tries, log)
+			return in.rebootPending(pj, j, m, pp, rebootInto, tries, log)
+		}
+		if m != nil {
+			in.record(m, inventory.Bundle)
 		}
 	}
 	return in.endPending(pj, j, Done, "the bundle is installed: "+strings.Join(pj.Installed, ", "), log)
 }
 
-// installSaved installs a package saved in PendingDir. A base package is
-// written, not staged yet: it returns its slot and the tries its trial boot
-// is to be staged with.
-func (in *Installer) installSaved(ctx context.Context, j *Job, pj *pendingJob, pp pendingPackage) (rebootInto layout.Label, tries int, err error) {
+// installSaved installs a package saved in PendingDir and returns its
+// manifest (nil when it was installed already). A base package is written,
+// not staged yet: it returns its slot and the tries its trial boot is to be
+// staged with.
+func (in *Installer) installSaved(ctx context.Context, j *Job, pj *pendingJob, pp pendingPackage) (m *kpkg.Manifest, rebootInto layout.Label, tries int, err error) {
 	f, err := os.Open(filepath.Join(in.PendingDir, pp.File))
 	if err != nil {
-		return "", 0, fail(ErrSystem, "its saved copy cannot be read: %v", err)
+		return nil, "", 0, fail(ErrSystem, "its saved copy cannot be read: %v", err)
 	}
 	defer f.Close()
 	installed := in.installed()
 	if cur, ok := installed[pp.Kind]; ok && !pj.AllowDowngrade && cur.Compare(pp.Version) == 0 {
-		return "", 0, nil // installed before a power cut kept job.json from saying so
+		return nil, "", 0, nil // installed before a power cut kept job.json from saying so
 	}
 	p, err := in.openChecked(f, pp.entry(), installed, pj.AllowDowngrade)
 	if err != nil {
-		return "", 0, err
+		return nil, "", 0, err
 	}
 	// Checked before the write: a slot written is staged.
 	if tries, err = in.tries(); err != nil {
-		return "", 0, err
+		return nil, "", 0, err
 	}
 	sl, err := in.openSlot(p)
 	if err != nil {
-		return "", 0, err
+		return nil, "", 0, err
 	}
 	if pp.Kind == kpkg.KindApp {
-		return "", 0, in.installApp(ctx, j, p, sl, nil)
+		if err := in.installApp(ctx, j, p, sl, nil); err != nil {
+			return nil, "", 0, err
+		}
+		return &p.Manifest, "", 0, nil
 	}
 	if rebootInto, err = in.installBase(ctx, j, p, sl, nil); err != nil {
-		return "", 0, err
+		return nil, "", 0, err
 	}
-	return rebootInto, tries, nil
+	return &p.Manifest, rebootInto, tries, nil
 }
 
 // rebootPending stages the trial boot of a base package a resumed bundle
 // wrote into target, with tries, and reboots into it.
-func (in *Installer) rebootPending(pj *pendingJob, j *Job, pp pendingPackage, target layout.Label, tries int, log *slog.Logger) error {
+func (in *Installer) rebootPending(pj *pendingJob, j *Job, m *kpkg.Manifest, pp pendingPackage, target layout.Label, tries int, log *slog.Logger) error {
 	j.window("", 0, 0)
 	if err := in.stageTrial(target, pp.Version, tries); err != nil {
 		pj.Installed = pj.Installed[:len(pj.Installed)-1]
@@ -719,6 +730,7 @@ func (in *Installer) rebootPending(pj *pendingJob, j *Job, pp pendingPackage, ta
 		}
 		return in.endPending(pj, j, Failed, msg, log)
 	}
+	in.record(m, inventory.Bundle)
 	pj.Staged = true
 	if err := in.writePending(pj); err != nil {
 		log.Warn("recording the staged trial boot", "err", err)

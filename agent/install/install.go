@@ -91,6 +91,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"keel.dev/keel/agent/api"
+	"keel.dev/keel/agent/inventory"
 	"keel.dev/keel/agent/slots"
 	"keel.dev/keel/image/bootstate"
 	"keel.dev/keel/image/kpkg"
@@ -186,6 +187,11 @@ type Installer struct {
 	// bundles are refused.
 	PendingDir string
 
+	// Inventory is told of every package installed, with its path (an
+	// upload, a bundle, an online update), so the wait a package asks for
+	// holds however the next one comes. Nil: nothing is recorded.
+	Inventory *inventory.Inventory
+
 	// Drain bounds how long an upload refused after its first bytes is
 	// read on and discarded, so that the client gets the answer; zero
 	// fields are api's defaults.
@@ -204,6 +210,9 @@ type Options struct {
 	AllowDowngrade bool
 	// RebootLater stages the trial boot without rebooting.
 	RebootLater bool
+	// Via is the path the package came by, for the inventory; empty is an
+	// upload. A bundle's packages are always recorded as a bundle's.
+	Via inventory.Via
 	// Size is the package's length when known (an HTTP Content-Length),
 	// else 0 or less. A package longer than Size is refused as truncated
 	// before anything is written.
@@ -298,6 +307,7 @@ func (in *Installer) Start(ctx context.Context, body io.Reader, opts Options) (*
 		if err := in.installApp(ctx, j, p, sl, nil); err != nil {
 			return failed(err)
 		}
+		in.record(m, opts.Via)
 		msg := fmt.Sprintf("app %s %s is running", m.Name, m.Version)
 		j.finish(Done, msg)
 		log.Info(msg)
@@ -311,6 +321,7 @@ func (in *Installer) Start(ctx context.Context, body io.Reader, opts Options) (*
 	if err := in.stageTrial(target, m.Version, tries); err != nil {
 		return failed(fail(ErrSystem, "%s was written to slot %s, but its trial boot could not be staged: %v; the box stays on slot %s", m.Version, target, err, in.Running))
 	}
+	in.record(m, opts.Via)
 
 	what := fmt.Sprintf("%s %s is in slot %s, staged for a trial boot with %d tries", m.Name, m.Version, target, tries)
 	if opts.RebootLater || in.Reboot == nil {
@@ -386,6 +397,20 @@ func (in *Installer) Ready() error {
 	}
 	in.mu.Unlock()
 	return nil
+}
+
+// record tells the inventory that m was installed (an app committed, a
+// base staged for its trial boot).
+func (in *Installer) record(m *kpkg.Manifest, via inventory.Via) {
+	if in.Inventory == nil {
+		return
+	}
+	if via == "" {
+		via = inventory.Upload
+	}
+	if err := in.Inventory.Recorded(*m, via); err != nil {
+		in.log().Warn("install not recorded: the wait it asks for may not hold after a reboot", "package", m.Name+" "+m.Version.String(), "err", err)
+	}
 }
 
 // stageTrial stages a trial boot of version in target with tries.

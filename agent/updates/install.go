@@ -51,9 +51,6 @@ func (m *Manager) Install(ctx context.Context, r Request, rebootAfter <-chan str
 	defer d.Close()
 	m.log().Info("installing update", "update", e.String(), "url", url, "ignore_wait", r.IgnoreWait)
 	job, message, err = m.Installer(ctx, d, e.Size, rebootAfter)
-	if err == nil {
-		m.Recorded(kpkg.Manifest{Kind: e.Kind, Name: e.Name, Version: e.Version, Wait: e.Wait})
-	}
 	if err == nil && d.tries > 0 {
 		message = fmt.Sprintf("%s (the download resumed %d time(s))", message, d.tries)
 	}

@@ -28,7 +28,6 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -44,7 +43,6 @@ import (
 // Files in Manager.Dir.
 const (
 	configFile  = "config.json"
-	historyFile = "history.json"
 	catalogFile = "catalog.json" // the last verified catalog, as fetched
 	catalogSig  = "catalog.sig"
 )
@@ -87,17 +85,20 @@ func (c Config) channel() string {
 // waits until rebootAfter is closed.
 type InstallFunc func(ctx context.Context, body io.Reader, size int64, rebootAfter <-chan struct{}) (job, message string, err error)
 
-// Manager owns the update settings, the last verified catalog and the
-// install history on the data partition. Fill in the fields, then call
+// Manager owns the update settings and the last verified catalog on the
+// data partition (the install history is the inventory's). Fill in the fields, then call
 // Load; the fields must not change afterwards.
 type Manager struct {
 	Dir      string              // e.g. /data/keel/updates
 	Trusted  []ed25519.PublicKey // vendor keys: the catalog must verify with one
 	Serial   string
 	Hardware string
-	// Installed returns the installed version and package name per kind.
-	Installed func() (map[kpkg.Kind]kpkg.Version, map[kpkg.Kind]string)
-	Installer InstallFunc
+	// Installed returns the installed version and package name per kind,
+	// and LastInstalls the newest install of each kind with the wait it
+	// asks for (inventory.Inventory has both).
+	Installed    func() (map[kpkg.Kind]kpkg.Version, map[kpkg.Kind]string)
+	LastInstalls func() map[kpkg.Kind]catalog.Installed
+	Installer    InstallFunc
 	// InstallStatus maps an error of Installer to its HTTP status.
 	InstallStatus func(error) int
 	Identity      ed25519.PrivateKey // signs download keys
@@ -113,11 +114,10 @@ type Manager struct {
 	cfg        Config
 	cat        *catalog.Catalog
 	checkedAt  time.Time
-	history    map[kpkg.Kind]catalog.Installed
 	installing bool
 }
 
-// Load reads the settings, the install history and the last catalog,
+// Load reads the settings and the last catalog,
 // which is verified again (the trusted keys may have changed with the base).
 func (m *Manager) Load() error {
 	m.mu.Lock()
@@ -126,10 +126,6 @@ func (m *Manager) Load() error {
 		return fmt.Errorf("updates: %w", err)
 	}
 	if err := readJSON(filepath.Join(m.Dir, configFile), &m.cfg); err != nil {
-		return err
-	}
-	m.history = map[kpkg.Kind]catalog.Installed{}
-	if err := readJSON(filepath.Join(m.Dir, historyFile), &m.history); err != nil {
 		return err
 	}
 	cj, err1 := os.ReadFile(filepath.Join(m.Dir, catalogFile))
@@ -174,27 +170,17 @@ func (m *Manager) SetConfig(c Config) error {
 	return nil
 }
 
-// Recorded notes an install for the waits its manifest asks for; Install
-// calls it when the installer has installed a package.
-func (m *Manager) Recorded(man kpkg.Manifest) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.history == nil {
-		m.history = map[kpkg.Kind]catalog.Installed{}
-	}
-	m.history[man.Kind] = catalog.Installed{Version: man.Version, At: m.now(), Wait: time.Duration(man.Wait)}
-	if err := writeJSON(filepath.Join(m.Dir, historyFile), m.history); err != nil {
-		m.log().Warn("install history not saved: the next package's wait may be skipped", "err", err)
-	}
-}
-
 // Box describes this appliance to the catalog.
 func (m *Manager) Box() catalog.Box {
 	installed, names := m.Installed()
+	var last map[kpkg.Kind]catalog.Installed
+	if m.LastInstalls != nil {
+		last = m.LastInstalls()
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return catalog.Box{Serial: m.Serial, Channel: m.cfg.channel(), Hardware: m.Hardware,
-		Installed: installed, Names: names, LastInstall: maps.Clone(m.history), Now: m.now()}
+		Installed: installed, Names: names, LastInstall: last, Now: m.now()}
 }
 
 func (m *Manager) now() time.Time {

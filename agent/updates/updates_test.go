@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"keel.dev/keel/agent/inventory"
 	"keel.dev/keel/image/catalog"
 	"keel.dev/keel/image/downloadkey"
 	"keel.dev/keel/image/kpkg"
@@ -246,8 +247,8 @@ func TestInstallRefusesPackageNotInCatalog(t *testing.T) {
 }
 
 // A wait asked for by the last install holds the next package of its kind
-// until it has passed, unless forced.
-func TestWaitBlocksUnlessForced(t *testing.T) {
+// until it has passed, unless ignore_wait.
+func TestWaitBlocksUnlessIgnored(t *testing.T) {
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
 	srv := httptest.NewServer(http.FileServer(http.Dir(release(t, key))))
 	defer srv.Close()
@@ -259,7 +260,12 @@ func TestWaitBlocksUnlessForced(t *testing.T) {
 	if err := m.Check(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	m.Recorded(kpkg.Manifest{Kind: kpkg.KindApp, Name: "demo", Version: kpkg.MustParseVersion("1.0.1"), Wait: kpkg.Duration(24 * time.Hour)})
+	inv := &inventory.Inventory{Now: m.Now}
+	m.LastInstalls = inv.LastInstalls
+	// However it came (here an upload), the install's wait holds.
+	if err := inv.Recorded(kpkg.Manifest{Kind: kpkg.KindApp, Name: "demo", Version: kpkg.MustParseVersion("1.0.1"), Wait: kpkg.Duration(24 * time.Hour)}, inventory.Upload); err != nil {
+		t.Fatal(err)
+	}
 	now = now.Add(time.Hour)
 	u := listing(m)["demo 1.1.0"]
 	if u.Installable || !u.InstallableAt.Equal(now.Add(23*time.Hour)) {

@@ -14,7 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"keel.dev/keel/agent/inventory"
+	"keel.dev/keel/agent/updates"
 	"keel.dev/keel/image/appimage"
+	"keel.dev/keel/image/catalog"
 	"keel.dev/keel/image/diskimage"
 	"keel.dev/keel/qemu"
 )
@@ -81,32 +84,23 @@ func (e Env) newRelease(t *testing.T, waits ...string) *updateServer {
 // guestURL is the server's address as the guest sees it.
 func (s *updateServer) guestURL() string { return fmt.Sprintf("http://10.0.2.2:%d", s.port) }
 
-type updatesListing struct {
-	Updates []struct {
-		Kind        string `json:"kind"`
-		Name        string `json:"name"`
-		Version     string `json:"version"`
-		Installable bool   `json:"installable"`
-		Reason      string `json:"reason"`
-	} `json:"updates"`
-}
-
-func (l updatesListing) find(name, version string) (installable bool, reason string, found bool) {
+// find is the update name version in the listing.
+func find(l updates.Listing, name, version string) (u catalog.Update, found bool) {
 	for _, u := range l.Updates {
-		if u.Name == name && u.Version == version {
-			return u.Installable, u.Reason, true
+		if u.Name == name && u.Version.String() == version {
+			return u, true
 		}
 	}
-	return false, "", false
+	return catalog.Update{}, false
 }
 
-func checkUpdates(t *testing.T, vm *qemu.VM) updatesListing {
+func checkUpdates(t *testing.T, vm *qemu.VM) updates.Listing {
 	t.Helper()
 	code, body := API(t, vm, "POST", "/api/v1/updates/check", TestPassword)
 	if code != http.StatusOK {
 		t.Fatalf("POST /api/v1/updates/check: %d %s", code, body)
 	}
-	var l updatesListing
+	var l updates.Listing
 	if err := json.Unmarshal(body, &l); err != nil {
 		t.Fatal(err)
 	}
@@ -191,9 +185,9 @@ func TestUpdatesFromServerInVendorOrder(t *testing.T) {
 		{"demo", "1.1.0", "requires base >= 1.1.0; installed 1.0.0"},
 		{"demo", "2.0.0", "requires app >= 1.1.0; installed 1.0.0"},
 	} {
-		ok, reason, found := l.find(c.name, c.version)
-		if !found || ok != (c.blockedBy == "") || !strings.Contains(reason, c.blockedBy) {
-			t.Errorf("%s %s: found %v, installable %v, reason %q; want blocked by %q", c.name, c.version, found, ok, reason, c.blockedBy)
+		u, found := find(l, c.name, c.version)
+		if !found || u.Installable != (c.blockedBy == "") || !strings.Contains(u.Reason, c.blockedBy) {
+			t.Errorf("%s %s: found %v, installable %v, reason %q; want blocked by %q", c.name, c.version, found, u.Installable, u.Reason, c.blockedBy)
 		}
 	}
 	if code, body := installUpdate(t, vm, `{"name":"demo","version":"1.1.0"}`); code != http.StatusConflict || !strings.Contains(body, "requires base >= 1.1.0") {
@@ -210,15 +204,15 @@ func TestUpdatesFromServerInVendorOrder(t *testing.T) {
 	if st := GetStatus(t, vm, TestPassword); st.Base.Version != "1.1.0" || !st.Boot.Committed {
 		t.Fatalf("after the base update: %+v", st)
 	}
-	if ok, reason, _ := checkUpdates(t, vm).find("demo", "1.1.0"); !ok {
-		t.Fatalf("after the base update demo 1.1.0 is not installable: %s", reason)
+	if u, _ := find(checkUpdates(t, vm), "demo", "1.1.0"); !u.Installable {
+		t.Fatalf("after the base update demo 1.1.0 is not installable: %s", u.Reason)
 	}
 	if code, body := installUpdate(t, vm, `{"name":"demo","version":"1.1.0"}`); code != http.StatusAccepted {
 		t.Fatalf("install demo 1.1.0: %d %s", code, body)
 	}
 	// 1.1.0 asks for 24 hours before the next app package.
-	if ok, reason, _ := checkUpdates(t, vm).find("demo", "2.0.0"); ok || !strings.Contains(reason, "installable at") {
-		t.Errorf("right after 1.1.0, 2.0.0: installable %v, %q; want held by the wait", ok, reason)
+	if u, _ := find(checkUpdates(t, vm), "demo", "2.0.0"); u.Installable || !strings.Contains(u.Reason, "installable at") {
+		t.Errorf("right after 1.1.0, 2.0.0: installable %v, %q; want held by the wait", u.Installable, u.Reason)
 	}
 	if code, body := installUpdate(t, vm, `{"name":"demo","version":"2.0.0"}`); code != http.StatusConflict {
 		t.Errorf("install 2.0.0 during the wait: %d %s", code, body)
@@ -342,11 +336,11 @@ func TestUpdateResumesAndRefusals(t *testing.T) {
 
 	// The listing the refused checks must leave as it is.
 	mid := updatesNow(t, vm)
-	var l updatesListing
+	var l updates.Listing
 	if err := json.Unmarshal(mid, &l); err != nil {
 		t.Fatalf("GET /api/v1/updates: %v: %s", err, mid)
 	}
-	if _, _, found := l.find("demo", "2.0.0"); !found {
+	if _, found := find(l, "demo", "2.0.0"); !found {
 		t.Fatalf("the listing before the refused checks lacks demo 2.0.0: %s", mid)
 	}
 	// A catalog changed after signing.
@@ -402,4 +396,45 @@ func packageSize(t *testing.T, dir, name, version string) int64 {
 		t.Fatal(err)
 	}
 	return fi.Size()
+}
+
+// The wait a package asks for holds however it came: app 1.1.0, which
+// asks for 24 hours before the next app package, uploaded by hand
+// (POST /api/v1/install), holds 2.0.0 in the online listing until then,
+// and the inventory says how 1.1.0 came.
+func TestUploadedAppHoldsTheWait(t *testing.T) {
+	e := Require(t)
+	t.Parallel()
+	srv := e.newRelease(t, "*=0", "1.1.0=24h")
+	img := e.BuildImageApp(t, t.TempDir(), "1.1.0", "1.0.0")
+	vm := Boot(t, qemu.Config{Image: img, HostLoopback: true})
+	WaitReady(t, vm)
+	before := time.Now()
+	code, body := upload(t, vm, "", mustRead(t, filepath.Join(srv.dir, "packages", "demo-app-1.1.0.kpkg")))
+	if code != http.StatusAccepted {
+		t.Fatalf("upload demo 1.1.0: %d %s", code, body)
+	}
+	if code, body := APIBody(t, vm, "PUT", "/api/v1/updates/config", TestPassword, fmt.Sprintf(`{"server":%q}`, srv.guestURL())); code != http.StatusOK {
+		t.Fatalf("PUT /api/v1/updates/config: %d %s", code, body)
+	}
+	code, body = API(t, vm, "POST", "/api/v1/updates/check", TestPassword)
+	var l updates.Listing
+	if err := json.Unmarshal(body, &l); code != http.StatusOK || err != nil {
+		t.Fatalf("check: %d %v %s", code, err, body)
+	}
+	held, found := find(l, "demo", "2.0.0")
+	// The box's clock is its own; allow for its offset from the host's.
+	if !found || held.Installable || !strings.Contains(held.Reason, "installable at") ||
+		held.InstallableAt.Before(before.Add(23*time.Hour)) || held.InstallableAt.After(time.Now().Add(25*time.Hour)) {
+		t.Errorf("after uploading 1.1.0, demo 2.0.0 is %+v; want held by the 24 h wait with installable_at", held)
+	}
+	code, body = API(t, vm, "GET", "/api/v1/inventory", TestPassword)
+	var inv inventory.Report
+	if err := json.Unmarshal(body, &inv); code != http.StatusOK || err != nil {
+		t.Fatalf("inventory: %d %v %s", code, err, body)
+	}
+	if len(inv.History) == 0 || inv.History[0].Via != inventory.Upload || inv.History[0].Version.String() != "1.1.0" {
+		t.Errorf("inventory history %+v", inv.History)
+	}
+	PowerOff(t, vm)
 }
