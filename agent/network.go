@@ -77,6 +77,26 @@ func (a *agent) startNetwork() error {
 		}
 	}
 	a.sup.Start(a.ctx, supervisor.Service{Name: "network", Run: nm.Run})
+	// The floating addresses held before the reboot are probed for and
+	// announced again; one another box took meanwhile is reported, not
+	// taken. Probes take a fraction of a second each: not on the boot path.
+	if shared, err := nm.SharedAddresses(); err != nil || len(shared) > 0 {
+		if err != nil {
+			a.log.Warn("floating addresses", "err", err)
+		}
+		go func() {
+			select {
+			case <-nm.Ready():
+			case <-a.ctx.Done():
+				return
+			}
+			if err := fm.Restore(shared); err != nil {
+				a.say("floating addresses not taken back after the boot: %v", err)
+			} else {
+				a.log.Info("floating addresses taken back", "count", len(shared))
+			}
+		}()
+	}
 	a.sup.Start(a.ctx, supervisor.Service{Name: "time", Run: a.clock.Run})
 	return nil
 }
@@ -109,7 +129,11 @@ func (a *agent) networkRoutes() {
 		})
 	}
 	if a.floating != nil {
-		a.floating.Routes(a.api)
+		var persist func(string, netip.Prefix, bool) error
+		if a.network != nil {
+			persist = a.network.SetShared
+		}
+		a.floating.Routes(a.api, persist)
 	}
 	utilities.Routes(a.api, nil)
 }

@@ -12,6 +12,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -48,8 +50,9 @@ type Manager struct {
 	Announcements    int
 	AnnounceInterval time.Duration
 
-	mu   sync.Mutex
-	held map[string]netip.Prefix // "link addr" → prefix, for Holds
+	mu        sync.Mutex
+	held      map[string]netip.Prefix // "link addr" → prefix, for Holds
+	conflicts map[string]string       // "link addr" → why it is not held after a restore
 }
 
 // New opens a manager for namespace ns (the zero NS is the agent's own).
@@ -64,7 +67,7 @@ func New(ns netcfg.NS, log *slog.Logger) (*Manager, error) {
 	return &Manager{ns: ns, nl: h, log: log,
 		Probes: 3, Interval: 100 * time.Millisecond, Wait: 200 * time.Millisecond,
 		Announcements: 2, AnnounceInterval: 200 * time.Millisecond,
-		held: map[string]netip.Prefix{}}, nil
+		held: map[string]netip.Prefix{}, conflicts: map[string]string{}}, nil
 }
 
 // Close releases the netlink handle.
@@ -137,6 +140,7 @@ func (m *Manager) Enable(link string, addr netip.Prefix, force bool) error {
 	}
 	m.mu.Lock()
 	m.held[link+" "+addr.Addr().String()] = addr
+	delete(m.conflicts, link+" "+addr.Addr().String())
 	m.mu.Unlock()
 	for i := 0; i < max(m.Announcements, 1); i++ {
 		if i > 0 {
@@ -164,12 +168,56 @@ func (m *Manager) Disable(link string, addr netip.Prefix) error {
 	}
 	m.mu.Lock()
 	delete(m.held, link+" "+addr.Addr().String())
+	delete(m.conflicts, link+" "+addr.Addr().String())
 	m.mu.Unlock()
 	if err := m.nl.AddrDel(l, &netlink.Addr{IPNet: ipNet(addr)}); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
 		return fmt.Errorf("remove address %s from %s: %w", addr, link, err)
 	}
 	m.log.Info("floating address disabled", "link", link, "addr", addr)
 	return nil
+}
+
+// Restore enables, after a boot, the floating addresses the
+// configuration holds: each is probed first and announced, as Enable does.
+// One another host answers for is not taken; the conflict is kept for
+// Status and returned, with any other failure, joined.
+func (m *Manager) Restore(addrs []netcfg.SharedAddress) error {
+	var errs []error
+	for _, a := range addrs {
+		if err := m.Enable(a.Link, a.Prefix, false); err != nil {
+			m.mu.Lock()
+			m.conflicts[a.Link+" "+a.Prefix.Addr().String()] = err.Error()
+			m.mu.Unlock()
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Address is one floating address as GET /api/v1/network/floating shows
+// it: held, or not held with the reason (a conflict found at boot).
+type Address struct {
+	Interface string `json:"interface"`
+	Address   string `json:"address"`
+	Held      bool   `json:"held"`
+	Error     string `json:"error,omitempty"`
+}
+
+// Status lists the addresses held and those a restore could not take.
+func (m *Manager) Status() []Address {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := []Address{}
+	for k, p := range m.held {
+		link, _, _ := strings.Cut(k, " ")
+		out = append(out, Address{Interface: link, Address: p.String(), Held: true})
+	}
+	for k, why := range m.conflicts {
+		link, addr, _ := strings.Cut(k, " ")
+		out = append(out, Address{Interface: link, Address: addr, Error: why})
+	}
+	slices.SortFunc(out, func(a, b Address) int { return strings.Compare(a.Interface+" "+a.Address, b.Interface+" "+b.Address) })
+	return out
 }
 
 // Holds reports whether this manager enabled p on link; it fits

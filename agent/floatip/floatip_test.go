@@ -5,11 +5,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"keel.dev/keel/agent/floatip"
+	"keel.dev/keel/agent/netcfg"
 	"keel.dev/keel/agent/netcfg/nstest"
 )
 
@@ -135,7 +137,7 @@ func TestHTTPConflictAndBadInput(t *testing.T) {
 	}
 	defer m.Close()
 	mux := http.NewServeMux()
-	m.Routes(mux)
+	m.Routes(mux, nil)
 	post := func(path, body string) (int, string) {
 		rec := httptest.NewRecorder()
 		mux.ServeHTTP(rec, httptest.NewRequest("POST", path, strings.NewReader(body)))
@@ -149,5 +151,79 @@ func TestHTTPConflictAndBadInput(t *testing.T) {
 	}
 	if code, body := post("/api/v1/network/floating/disable", `{"interface":"eth0","address":"10.4.0.100/24"}`); code != 200 {
 		t.Errorf("disable: %d %s", code, body)
+	}
+}
+
+// A floating address enabled through the API is kept in the network
+// configuration: after a reboot the box probes for it and takes it back,
+// and one another host took meanwhile is reported, not taken.
+func TestFloatingAddressesSurviveAReboot(t *testing.T) {
+	nstest.RequireRoot(t)
+	lab := nstest.New(t)
+	a, b := lab.Node("a"), lab.Node("b")
+	a.Exec("ip", "addr", "add", "10.6.0.1/24", "dev", "eth0")
+	path := filepath.Join(t.TempDir(), "network.json")
+	boot := func() (*netcfg.Manager, *floatip.Manager, *http.ServeMux) {
+		fm, err := floatip.New(b.NS, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(fm.Close)
+		nm, err := netcfg.NewManager(netcfg.ManagerOptions{NS: b.NS, Path: path, Keep: fm.Holds})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mux := http.NewServeMux()
+		fm.Routes(mux, nm.SetShared)
+		return nm, fm, mux
+	}
+	nm, _, mux := boot()
+	if _, err := nm.Apply(netcfg.Config{Interfaces: []netcfg.Interface{{Name: "eth0", Enabled: true,
+		Addresses: []netcfg.Address{{Address: "10.6.0.2/24", Enabled: true}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	post := func(mux *http.ServeMux, path, body string) (int, string) {
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest("POST", path, strings.NewReader(body)))
+		return rec.Code, rec.Body.String()
+	}
+	for _, addr := range []string{"10.6.0.100/24", "10.6.0.101/24", "10.6.0.102/24"} {
+		if code, body := post(mux, "/api/v1/network/floating/enable", `{"interface":"eth0","address":"`+addr+`"}`); code != 200 {
+			t.Fatalf("enable %s: %d %s", addr, code, body)
+		}
+	}
+	if code, body := post(mux, "/api/v1/network/floating/disable", `{"interface":"eth0","address":"10.6.0.102/24"}`); code != 200 {
+		t.Fatalf("disable: %d %s", code, body)
+	}
+	// The box goes down; meanwhile host A takes 10.6.0.101.
+	for _, addr := range []string{"10.6.0.100/24", "10.6.0.101/24"} {
+		b.Exec("ip", "addr", "del", addr, "dev", "eth0")
+	}
+	a.Exec("ip", "addr", "add", "10.6.0.101/24", "dev", "eth0")
+
+	nm2, fm2, mux2 := boot()
+	shared, err := nm2.SharedAddresses()
+	if err != nil || len(shared) != 2 {
+		t.Fatalf("the configuration holds %+v (%v); want 10.6.0.100 and 10.6.0.101", shared, err)
+	}
+	err = fm2.Restore(shared)
+	var conflict *floatip.ConflictError
+	if !errors.As(err, &conflict) || conflict.Addr.String() != "10.6.0.101" {
+		t.Errorf("restore: %v; want the conflict on 10.6.0.101", err)
+	}
+	if out := b.Exec("ip", "-4", "addr", "show", "dev", "eth0"); !strings.Contains(out, "10.6.0.100/24") || strings.Contains(out, "10.6.0.101") || strings.Contains(out, "10.6.0.102") {
+		t.Errorf("after the restore B has:\n%s", out)
+	}
+	rec := httptest.NewRecorder()
+	mux2.ServeHTTP(rec, httptest.NewRequest("GET", "/api/v1/network/floating", nil))
+	if body := rec.Body.String(); !strings.Contains(body, `"address":"10.6.0.100/24","held":true`) || !strings.Contains(body, a.MAC.String()) {
+		t.Errorf("GET /api/v1/network/floating: %s", body)
+	}
+	// Re-applying the configuration keeps the shared address.
+	if _, err := nm2.Apply(nm2.Config()); err != nil {
+		t.Fatal(err)
+	}
+	if out := b.Exec("ip", "-4", "addr", "show", "dev", "eth0"); !strings.Contains(out, "10.6.0.100/24") {
+		t.Errorf("a re-apply dropped the floating address:\n%s", out)
 	}
 }

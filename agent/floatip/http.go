@@ -8,6 +8,7 @@ import (
 	"net/netip"
 
 	"keel.dev/keel/agent/api"
+	"keel.dev/keel/agent/netcfg"
 )
 
 // Request is the body of the enable and disable endpoints.
@@ -17,9 +18,38 @@ type Request struct {
 	Force     bool   `json:"force,omitempty"`
 }
 
-// Routes registers POST /api/v1/network/floating/enable and .../disable.
-// A conflict answers 409 with the owner's MAC in the error.
-func (m *Manager) Routes(mux api.Mux) {
+// Routes registers GET /api/v1/network/floating (the addresses held, and
+// those a boot could not take back) and POST /api/v1/network/floating/
+// enable and .../disable. A conflict answers 409 with the owner's MAC in
+// the error. persist, when not nil, records the change in the network
+// configuration (netcfg.Manager.SetShared), so a reboot takes the held
+// addresses back; a change it cannot record is undone and answered 409
+// or 500 with the reason.
+func (m *Manager) Routes(mux api.Mux, persist func(link string, p netip.Prefix, enabled bool) error) {
+	save := func(w http.ResponseWriter, req Request, p netip.Prefix, enabled bool) bool {
+		if persist == nil {
+			return true
+		}
+		err := persist(req.Interface, p, enabled)
+		if err == nil {
+			return true
+		}
+		// Undo, so the box holds what its configuration says.
+		if enabled {
+			m.Disable(req.Interface, p)
+		} else {
+			m.Enable(req.Interface, p, true)
+		}
+		code := http.StatusInternalServerError
+		if errors.Is(err, netcfg.ErrPendingChange) {
+			code = http.StatusConflict
+		}
+		writeError(w, code, sentence(fmt.Errorf("the change was undone: it could not be saved in the network configuration: %w", err)))
+		return false
+	}
+	mux.Handle("GET /api/v1/network/floating", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string][]Address{"addresses": m.Status()})
+	}))
 	mux.Handle("POST /api/v1/network/floating/enable", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		req, p, ok := decode(w, r)
 		if !ok {
@@ -34,6 +64,9 @@ func (m *Manager) Routes(mux api.Mux) {
 			writeError(w, http.StatusInternalServerError, sentence(err))
 			return
 		}
+		if !save(w, req, p, true) {
+			return
+		}
 		writeJSON(w, http.StatusOK, map[string]any{"interface": req.Interface, "address": p.String(), "enabled": true})
 	}))
 	mux.Handle("POST /api/v1/network/floating/disable", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -43,6 +76,9 @@ func (m *Manager) Routes(mux api.Mux) {
 		}
 		if err := m.Disable(req.Interface, p); err != nil {
 			writeError(w, http.StatusInternalServerError, sentence(err))
+			return
+		}
+		if !save(w, req, p, false) {
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"interface": req.Interface, "address": p.String(), "enabled": false})

@@ -39,6 +39,9 @@ type Manager struct {
 	closed  bool                  // Run has ended; no more rollbacks
 	pending *pending              // a change awaiting confirmation
 	rolled  time.Time             // when the last rollback happened
+
+	ready     chan struct{} // closed once Run applied the configuration
+	readyOnce sync.Once
 }
 
 // ManagerOptions configures a Manager; zero values are safe.
@@ -82,7 +85,7 @@ func NewManager(opts ManagerOptions) (*Manager, error) {
 		return nil, err
 	}
 	rec.Keep = opts.Keep
-	m := &Manager{opts: opts, rec: rec, log: opts.Log, leases: map[string]Lease{}, clients: map[string]dhcpClient{}}
+	m := &Manager{opts: opts, rec: rec, log: opts.Log, leases: map[string]Lease{}, clients: map[string]dhcpClient{}, ready: make(chan struct{})}
 	if opts.Path != "" {
 		b, err := os.ReadFile(opts.Path)
 		switch {
@@ -105,6 +108,10 @@ func (m *Manager) Config() Config {
 	return m.cfg
 }
 
+// Ready is closed once Run has applied the configuration at boot: links
+// are up and addressed, so floating addresses can be probed for.
+func (m *Manager) Ready() <-chan struct{} { return m.ready }
+
 // Reconciler gives access to the change counter, for tests and benchmarks.
 func (m *Manager) Reconciler() *Reconciler { return m.rec }
 
@@ -118,6 +125,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	m.mu.Unlock()
 	_, err := m.apply(cfg, false, true)
 	m.applyMu.Unlock()
+	m.readyOnce.Do(func() { close(m.ready) })
 	if err != nil {
 		m.log.Warn("network configuration not fully applied", "err", err)
 	}
