@@ -115,8 +115,15 @@ func TestUnconfirmedChangeRollsBack(t *testing.T) {
 	start := time.Now()
 	code, body, err := l.call("PUT", "10.8.0.1", "/api/v1/network", cfgYOnly)
 	token := tokenOf(t, code, body, err)
-	if out := l.boxAddrs(); strings.Contains(out, "10.8.0.1/") || !strings.Contains(out, "10.8.0.2/24") {
-		t.Fatalf("the change was not applied:\n%s", out)
+	// The answer goes out before the change is applied.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		out := l.boxAddrs()
+		if !strings.Contains(out, "10.8.0.1/") && strings.Contains(out, "10.8.0.2/24") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the change was not applied 5 s after its answer:\n%s", out)
+		}
 	}
 	if code, body, err := l.call("POST", "10.8.0.1", "/api/v1/network/confirm", `{"token":"`+token+`"}`); err == nil {
 		t.Fatalf("the cut-off client could confirm over X: %d %s", code, body)
@@ -179,8 +186,15 @@ func TestCutOffClientConfirmsFromNewAddress(t *testing.T) {
 	l := newConfirmLab(t, cfgXOnly, timeout)
 	code, body, err := l.call("PUT", "10.8.0.1", "/api/v1/network", cfgYOnly)
 	token := tokenOf(t, code, body, err)
-	if _, _, err := l.call("GET", "10.8.0.1", "/api/v1/network", ""); err == nil {
-		t.Fatal("the box still answers over X after the change")
+	// The answer goes out before the change is applied: X goes a moment
+	// after it.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, _, err := l.call("GET", "10.8.0.1", "/api/v1/network", ""); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the box still answers over X 5 s after the change")
+		}
 	}
 	if code, body, err := l.call("POST", "10.8.0.2", "/api/v1/network/confirm", `{"token":"`+token+`"}`); err != nil || code != 200 {
 		t.Fatalf("confirm over Y: %d %s %v", code, body, err)
