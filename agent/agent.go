@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -67,8 +68,10 @@ type agent struct {
 	network  *netcfg.Manager
 	clock    *timesync.Service
 	floating *floatip.Manager
-	mounts   []string           // in mount order; unmounted in reverse at shutdown
 	wd       *watchdog.Watchdog // armed during a trial boot until the commit
+	// health is what a trial boot must pass before its commit: healthCheck
+	// on the box; tests swap it.
+	health func() error
 	shutdown chan pid1.Action
 
 	// installer is set once the API serves installs; nil without trusted
@@ -79,21 +82,24 @@ type agent struct {
 	apps *apps.Manager
 
 	mu        sync.Mutex
-	recovery  string // why the box is in recovery mode; "" when it is not
-	result    string // boot.last_result
+	mounts    []string // in mount order; unmounted in reverse at shutdown
+	recovery  string   // why the box is in recovery mode; "" when it is not
+	result    string   // boot.last_result
 	committed bool
 	dataState string
 }
 
 func newAgent(log *slog.Logger, con io.Writer) *agent {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &agent{
+	a := &agent{
 		log: log, con: con, ctx: ctx, stop: cancel,
 		sup:      &supervisor.Supervisor{Log: log},
 		started:  time.Now(),
 		esp:      slots.NewStore(espDir),
 		shutdown: make(chan pid1.Action, 1),
 	}
+	a.health = a.healthCheck
+	return a
 }
 
 func (a *agent) stopServices() { a.stop() }
@@ -109,6 +115,19 @@ func (a *agent) setRecovery(why string) {
 	if a.recovery == "" {
 		a.recovery = why
 	}
+}
+
+// addMount records a mount for the shutdown; phases mount concurrently.
+func (a *agent) addMount(dir string) {
+	a.mu.Lock()
+	a.mounts = append(a.mounts, dir)
+	a.mu.Unlock()
+}
+
+func (a *agent) mountList() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.mounts)
 }
 
 func (a *agent) inRecovery() bool {

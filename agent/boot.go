@@ -23,6 +23,7 @@ import (
 	"keel.dev/keel/agent/apps"
 	"keel.dev/keel/agent/atomicfile"
 	"keel.dev/keel/agent/blockdev"
+	"keel.dev/keel/agent/bootseq"
 	"keel.dev/keel/agent/coldplug"
 	"keel.dev/keel/agent/config"
 	"keel.dev/keel/agent/datafs"
@@ -37,40 +38,67 @@ import (
 	"keel.dev/keel/image/manifest"
 )
 
-// phase is one step of the boot sequence. A failing phase is logged and the
-// sequence goes on; phases that leave the box unusable put it in recovery
-// mode instead of stopping, so the operator can always reach it.
-type phase struct {
-	name string
-	run  func() error
+// What the boot phases provide and need.
+const (
+	resDrivers   bootseq.Resource = "drivers"       // device and file-system modules loaded
+	resBootState bootseq.Resource = "boot state"    // the ESP mounted, GRUB's account read
+	resBase      bootseq.Resource = "base"          // the running base slot's manifest
+	resData      bootseq.Resource = "data"          // the data partition mounted, or known unusable
+	resConfig    bootseq.Resource = "configuration" // the serial and the agent's settings
+	resUsers     bootseq.Resource = "users"         // the admin accounts
+	resIdentity  bootseq.Resource = "identity"      // the TLS and signing keys
+	resNetwork   bootseq.Resource = "network"       // network, time and floating addresses
+	resApps      bootseq.Resource = "application"   // the application runtime
+	resPower     bootseq.Resource = "power button"  // the power button watched
+	resAPI       bootseq.Resource = "API"           // the API serving
+	resCommitted bootseq.Resource = "commit"        // the trial boot decided
+	resPending   bootseq.Resource = "pending installs"
+)
+
+// phases is the boot sequence. A failing phase is logged and the sequence
+// goes on; phases that leave the box unusable put it in recovery mode
+// instead of stopping, so the operator can always reach it. What a phase
+// needs only orders it: a phase that needs the data partition runs when
+// mounting it failed too, and does what it can without.
+func (a *agent) phases() []bootseq.Phase {
+	r := func(rs ...bootseq.Resource) []bootseq.Resource { return rs }
+	run := func(f func() error) func(context.Context) error { return func(context.Context) error { return f() } }
+	return []bootseq.Phase{
+		{Name: "drivers", Provides: r(resDrivers), Run: run(a.loadDrivers)},
+		{Name: "boot state", Needs: r(resDrivers), Provides: r(resBootState), Run: run(a.readBootState)},
+		{Name: "base slot", Needs: r(resBootState), Provides: r(resBase), Run: run(a.mountBase)},
+		{Name: "data partition", Needs: r(resDrivers), Provides: r(resData), Run: run(a.mountData)},
+		{Name: "configuration", Needs: r(resData), Provides: r(resConfig), Run: run(a.loadConfig)},
+		// The users file is mirrored on the ESP for recovery mode.
+		{Name: "credentials", Needs: r(resData, resBootState), Provides: r(resUsers), Run: run(a.loadUsers)},
+		{Name: "identity", Needs: r(resConfig), Provides: r(resIdentity), Run: run(a.loadIdentity)},
+		{Name: "network", Needs: r(resData, resDrivers), Provides: r(resNetwork), Run: run(a.startNetwork)},
+		{Name: "application", Needs: r(resData, resDrivers), Provides: r(resApps), Run: run(a.startApplication)},
+		{Name: "power button", Needs: r(resDrivers), Provides: r(resPower), Run: run(a.watchPowerButton)},
+		// The API's routes are the network's, the installer's (which
+		// needs the boot state, the base and the application runtime)
+		// and the updates' (the identity signs download keys).
+		{Name: "API", Needs: r(resUsers, resIdentity, resNetwork, resApps, resBase, resBootState), Provides: r(resAPI), Run: run(a.startAPI)},
+		{Name: "health check", Needs: r(resAPI, resPower), Provides: r(resCommitted), Run: run(a.checkAndCommit)},
+		{Name: "pending installs", Needs: r(resCommitted), Provides: r(resPending), Run: run(a.resumePending)},
+	}
 }
 
 func (a *agent) boot() {
 	a.say("booting")
-	phases := []phase{
-		{"drivers", a.loadDrivers},
-		{"boot state", a.readBootState},
-		{"base slot", a.mountBase},
-		{"data partition", a.mountData},
-		{"configuration", a.loadConfig},
-		{"credentials", a.loadUsers},
-		{"identity", a.loadIdentity},
-		{"network", a.startNetwork},
-		{"application", a.startApplication},
-		{"power button", a.watchPowerButton},
-		{"API", a.startAPI},
-		{"health check", a.checkAndCommit},
-		{"pending installs", a.resumePending},
-	}
-	for _, p := range phases {
-		start := time.Now()
-		err := p.run()
+	_, err := bootseq.Run(a.ctx, a.phases(), func(res bootseq.Result) {
 		a.wd.Pet()
-		if err != nil {
-			a.log.Error("boot phase failed", "phase", p.name, "err", err)
-			continue
+		if res.Err != nil {
+			a.log.Error("boot phase failed", "phase", res.Phase, "err", res.Err)
+			return
 		}
-		a.log.Info("boot phase done", "phase", p.name, "took", time.Since(start).Round(time.Millisecond))
+		a.log.Info("boot phase done", "phase", res.Phase, "at", res.Start.Round(time.Millisecond), "took", res.Took.Round(time.Millisecond))
+	})
+	if err != nil {
+		// A sequence that does not hold together is a bug of this build;
+		// say so where the operator looks.
+		a.setRecovery(err.Error())
+		a.log.Error("boot sequence", "err", err)
 	}
 	a.mu.Lock()
 	rec, result := a.recovery, a.result
@@ -151,7 +179,7 @@ func (a *agent) readBootState() error {
 	if err := unix.Mount(esp.Device, espDir, "vfat", unix.MS_NOATIME|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "umask=077,quiet"); err != nil {
 		return fmt.Errorf("mount the ESP %s: %w", esp.Device, err)
 	}
-	a.mounts = append(a.mounts, espDir)
+	a.addMount(espDir)
 	st, which, err := a.esp.Read()
 	if err != nil {
 		return err
@@ -176,7 +204,7 @@ func (a *agent) mountBase() error {
 	if err := unix.Mount(part.Device, baseDir, "squashfs", unix.MS_RDONLY, ""); err != nil {
 		return fmt.Errorf("mount base slot %s (%s): %w", a.boot0.Slot, part.Device, err)
 	}
-	a.mounts = append(a.mounts, baseDir)
+	a.addMount(baseDir)
 	b, err := os.ReadFile(filepath.Join(baseDir, manifest.BaseFile))
 	if err != nil {
 		return fmt.Errorf("base slot %s: %w", a.boot0.Slot, err)
@@ -203,7 +231,7 @@ func (a *agent) mountData() error {
 		a.say("the data partition could not be used: %v", err)
 		return err
 	}
-	a.mounts = append(a.mounts, dataDir)
+	a.addMount(dataDir)
 	if out == datafs.Formatted {
 		a.say("the data partition was empty; a new file system was created")
 		a.setData("formatted")
@@ -462,7 +490,7 @@ func (a *agent) checkAndCommit() error {
 	slot := a.boot0.Slot
 	switch {
 	case a.boot0.Mode == slots.ModeTrial:
-		if err := a.healthCheck(); err != nil {
+		if err := a.health(); err != nil {
 			a.say("trial boot of %s in slot %s failed its health check: %v; marking it bad and rebooting into slot %s", a.version(), slot, err, slot.Other())
 			if nerr := a.noteFailure(slot, "failed its health check ("+err.Error()+")"); nerr != nil {
 				a.log.Warn("the failure will not be reported after the reboot", "err", nerr)

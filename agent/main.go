@@ -72,5 +72,5 @@ func (a *agent) halt(act pid1.Action) {
 	if !a.sup.Wait(10 * time.Second) {
 		a.log.Warn("some services did not stop within 10 s")
 	}
-	pid1.Halt(a.log, act, a.mounts)
+	pid1.Halt(a.log, act, a.mountList())
 }
