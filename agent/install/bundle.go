@@ -54,26 +54,57 @@ import (
 // # PendingDir/job.json
 //
 // The state of a bundle that waits for or resumes after a reboot, written
-// atomically (pendingJob): the job id, the base version the box must run
-// to go on, whether its trial boot was staged, the saved packages in order
-// (file, kind, name, version, size, position in the bundle) and the index
-// of the next one, the packages installed so far, and the job's state,
-// message and progress. A package is installed, then job.json records it,
+// atomically (pendingJob): the job id, its step (see Step), the base
+// version the box must run to go on, the saved packages in order (file,
+// kind, name, version, size, position in the bundle) and the index of the
+// next one, the packages installed so far, and the job's message and
+// progress. A package is installed, then job.json records it,
 // then its file goes: a power cut in between installs it again on the next
 // boot, which finds its version installed and moves on. Once the job is
 // done or failed, job.json stays as its record (and ResumePending shows it
-// in the registry on every boot) until the next bundle starts. While it
-// says running, every install is refused (409). The installer owns
+// in the registry on every boot) until the next bundle starts. Until it is
+// done or failed, every install is refused (409). The installer owns
 // PendingDir: it removes whatever else it finds there when a bundle starts
 // or a job ends.
 
 // pendingFile is the name of the state file in PendingDir.
 const pendingFile = "job.json"
 
+// Step is where a bundle job that spans a reboot stands: the named states
+// of PendingDir/job.json, resumed after any reboot or power cut by one
+// switch (ResumePending).
+//
+//	staging   job.json written, the trial boot of Base not staged yet
+//	staged    the trial boot of Base staged: the box reboots into it
+//	resuming  Base runs committed: the saved packages install from Next
+//	done      every package installed (the record stays)
+//	failed    stopped, with the reason (the record stays)
+type Step string
+
+// The steps of a bundle job.
+const (
+	StepStaging  Step = "staging"
+	StepStaged   Step = "staged"
+	StepResuming Step = "resuming"
+	StepDone     Step = "done"
+	StepFailed   Step = "failed"
+)
+
+// state is the job's state as the API shows it.
+func (s Step) state() State {
+	switch s {
+	case StepDone:
+		return Done
+	case StepFailed:
+		return Failed
+	}
+	return Running
+}
+
 // pendingJob is the content of PendingDir/job.json.
 type pendingJob struct {
-	Job   string `json:"job"`
-	State State  `json:"state"`
+	Job  string `json:"job"`
+	Step Step   `json:"step"`
 	// Message is the job's sentence once it is done or failed.
 	Message string `json:"message,omitempty"`
 	// Progress is the job's progress when Packages[Next] starts.
@@ -84,10 +115,7 @@ type pendingJob struct {
 	AllowDowngrade bool `json:"allow_downgrade,omitempty"`
 	// Base is the base version the box must run for the job to go on; a
 	// box that runs another one rolled back.
-	Base string `json:"base"`
-	// Staged says the trial boot of Base was staged (a power cut can come
-	// between writing this file and staging).
-	Staged   bool             `json:"staged"`
+	Base     string           `json:"base"`
 	Packages []pendingPackage `json:"packages"` // saved for after the reboot, in install order
 	Next     int              `json:"next"`     // index in Packages of the next one to install
 	// Installed lists the packages installed so far ("app demo 1.1.0").
@@ -266,7 +294,7 @@ func (in *Installer) StartBundle(ctx context.Context, body io.Reader, opts Optio
 
 	// The commit point: job.json, then the trial boot.
 	pj := &pendingJob{
-		Job: j.ID(), State: Running, Progress: atReboot, Total: n, AllowDowngrade: opts.AllowDowngrade,
+		Job: j.ID(), Step: StepStaging, Progress: atReboot, Total: n, AllowDowngrade: opts.AllowDowngrade,
 		Base: base.e.Version.String(), Packages: pending, Installed: installed,
 	}
 	if err := in.writePending(pj); err != nil {
@@ -277,10 +305,10 @@ func (in *Installer) StartBundle(ctx context.Context, body io.Reader, opts Optio
 		return failed(n, fail(ErrSystem, "the trial boot of %s in slot %s could not be staged: %v", base.e, target, err))
 	}
 	in.record(baseM, inventory.Bundle)
-	pj.Staged = true
+	pj.Step = StepStaged
 	if err := in.writePending(pj); err != nil {
-		// ResumePending goes by the running version; Staged only words
-		// its sentence.
+		// ResumePending goes by the running version; the step only
+		// words its sentence.
 		log.Warn("recording the staged trial boot", "err", err)
 	}
 	j.setProgress(atReboot)
@@ -602,32 +630,37 @@ func (in *Installer) ResumePending(ctx context.Context) error {
 		return fmt.Errorf("the state of the pending bundle cannot be read, so its saved packages were removed and not installed: %w", err)
 	}
 	j := in.resumeJob(pj)
-	if pj.State != Running {
+	log := in.log().With("job", j.ID())
+	switch pj.Step {
+	case StepDone, StepFailed:
 		in.clearPending(pendingFile)
 		return nil
-	}
-	log := in.log().With("job", j.ID())
-	st, _, err := in.Slots.Read()
-	if err != nil {
-		return fmt.Errorf("the boot state cannot be read, so the bundle of job %s waits: %w", pj.Job, err)
-	}
-	if !st.Slot(in.Running).Good {
-		return fmt.Errorf("slot %s runs an uncommitted trial boot; the bundle of job %s resumes once it is committed", in.Running, pj.Job)
-	}
-	installed := in.installed()
-	if cur, ok := installed[kpkg.KindBase]; !ok || cur.String() != pj.Base {
-		running := "another version"
-		if ok {
-			running = cur.String()
+	case StepStaging, StepStaged, StepResuming:
+		st, _, err := in.Slots.Read()
+		if err != nil {
+			return fmt.Errorf("the boot state cannot be read, so the bundle of job %s waits: %w", pj.Job, err)
 		}
-		msg := fmt.Sprintf("base %s did not come up healthy; the box is back on %s", pj.Base, running)
-		if !pj.Staged {
-			msg = fmt.Sprintf("the box restarted before the trial boot of base %s was staged; it stays on %s", pj.Base, running)
+		if !st.Slot(in.Running).Good {
+			return fmt.Errorf("slot %s runs an uncommitted trial boot; the bundle of job %s resumes once it is committed", in.Running, pj.Job)
 		}
-		if left := pj.Packages[pj.Next:]; len(left) > 0 {
-			msg += fmt.Sprintf("; the remaining packages (%s) were not installed", pendingList(left))
+		if cur, ok := in.installed()[kpkg.KindBase]; !ok || cur.String() != pj.Base {
+			running := "another version"
+			if ok {
+				running = cur.String()
+			}
+			msg := fmt.Sprintf("base %s did not come up healthy; the box is back on %s", pj.Base, running)
+			if pj.Step == StepStaging {
+				msg = fmt.Sprintf("the box restarted before the trial boot of base %s was staged; it stays on %s", pj.Base, running)
+			}
+			if left := pj.Packages[pj.Next:]; len(left) > 0 {
+				msg += fmt.Sprintf("; the remaining packages (%s) were not installed", pendingList(left))
+			}
+			return in.endPending(pj, j, Failed, msg, log)
 		}
-		return in.endPending(pj, j, Failed, msg, log)
+		pj.Step = StepResuming
+	default:
+		in.clearPending("")
+		return fmt.Errorf("the pending bundle of job %s is at step %q, which this version does not know; its saved packages were removed and not installed", pj.Job, pj.Step)
 	}
 
 	in.current.Store(j)
@@ -661,7 +694,7 @@ func (in *Installer) ResumePending(ctx context.Context) error {
 		pj.Installed = append(pj.Installed, pp.entry().String())
 		if rebootInto != "" {
 			// As for the upload: job.json, then the trial boot.
-			pj.Base, pj.Staged = pp.Version.String(), false
+			pj.Base, pj.Step = pp.Version.String(), StepStaging
 		}
 		if err := in.writePending(pj); err != nil {
 			// The next boot installs it again, finds it installed and goes on.
@@ -731,7 +764,7 @@ func (in *Installer) rebootPending(pj *pendingJob, j *Job, m *kpkg.Manifest, pp 
 		return in.endPending(pj, j, Failed, msg, log)
 	}
 	in.record(m, inventory.Bundle)
-	pj.Staged = true
+	pj.Step = StepStaged
 	if err := in.writePending(pj); err != nil {
 		log.Warn("recording the staged trial boot", "err", err)
 	}
@@ -762,7 +795,10 @@ func (in *Installer) endPending(pj *pendingJob, j *Job, s State, msg string, log
 	} else {
 		log.Error("bundle install failed", "err", msg)
 	}
-	pj.State, pj.Message = s, msg
+	pj.Step, pj.Message = StepFailed, msg
+	if s == Done {
+		pj.Step = StepDone
+	}
 	err := in.writePending(pj)
 	in.clearPending(pendingFile)
 	if err != nil {
@@ -776,11 +812,11 @@ func (in *Installer) resumeJob(pj *pendingJob) *Job {
 	if j, ok := in.jobs().Get(pj.Job); ok {
 		return j
 	}
-	j := &Job{id: pj.Job, kind: "bundle", state: pj.State, progress: pj.Progress, message: pj.Message}
-	if pj.State == Running {
+	j := &Job{id: pj.Job, kind: "bundle", state: pj.Step.state(), progress: pj.Progress, message: pj.Message}
+	if j.state == Running {
 		j.message = fmt.Sprintf("resuming after the reboot into base %s: %d packages left", pj.Base, len(pj.Packages)-pj.Next)
 	}
-	if pj.State == Done {
+	if pj.Step == StepDone {
 		j.progress = 1
 	}
 	in.jobs().add(j)
@@ -793,7 +829,7 @@ func (in *Installer) pendingBusy() error {
 		return nil
 	}
 	pj, err := in.readPending()
-	if err != nil || pj.State != Running {
+	if err != nil || pj.Step.state() != Running {
 		return nil
 	}
 	what := fmt.Sprintf("it waits for base %s to run", pj.Base)

@@ -182,7 +182,7 @@ func TestBundleBaseThenAppsAcrossTheReboot(t *testing.T) {
 		t.Errorf("switched before the reboot: %v", e.switches)
 	}
 	pj := e.pending()
-	if pj.Job != a.Job || pj.State != Running || pj.Base != "1.2.0" || !pj.Staged || pj.Next != 0 || len(pj.Packages) != 2 || pj.Total != 3 ||
+	if pj.Job != a.Job || pj.Step != StepStaged || pj.Base != "1.2.0" || pj.Next != 0 || len(pj.Packages) != 2 || pj.Total != 3 ||
 		pj.Packages[0].Version.String() != "1.1.0" || pj.Packages[1].Version.String() != "1.2.0" || pj.Packages[1].Index != 3 ||
 		!slices.Equal(pj.Installed, []string{"base keel 1.2.0"}) {
 		t.Errorf("job.json %+v", pj)
@@ -224,7 +224,7 @@ func TestBundleBaseThenAppsAcrossTheReboot(t *testing.T) {
 	if names := e.pendingNames(); !slices.Equal(names, []string{pendingFile}) {
 		t.Errorf("pending folder %v", names)
 	}
-	if pj := e.pending(); pj.State != Done || pj.Next != 2 || pj.Message != done {
+	if pj := e.pending(); pj.Step != StepDone || pj.Next != 2 || pj.Message != done {
 		t.Errorf("job.json %+v", pj)
 	}
 	// The record survives another reboot, and installs go on.
@@ -267,7 +267,7 @@ func TestBundleRolledBack(t *testing.T) {
 	if names := e.pendingNames(); !slices.Equal(names, []string{pendingFile}) {
 		t.Errorf("pending folder %v", names)
 	}
-	if pj := e.pending(); pj.State != Failed || pj.Message != want {
+	if pj := e.pending(); pj.Step != StepFailed || pj.Message != want {
 		t.Errorf("job.json %+v", pj)
 	}
 	// Nothing waits any more.
@@ -408,7 +408,7 @@ func TestBundleResumesAfterPowerCut(t *testing.T) {
 	}()
 	<-stopped
 	pj := e.pending()
-	if pj.State != Running || pj.Next != 1 || !slices.Equal(pj.Installed, []string{"base keel 1.2.0", "app demo 1.1.0"}) {
+	if pj.Step != StepResuming || pj.Next != 1 || !slices.Equal(pj.Installed, []string{"base keel 1.2.0", "app demo 1.1.0"}) {
 		t.Fatalf("job.json %+v", pj)
 	}
 	if names := e.pendingNames(); !slices.Equal(names, []string{pj.Packages[1].File, pendingFile}) {
@@ -481,7 +481,7 @@ func TestBundleWithTwoBases(t *testing.T) {
 	if st := e.state(); st.Default != "a" || st.A.Good || st.A.Version != "1.3.0" || !bytes.Equal(e.slotPrefix("a", len(ps[2].data)), ps[2].data) {
 		t.Errorf("boot state %+v", st)
 	}
-	if pj := e.pending(); pj.State != Running || pj.Base != "1.3.0" || pj.Next != 2 {
+	if pj := e.pending(); pj.Step != StepStaged || pj.Base != "1.3.0" || pj.Next != 2 {
 		t.Errorf("job.json %+v", pj)
 	}
 	e.rebootInto("a", "1.3.0")
@@ -583,5 +583,32 @@ func TestPendingJSONIsReadable(t *testing.T) {
 	var v map[string]any
 	if err := json.Unmarshal(raw, &v); err != nil || v["base"] != "1.2.0" || v["next"] != float64(0) {
 		t.Errorf("job.json %s: %v", raw, err)
+	}
+}
+
+// A power cut between job.json and the staging of the trial boot: the box
+// comes back on its old base, and the job fails saying so.
+func TestBundleCutBeforeStaging(t *testing.T) {
+	e := newBundleEnv(t)
+	b, _ := demoBundle(t)
+	j, err := e.in.StartBundle(context.Background(), bytes.NewReader(b), Options{RebootLater: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pj := e.pending()
+	pj.Step = StepStaging
+	if err := e.in.writePending(pj); err != nil {
+		t.Fatal(err)
+	}
+	e.rebootInto("a", "1.1.0")
+	if err := e.in.ResumePending(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got, ok := e.in.jobs().Get(j.ID())
+	if !ok || got.Status().State != Failed || !strings.Contains(got.Status().Message, "the box restarted before the trial boot of base 1.2.0 was staged; it stays on 1.1.0") {
+		t.Errorf("job %+v", got.Status())
+	}
+	if pj := e.pending(); pj.Step != StepFailed {
+		t.Errorf("job.json at %s", pj.Step)
 	}
 }
