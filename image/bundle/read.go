@@ -3,13 +3,12 @@ package bundle
 import (
 	"archive/tar"
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
+
+	"keel.dev/keel/image/tarstream"
 )
 
 // Errors a Reader wraps, so a caller can tell a damaged copy from a
@@ -22,24 +21,27 @@ var (
 	ErrDamaged = errors.New("bundle is damaged")
 )
 
+// format is what a bundle's read errors say.
+var format = tarstream.Format{Name: "bundle", Truncated: ErrTruncated, Damaged: ErrDamaged, Hint: "; copy it again"}
+
 // Reader reads a bundle as it streams, one package at a time, holding at
 // most bundle.json in memory.
 type Reader struct {
 	Meta Meta
 
-	src *source
+	src *tarstream.Source
 	tr  *tar.Reader
-	i   int         // the next package's index in Meta.Packages
-	cur *fileReader // the package handed out last
+	i   int               // the next package's index in Meta.Packages
+	cur *tarstream.Member // the package handed out last
 	err error       // sticky: io.EOF after a good end, or the failure
 }
 
 // Open reads and checks bundle.json from the start of r. The packages
 // follow through Next.
 func Open(r io.Reader) (*Reader, error) {
-	src := &source{r: r}
+	src := tarstream.NewSource(r)
 	tr := tar.NewReader(src)
-	h, err := next(tr, src, "at the start, where bundle.json belongs")
+	h, err := format.Next(tr, src, "at the start, where bundle.json belongs")
 	if err != nil {
 		return nil, err
 	}
@@ -51,7 +53,7 @@ func Open(r io.Reader) (*Reader, error) {
 	}
 	mj := make([]byte, h.Size)
 	if _, err := io.ReadFull(tr, mj); err != nil {
-		return nil, readError(src, "in bundle.json", err)
+		return nil, format.ReadError(src, "in bundle.json", err)
 	}
 	var probe struct {
 		Format int `json:"format"`
@@ -98,7 +100,7 @@ func (r *Reader) Next() (Entry, io.Reader, error) {
 		return Entry{}, nil, r.err
 	}
 	e := r.Meta.Packages[r.i]
-	h, err := next(r.tr, r.src, "before "+e.File)
+	h, err := format.Next(r.tr, r.src, "before "+e.File)
 	if err == nil && h.Name != e.File {
 		err = fmt.Errorf("%w: %q is where bundle.json says %s comes", ErrDamaged, h.Name, e.File)
 	}
@@ -110,99 +112,19 @@ func (r *Reader) Next() (Entry, io.Reader, error) {
 		return Entry{}, nil, err
 	}
 	r.i++
-	r.cur = &fileReader{r: r, e: e, h: sha256.New()}
+	r.cur = &tarstream.Member{TR: r.tr, Src: r.src, Format: format, Size: e.Size, Want: e.SHA256,
+		Where: func(n int64) string { return fmt.Sprintf("in %s, at byte %d of %d", e.File, n, e.Size) },
+		Mismatch: func(got string) error {
+			return fmt.Errorf("%w: %s has SHA-256 %s, and bundle.json says %s; copy the bundle again", ErrDamaged, e.File, got, e.SHA256)
+		},
+	}
 	return e, r.cur, nil
 }
 
 // end checks that the last package's padding and the end-of-archive
-// marker follow it. It reads them from the source itself, as archive/tar
-// takes an early end in their place for a clean end. Nothing after the
-// marker is read. It returns io.EOF for a good end.
+// marker follow it; io.EOF for a good end.
 func (r *Reader) end() error {
 	last := r.Meta.Packages[len(r.Meta.Packages)-1]
-	pad := (blockSize - last.Size%blockSize) % blockSize
-	tail := make([]byte, pad+2*blockSize)
-	if _, err := io.ReadFull(r.src, tail); err != nil {
-		return readError(r.src, "after the last package, where the end-of-archive marker belongs", err)
-	}
-	if !bytes.Equal(tail, make([]byte, len(tail))) {
-		return fmt.Errorf("%w: data follows the last package bundle.json lists, where the end-of-archive marker belongs", ErrDamaged)
-	}
-	return io.EOF
-}
-
-// fileReader streams one package and checks it at its end.
-type fileReader struct {
-	r   *Reader
-	e   Entry
-	h   hash.Hash
-	n   int64
-	err error // sticky: io.EOF after a verified end, or the failure
-}
-
-func (f *fileReader) Read(b []byte) (int, error) {
-	if f.err != nil {
-		return 0, f.err
-	}
-	n, err := f.r.tr.Read(b)
-	f.h.Write(b[:n])
-	f.n += int64(n)
-	switch {
-	case f.n == f.e.Size:
-		// Finish with the last bytes, so a caller that stops at the size
-		// still sees a mismatch.
-		if got := hex.EncodeToString(f.h.Sum(nil)); got != f.e.SHA256 {
-			f.err = fmt.Errorf("%w: %s has SHA-256 %s, and bundle.json says %s; copy the bundle again", ErrDamaged, f.e.File, got, f.e.SHA256)
-		} else {
-			f.err = io.EOF
-		}
-	case err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF):
-		f.err = readError(f.r.src, fmt.Sprintf("in %s, at byte %d of %d", f.e.File, f.n, f.e.Size), io.ErrUnexpectedEOF)
-	case err != nil:
-		f.err = readError(f.r.src, fmt.Sprintf("in %s, at byte %d of %d", f.e.File, f.n, f.e.Size), err)
-	}
-	return n, f.err
-}
-
-// source counts bytes and keeps the first error of the underlying reader,
-// so a failing network is not reported as a damaged bundle.
-type source struct {
-	r   io.Reader
-	n   int64
-	err error
-}
-
-func (s *source) Read(b []byte) (int, error) {
-	n, err := s.r.Read(b)
-	s.n += int64(n)
-	if err != nil && err != io.EOF && s.err == nil {
-		s.err = err
-	}
-	return n, err
-}
-
-func readError(src *source, where string, err error) error {
-	switch {
-	case src.err != nil:
-		return fmt.Errorf("reading the bundle at byte %d (%s): %w", src.n, where, src.err)
-	case err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF):
-		return fmt.Errorf("%w: it ends at byte %d, %s; copy it again", ErrTruncated, src.n, where)
-	}
-	return fmt.Errorf("%w near byte %d (%s): %v", ErrDamaged, src.n, where, err)
-}
-
-// next reads the header of the member that must come next: a plain
-// regular file.
-func next(tr *tar.Reader, src *source, where string) (*tar.Header, error) {
-	h, err := tr.Next()
-	if err != nil {
-		return nil, readError(src, where, err)
-	}
-	switch {
-	case h.Typeflag != tar.TypeReg:
-		return nil, fmt.Errorf("%w: %q is not a regular file (type %q)", ErrDamaged, h.Name, h.Typeflag)
-	case len(h.PAXRecords) > 0:
-		return nil, fmt.Errorf("%w: %q has extended (PAX) headers, which bundles never carry", ErrDamaged, h.Name)
-	}
-	return h, nil
+	return format.End(r.src, last.Size, "after the last package, where the end-of-archive marker belongs",
+		"data follows the last package bundle.json lists, where the end-of-archive marker belongs")
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+
+	"keel.dev/keel/image/tarstream"
 )
 
 // openAll opens a package and streams its payload to the end, the way the
@@ -57,7 +59,7 @@ func TestRoundTrip(t *testing.T) {
 			if _, _, err := VerifyManifest(p.ManifestJSON, p.Signature, []ed25519.PublicKey{pub(key)}); err != nil {
 				t.Fatalf("VerifyManifest on what Open kept: %v", err)
 			}
-			if len(data)%blockSize != 0 {
+			if len(data)%tarstream.BlockSize != 0 {
 				t.Fatalf("package is %d bytes, not whole tar blocks", len(data))
 			}
 		})
@@ -211,7 +213,7 @@ func TestOpenReadsNoPayload(t *testing.T) {
 	if _, err := Open(cr, []ed25519.PublicKey{pub(key)}); !errors.Is(err, ErrDamaged) {
 		t.Fatalf("oversized manifest: %v", err)
 	}
-	if cr.n > blockSize {
+	if cr.n > tarstream.BlockSize {
 		t.Fatalf("Open read %d bytes of an oversized manifest", cr.n)
 	}
 }
