@@ -67,6 +67,9 @@ import (
 // PendingDir: it removes whatever else it finds there when a bundle starts
 // or a job ends.
 
+// kindInstall is the job kind of a single package.
+const kindInstall = "install"
+
 // pendingFile is the name of the state file in PendingDir.
 const pendingFile = "job.json"
 
@@ -103,7 +106,11 @@ func (s Step) state() State {
 
 // pendingJob is the content of PendingDir/job.json.
 type pendingJob struct {
-	Job  string `json:"job"`
+	Job string `json:"job"`
+	// Kind is "install" for a single base package (a bundle of one: no
+	// saved packages; the record says how its trial boot ended), "" for
+	// a bundle.
+	Kind string `json:"kind,omitempty"`
 	Step Step   `json:"step"`
 	// Message is the job's sentence once it is done or failed.
 	Message string `json:"message,omitempty"`
@@ -710,6 +717,9 @@ func (in *Installer) ResumePending(ctx context.Context) error {
 			in.record(m, inventory.Bundle)
 		}
 	}
+	if pj.Kind == kindInstall {
+		return in.endPending(pj, j, Done, fmt.Sprintf("%s passed its trial boot and is committed", strings.Join(pj.Installed, ", ")), log)
+	}
 	return in.endPending(pj, j, Done, "the bundle is installed: "+strings.Join(pj.Installed, ", "), log)
 }
 
@@ -812,7 +822,11 @@ func (in *Installer) resumeJob(pj *pendingJob) *Job {
 	if j, ok := in.jobs().Get(pj.Job); ok {
 		return j
 	}
-	j := &Job{id: pj.Job, kind: "bundle", state: pj.Step.state(), progress: pj.Progress, message: pj.Message}
+	kind := "bundle"
+	if pj.Kind == kindInstall {
+		kind = kindInstall
+	}
+	j := &Job{id: pj.Job, kind: kind, state: pj.Step.state(), progress: pj.Progress, message: pj.Message}
 	if j.state == Running {
 		j.message = fmt.Sprintf("resuming after the reboot into base %s: %d packages left", pj.Base, len(pj.Packages)-pj.Next)
 	}
@@ -829,7 +843,9 @@ func (in *Installer) pendingBusy() error {
 		return nil
 	}
 	pj, err := in.readPending()
-	if err != nil || pj.Step.state() != Running {
+	// A single base package staged for a later reboot may be replaced by
+	// another: nothing waits on the data partition for it.
+	if err != nil || pj.Step.state() != Running || pj.Kind == kindInstall {
 		return nil
 	}
 	what := fmt.Sprintf("it waits for base %s to run", pj.Base)

@@ -612,3 +612,38 @@ func TestBundleCutBeforeStaging(t *testing.T) {
 		t.Errorf("job.json at %s", pj.Step)
 	}
 }
+
+// A single base package is a bundle of one: after the reboot its job says
+// how the trial boot ended, committed or rolled back.
+func TestSingleBaseInstallEndsAfterTheReboot(t *testing.T) {
+	for _, c := range []struct {
+		name, running, base, want string
+		state                     State
+	}{
+		{"committed", "b", "1.2.0", "base keel 1.2.0 passed its trial boot and is committed", Done},
+		{"rolled back", "a", "1.1.0", "base 1.2.0 did not come up healthy; the box is back on 1.1.0", Failed},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newBundleEnv(t)
+			j, err := e.in.Start(context.Background(), bytes.NewReader(build(t, manifest("1.2.0"), payload(5000, 1), vendorKey)), Options{RebootLater: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if pj := e.pending(); pj.Step != StepStaged || pj.Kind != kindInstall {
+				t.Fatalf("job.json %+v", pj)
+			}
+			// Another package may still replace one staged for later.
+			if err := e.in.Ready(); err != nil {
+				t.Errorf("a staged single package blocks the next install: %v", err)
+			}
+			e.rebootInto(layout.Label(c.running), c.base)
+			if err := e.in.ResumePending(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			got, ok := e.in.jobs().Get(j.ID())
+			if !ok || got.Status().State != c.state || got.Status().Message != c.want || got.Status().Kind != "install" {
+				t.Errorf("job %+v", got.Status())
+			}
+		})
+	}
+}

@@ -83,6 +83,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -318,9 +319,15 @@ func (in *Installer) Start(ctx context.Context, body io.Reader, opts Options) (*
 		return failed(err)
 	}
 	j.setMessage(fmt.Sprintf("staging a trial boot of %s in slot %s", m.Version, target))
+	// A single base package is a bundle of one: its record on the data
+	// partition (staging, then staged) lets the job tell after the reboot
+	// how the trial boot ended.
+	pj := in.recordSingle(j, m)
 	if err := in.stageTrial(target, m.Version, tries); err != nil {
+		in.dropSingle(pj)
 		return failed(fail(ErrSystem, "%s was written to slot %s, but its trial boot could not be staged: %v; the box stays on slot %s", m.Version, target, err, in.Running))
 	}
+	in.stagedSingle(pj)
 	in.record(m, opts.Via)
 
 	what := fmt.Sprintf("%s %s is in slot %s, staged for a trial boot with %d tries", m.Name, m.Version, target, tries)
@@ -397,6 +404,43 @@ func (in *Installer) Ready() error {
 	}
 	in.mu.Unlock()
 	return nil
+}
+
+// recordSingle writes the record of a single base package about to be
+// staged, when the box has a data partition; a record that cannot be
+// written costs only the job's outcome after the reboot.
+func (in *Installer) recordSingle(j *Job, m *kpkg.Manifest) *pendingJob {
+	if in.PendingDir == "" {
+		return nil
+	}
+	in.clearPending("")
+	pj := &pendingJob{Job: j.ID(), Kind: kindInstall, Step: StepStaging, Progress: 1, Total: 1,
+		Base: m.Version.String(), Installed: []string{fmt.Sprintf("%s %s %s", m.Kind, m.Name, m.Version)}}
+	err := os.MkdirAll(in.PendingDir, 0o755)
+	if err == nil {
+		err = in.writePending(pj)
+	}
+	if err != nil {
+		in.log().Warn("the install's record was not saved: its job is not shown after the reboot", "err", err)
+		return nil
+	}
+	return pj
+}
+
+func (in *Installer) stagedSingle(pj *pendingJob) {
+	if pj == nil {
+		return
+	}
+	pj.Step = StepStaged
+	if err := in.writePending(pj); err != nil {
+		in.log().Warn("recording the staged trial boot", "err", err)
+	}
+}
+
+func (in *Installer) dropSingle(pj *pendingJob) {
+	if pj != nil {
+		in.clearPending("")
+	}
 }
 
 // record tells the inventory that m was installed (an app committed, a
