@@ -71,7 +71,7 @@ type agent struct {
 	wd       *watchdog.Watchdog // armed during a trial boot until the commit
 	// health is what a trial boot must pass before its commit: healthCheck
 	// on the box; tests swap it.
-	health func() error
+	health   func() error
 	shutdown chan pid1.Action
 
 	// installer is set once the API serves installs; nil without trusted

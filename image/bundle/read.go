@@ -33,7 +33,7 @@ type Reader struct {
 	tr  *tar.Reader
 	i   int               // the next package's index in Meta.Packages
 	cur *tarstream.Member // the package handed out last
-	err error       // sticky: io.EOF after a good end, or the failure
+	err error             // sticky: io.EOF after a good end, or the failure
 }
 
 // Open reads and checks bundle.json from the start of r. The packages
