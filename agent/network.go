@@ -77,28 +77,34 @@ func (a *agent) startNetwork() error {
 		}
 	}
 	a.sup.Start(a.ctx, supervisor.Service{Name: "network", Run: nm.Run})
-	// The floating addresses held before the reboot are probed for and
-	// announced again; one another box took meanwhile is reported, not
-	// taken. Probes take a fraction of a second each: not on the boot path.
-	if shared, err := nm.SharedAddresses(); err != nil || len(shared) > 0 {
-		if err != nil {
-			a.log.Warn("floating addresses", "err", err)
-		}
-		go func() {
-			select {
-			case <-nm.Ready():
-			case <-a.ctx.Done():
-				return
-			}
-			if err := fm.Restore(shared); err != nil {
-				a.say("floating addresses not taken back after the boot: %v", err)
-			} else {
-				a.log.Info("floating addresses taken back", "count", len(shared))
-			}
-		}()
-	}
-	a.sup.Start(a.ctx, supervisor.Service{Name: "time", Run: a.clock.Run})
+	a.restoreFloating(nm, fm)
 	return nil
+}
+
+// restoreFloating takes back the floating addresses held before the
+// reboot: each is probed for and announced again once the network is up;
+// one another box took meanwhile is reported, not taken. Probes take a
+// fraction of a second each: not on the boot path.
+func (a *agent) restoreFloating(nm *netcfg.Manager, fm *floatip.Manager) {
+	shared, err := nm.SharedAddresses()
+	if err != nil {
+		a.log.Warn("floating addresses", "err", err)
+	}
+	if len(shared) == 0 {
+		return
+	}
+	go func() {
+		select {
+		case <-nm.Ready():
+		case <-a.ctx.Done():
+			return
+		}
+		if err := fm.Restore(shared); err != nil {
+			a.say("floating addresses not taken back after the boot: %v", err)
+		} else {
+			a.log.Info("floating addresses taken back", "count", len(shared))
+		}
+	}()
 }
 
 // setHostname sets the kernel's host name and the /etc/hosts line local

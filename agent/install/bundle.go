@@ -638,38 +638,9 @@ func (in *Installer) ResumePending(ctx context.Context) error {
 	}
 	j := in.resumeJob(pj)
 	log := in.log().With("job", j.ID())
-	switch pj.Step {
-	case StepDone, StepFailed:
-		in.clearPending(pendingFile)
-		return nil
-	case StepStaging, StepStaged, StepResuming:
-		st, _, err := in.Slots.Read()
-		if err != nil {
-			return fmt.Errorf("the boot state cannot be read, so the bundle of job %s waits: %w", pj.Job, err)
-		}
-		if !st.Slot(in.Running).Good {
-			return fmt.Errorf("slot %s runs an uncommitted trial boot; the bundle of job %s resumes once it is committed", in.Running, pj.Job)
-		}
-		if cur, ok := in.installed()[kpkg.KindBase]; !ok || cur.String() != pj.Base {
-			running := "another version"
-			if ok {
-				running = cur.String()
-			}
-			msg := fmt.Sprintf("base %s did not come up healthy; the box is back on %s", pj.Base, running)
-			if pj.Step == StepStaging {
-				msg = fmt.Sprintf("the box restarted before the trial boot of base %s was staged; it stays on %s", pj.Base, running)
-			}
-			if left := pj.Packages[pj.Next:]; len(left) > 0 {
-				msg += fmt.Sprintf("; the remaining packages (%s) were not installed", pendingList(left))
-			}
-			return in.endPending(pj, j, Failed, msg, log)
-		}
-		pj.Step = StepResuming
-	default:
-		in.clearPending("")
-		return fmt.Errorf("the pending bundle of job %s is at step %q, which this version does not know; its saved packages were removed and not installed", pj.Job, pj.Step)
+	if goOn, err := in.resumable(pj, j, log); !goOn {
+		return err
 	}
-
 	in.current.Store(j)
 	defer in.current.Store(nil)
 	for pj.Next < len(pj.Packages) {
@@ -721,6 +692,44 @@ func (in *Installer) ResumePending(ctx context.Context) error {
 		return in.endPending(pj, j, Done, fmt.Sprintf("%s passed its trial boot and is committed", strings.Join(pj.Installed, ", ")), log)
 	}
 	return in.endPending(pj, j, Done, "the bundle is installed: "+strings.Join(pj.Installed, ", "), log)
+}
+
+// resumable is the one switch on a pending job's step after a boot: a
+// finished job is only a record; one that waits goes on (resuming) if the
+// box runs committed the base it staged, and fails otherwise.
+func (in *Installer) resumable(pj *pendingJob, j *Job, log *slog.Logger) (bool, error) {
+	switch pj.Step {
+	case StepDone, StepFailed:
+		in.clearPending(pendingFile)
+		return false, nil
+	case StepStaging, StepStaged, StepResuming:
+	default:
+		in.clearPending("")
+		return false, fmt.Errorf("the pending bundle of job %s is at step %q, which this version does not know; its saved packages were removed and not installed", pj.Job, pj.Step)
+	}
+	st, _, err := in.Slots.Read()
+	if err != nil {
+		return false, fmt.Errorf("the boot state cannot be read, so the bundle of job %s waits: %w", pj.Job, err)
+	}
+	if !st.Slot(in.Running).Good {
+		return false, fmt.Errorf("slot %s runs an uncommitted trial boot; the bundle of job %s resumes once it is committed", in.Running, pj.Job)
+	}
+	if cur, ok := in.installed()[kpkg.KindBase]; !ok || cur.String() != pj.Base {
+		running := "another version"
+		if ok {
+			running = cur.String()
+		}
+		msg := fmt.Sprintf("base %s did not come up healthy; the box is back on %s", pj.Base, running)
+		if pj.Step == StepStaging {
+			msg = fmt.Sprintf("the box restarted before the trial boot of base %s was staged; it stays on %s", pj.Base, running)
+		}
+		if left := pj.Packages[pj.Next:]; len(left) > 0 {
+			msg += fmt.Sprintf("; the remaining packages (%s) were not installed", pendingList(left))
+		}
+		return false, in.endPending(pj, j, Failed, msg, log)
+	}
+	pj.Step = StepResuming
+	return true, nil
 }
 
 // installSaved installs a package saved in PendingDir and returns its
