@@ -13,6 +13,7 @@ import (
 	"keel.dev/keel/agent/inventory"
 	"keel.dev/keel/agent/pid1"
 	"keel.dev/keel/agent/updates"
+	"keel.dev/keel/image/catalog"
 	"keel.dev/keel/image/kpkg"
 )
 
@@ -142,8 +143,9 @@ func (a *agent) startUpdates(in *install.Installer, inv *inventory.Inventory, ke
 	m := &updates.Manager{
 		Dir: updatesDir, Trusted: keys, Serial: a.serial, Hardware: in.Hardware,
 		Installed: inv.Installed, LastInstalls: inv.LastInstalls,
-		Installer: func(ctx context.Context, body io.Reader, size int64, rebootAfter <-chan struct{}) (string, string, error) {
-			j, err := in.Start(ctx, body, install.Options{Size: size, RebootAfter: rebootAfter, Via: inventory.Online})
+		Installer: func(ctx context.Context, body io.Reader, e catalog.Entry, rebootAfter <-chan struct{}) (string, string, error) {
+			j, err := in.Start(ctx, body, install.Options{Size: e.Size, RebootAfter: rebootAfter, Via: inventory.Online,
+				Expect: &install.Expected{Kind: e.Kind, Name: e.Name, Version: e.Version}})
 			id := ""
 			if j != nil {
 				id = j.ID()

@@ -127,6 +127,8 @@ func HTTPStatus(err error) int {
 	switch {
 	case errors.Is(err, ErrSystem):
 		return http.StatusInternalServerError
+	case errors.Is(err, ErrNotListed):
+		return http.StatusBadGateway
 	case errors.Is(err, ErrBusy), errors.Is(err, ErrNotNewer), errors.Is(err, ErrUncommitted):
 		return http.StatusConflict
 	case errors.Is(err, kpkg.ErrUnknownKey):

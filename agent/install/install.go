@@ -120,6 +120,9 @@ var (
 	// health check (or did not start), and the box went back to the
 	// previous one.
 	ErrAppFailed = errors.New("application rolled back")
+	// ErrNotListed: the package is not the one the catalog entry names
+	// (an update server, or someone on the way, sent another one).
+	ErrNotListed = errors.New("package not the one listed")
 )
 
 // failure is an error whose message is a sentence for the operator and
@@ -214,6 +217,11 @@ type Options struct {
 	// Via is the path the package came by, for the inventory; empty is an
 	// upload. A bundle's packages are always recorded as a bundle's.
 	Via inventory.Via
+	// Expect, for a package the catalog lists, is what the entry says: the
+	// manifest must match it, and the stream is read to its end (where the
+	// catalog's size and SHA-256 are checked) before a base is staged or
+	// an app started, so a substitute is refused having changed nothing.
+	Expect *Expected
 	// Size is the package's length when known (an HTTP Content-Length),
 	// else 0 or less. A package longer than Size is refused as truncated
 	// before anything is written.
@@ -223,6 +231,15 @@ type Options struct {
 	// When nil, Start reboots before it returns.
 	RebootAfter <-chan struct{}
 }
+
+// Expected is the package a catalog entry names.
+type Expected struct {
+	Kind    kpkg.Kind
+	Name    string
+	Version kpkg.Version
+}
+
+func (e Expected) String() string { return fmt.Sprintf("%s %s %s", e.Kind, e.Name, e.Version) }
 
 // copyBuffer is the one buffer a payload streams through: large enough for
 // block devices to see big sequential writes, and the same whatever the
@@ -274,6 +291,19 @@ func (in *Installer) Start(ctx context.Context, body io.Reader, opts Options) (*
 		return nil, fmt.Errorf("%w; nothing was written", err)
 	}
 	m := &p.Manifest
+	var verify func() error
+	if x := opts.Expect; x != nil {
+		if m.Kind != x.Kind || m.Name != x.Name || m.Version.Compare(x.Version) != 0 {
+			return nil, fail(ErrNotListed, "the update server sent %s %s %s where the catalog lists %s; nothing was written; check for updates again, and tell the vendor if it happens again",
+				m.Kind, m.Name, m.Version, x)
+		}
+		// The rest of the stream (nothing, for the package listed) and
+		// the catalog's check of the whole file's size and SHA-256.
+		verify = func() error {
+			_, err := io.Copy(io.Discard, body)
+			return err
+		}
+	}
 	if err := in.check(p, opts); err != nil {
 		return nil, err
 	}
@@ -305,7 +335,7 @@ func (in *Installer) Start(ctx context.Context, body io.Reader, opts Options) (*
 	}
 
 	if m.Kind == kpkg.KindApp {
-		if err := in.installApp(ctx, j, p, sl, nil); err != nil {
+		if err := in.installApp(ctx, j, p, sl, verify); err != nil {
 			return failed(err)
 		}
 		in.record(m, opts.Via)
@@ -314,7 +344,7 @@ func (in *Installer) Start(ctx context.Context, body io.Reader, opts Options) (*
 		log.Info(msg)
 		return j, nil
 	}
-	target, err := in.installBase(ctx, j, p, sl, nil)
+	target, err := in.installBase(ctx, j, p, sl, verify)
 	if err != nil {
 		return failed(err)
 	}

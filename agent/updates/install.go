@@ -50,7 +50,7 @@ func (m *Manager) Install(ctx context.Context, r Request, rebootAfter <-chan str
 	d := newDownload(ctx, m.client(), url, e.Size, e.SHA256, resumes, m.log())
 	defer d.Close()
 	m.log().Info("installing update", "update", e.String(), "url", url, "ignore_wait", r.IgnoreWait)
-	job, message, err = m.Installer(ctx, d, e.Size, rebootAfter)
+	job, message, err = m.Installer(ctx, d, e, rebootAfter)
 	if err == nil && d.tries > 0 {
 		message = fmt.Sprintf("%s (the download resumed %d time(s))", message, d.tries)
 	}

@@ -80,10 +80,12 @@ func (c Config) channel() string {
 }
 
 // InstallFunc runs a package stream through the box's installer, as POST
-// /api/v1/install does, and returns the job's id and message. size is the
-// package's length (-1 when unknown); the reboot a base package needs
-// waits until rebootAfter is closed.
-type InstallFunc func(ctx context.Context, body io.Reader, size int64, rebootAfter <-chan struct{}) (job, message string, err error)
+// /api/v1/install does, and returns the job's id and message. e is the
+// catalog entry the stream should be: the installer refuses a package
+// whose manifest is not e's, and reads body to its end (where its size and
+// SHA-256 are checked against e) before anything takes effect. The reboot
+// a base package needs waits until rebootAfter is closed.
+type InstallFunc func(ctx context.Context, body io.Reader, e catalog.Entry, rebootAfter <-chan struct{}) (job, message string, err error)
 
 // Manager owns the update settings and the last verified catalog on the
 // data partition (the install history is the inventory's). Fill in the fields, then call

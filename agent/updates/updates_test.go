@@ -90,7 +90,7 @@ func (f *fakeBox) versions() (map[kpkg.Kind]kpkg.Version, map[kpkg.Kind]string) 
 	return v, map[kpkg.Kind]string{kpkg.KindBase: "keel", kpkg.KindApp: "demo"}
 }
 
-func (f *fakeBox) install(ctx context.Context, body io.Reader, size int64, _ <-chan struct{}) (string, string, error) {
+func (f *fakeBox) install(ctx context.Context, body io.Reader, _ catalog.Entry, _ <-chan struct{}) (string, string, error) {
 	p, err := kpkg.Open(body, f.keys)
 	if err != nil {
 		return "", "", err
