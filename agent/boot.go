@@ -107,6 +107,9 @@ func (a *agent) boot() {
 	if rec != "" {
 		a.say("RECOVERY MODE: %s", rec)
 	}
+	if a.id != nil {
+		a.say("certificate SHA-256 fingerprint %s (curl --pinnedpubkey sha256//%s)", a.id.Fingerprint(), a.id.PublicKeyPin())
+	}
 	a.say("ready: version %s, slot %s, serial %s, uptime %.2fs", a.version(), a.boot0.Slot, a.serial, uptime())
 }
 
@@ -238,7 +241,12 @@ func (a *agent) mountData() error {
 	} else {
 		a.setData("mounted")
 	}
-	return os.MkdirAll(keelDir, 0o700)
+	if err := os.MkdirAll(keelDir, 0o700); err != nil {
+		return err
+	}
+	// The agent's keys and users live there: nobody else reads it, also
+	// on a data partition an older version made.
+	return os.Chmod(keelDir, 0o700)
 }
 
 func (a *agent) dataMounted() bool {

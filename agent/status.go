@@ -25,6 +25,9 @@ func (a *agent) status() api.Status {
 	if m := a.apps; m != nil {
 		s.App = encode(m.Status())
 	}
+	if a.id != nil {
+		s.Certificate.SHA256, s.Certificate.PublicKeySHA256 = a.id.Fingerprint(), a.id.PublicKeyPin()
+	}
 	s.UptimeS = uptime()
 	s.Agent.RSSBytes = rss()
 	s.Boot.Trial = a.boot0.Mode == slots.ModeTrial

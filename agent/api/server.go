@@ -35,6 +35,7 @@ type Server struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
 	limiter *limiter
+	origins *http.CrossOriginProtection
 	srv     *http.Server
 	cert    atomic.Pointer[tls.Certificate]
 
@@ -76,6 +77,7 @@ func New(cfg Config) *Server {
 		log:     cfg.Logger,
 		mux:     http.NewServeMux(),
 		limiter: newLimiter(cfg.Now, maxTrackedClients),
+		origins: http.NewCrossOriginProtection(),
 	}
 	s.stopping, s.stop = context.WithCancel(context.Background())
 	s.srv = &http.Server{
@@ -148,6 +150,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // exist.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	// A web page the admin visits must not make the browser send an
+	// install or a shutdown with remembered credentials: a request that
+	// changes state from another origin is refused. Scripts send no
+	// Origin or Sec-Fetch-Site header and are not affected.
+	if err := s.origins.Check(r); err != nil {
+		writeError(w, http.StatusForbidden, "this request comes from a page of another site, and the appliance takes changes only from its own pages and from scripts; open the appliance's own address")
+		return
+	}
 	h, pattern := s.mux.Handler(r)
 	if pattern != "" {
 		s.mux.ServeHTTP(w, r)

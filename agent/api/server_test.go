@@ -323,3 +323,40 @@ func TestShutdownCutsLoginDelays(t *testing.T) {
 		t.Fatalf("Shutdown: %v", err)
 	}
 }
+
+// A page of another site cannot make the admin's browser change the box:
+// a cross-origin POST with valid credentials is refused before it runs,
+// while the same POST from a script (no Origin) and a same-origin GET go
+// through.
+func TestCrossOriginRequestsAreRefused(t *testing.T) {
+	called := make(chan struct{}, 4)
+	ts, _ := testServer(t, Config{Shutdown: func() error { called <- struct{}{}; return nil }})
+	from := func(origin, site string) func(*http.Request) {
+		return func(r *http.Request) {
+			r.SetBasicAuth(testUser, testPassword)
+			if origin != "" {
+				r.Header.Set("Origin", origin)
+			}
+			if site != "" {
+				r.Header.Set("Sec-Fetch-Site", site)
+			}
+		}
+	}
+	if r := do(t, ts, "POST", "/api/v1/power/shutdown", from("https://evil.example", "cross-site")); r.code != http.StatusForbidden || !strings.Contains(r.body, "another site") {
+		t.Errorf("cross-site POST: %d %s", r.code, r.body)
+	}
+	if r := do(t, ts, "POST", "/api/v1/power/shutdown", from("https://evil.example", "")); r.code != http.StatusForbidden {
+		t.Errorf("cross-origin POST without Sec-Fetch-Site: %d %s", r.code, r.body)
+	}
+	select {
+	case <-called:
+		t.Fatal("a cross-origin request shut the box down")
+	case <-time.After(100 * time.Millisecond):
+	}
+	if r := do(t, ts, "GET", "/api/v1/status", from("https://evil.example", "cross-site")); r.code != http.StatusOK {
+		t.Errorf("cross-site GET: %d %s", r.code, r.body)
+	}
+	if r := do(t, ts, "POST", "/api/v1/power/shutdown", good); r.code != http.StatusAccepted {
+		t.Errorf("a script's POST: %d %s", r.code, r.body)
+	}
+}

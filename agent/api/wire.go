@@ -91,6 +91,13 @@ type Status struct {
 	Agent struct {
 		RSSBytes int64 `json:"rss_bytes"` // resident memory of PID 1
 	} `json:"agent"`
+	// Certificate is what to pin the TLS certificate the API serves by,
+	// instead of skipping the check: its SHA-256 fingerprint, and the
+	// SHA-256 of its public key for curl --pinnedpubkey sha256//....
+	Certificate struct {
+		SHA256          string `json:"sha256"`
+		PublicKeySHA256 string `json:"pubkey_sha256"`
+	} `json:"certificate"`
 	App      json.RawMessage `json:"app,omitempty"` // apps.Status; absent when the data partition is not mounted
 	Network  json.RawMessage `json:"network,omitempty"`
 	Time     json.RawMessage `json:"time,omitempty"`

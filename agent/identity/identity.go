@@ -9,6 +9,7 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -98,4 +99,14 @@ func readIfExists(path string) ([]byte, error) {
 		return nil, fmt.Errorf("identity: read %s: %w", path, err)
 	}
 	return data, nil
+}
+
+// PublicKeyPin is the base64 SHA-256 of the certificate's public key, as
+// `curl --pinnedpubkey sha256//PIN` takes it.
+func (id *Identity) PublicKeyPin() string {
+	if id.TLS.Leaf == nil {
+		return ""
+	}
+	sum := sha256.Sum256(id.TLS.Leaf.RawSubjectPublicKeyInfo)
+	return base64.StdEncoding.EncodeToString(sum[:])
 }

@@ -6,7 +6,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -212,5 +215,30 @@ func TestHandshake(t *testing.T) {
 				t.Errorf("peer fingerprint %s, want %s", fp, id.Fingerprint())
 			}
 		})
+	}
+}
+
+// The pin the console and the status give is the one curl takes: with
+// it the box is reached without -k, and a wrong pin is refused.
+func TestPublicKeyPinWorksWithCurl(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Fatalf("curl is needed for this test (image/deps.sh installs it): %v", err)
+	}
+	id, err := LoadOrCreate(t.TempDir(), "KX-PIN", []string{"keel"}, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	ts.TLS = &tls.Config{Certificates: []tls.Certificate{id.TLS}}
+	ts.StartTLS()
+	defer ts.Close()
+	// --insecure only lifts the CA check; the pin is still enforced.
+	out, err := exec.Command("curl", "-sS", "--insecure", "--pinnedpubkey", "sha256//"+id.PublicKeyPin(), ts.URL).CombinedOutput()
+	if err != nil || string(out) != "ok" {
+		t.Errorf("curl with the pin: %v %s", err, out)
+	}
+	wrong := strings.Repeat("A", 43) + "="
+	if out, err := exec.Command("curl", "-sS", "--insecure", "--pinnedpubkey", "sha256//"+wrong, ts.URL).CombinedOutput(); err == nil {
+		t.Errorf("curl with a wrong pin got through: %s", out)
 	}
 }
