@@ -244,7 +244,7 @@ func takeover(r *runner, runs int) []row {
 	}
 	r.Cleanup(fm.Close)
 	mux := http.NewServeMux()
-	fm.Routes(mux)
+	fm.Routes(mux, nil)
 	w := watchNeighbours(r, obs.Path, net.ParseIP(shared))
 	bsh := startShell(r, b)
 
