@@ -163,3 +163,26 @@ func TestSubstitutedPackagesAreRefused(t *testing.T) {
 		})
 	}
 }
+
+// A server reached over https cannot send the box to plain http.
+func TestRedirectFromHTTPSToHTTPIsRefused(t *testing.T) {
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	plain := httptest.NewServer(http.FileServer(http.Dir(release(t, key))))
+	defer plain.Close()
+	secure := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, plain.URL+r.URL.Path, http.StatusFound)
+	}))
+	defer secure.Close()
+	m := newManager(t, &fakeBox{installed: map[kpkg.Kind]kpkg.Version{}}, key)
+	m.Client = secure.Client()
+	m.SetConfig(Config{Server: secure.URL})
+	err := m.Check(context.Background())
+	if !errors.Is(err, ErrServer) || !strings.Contains(err.Error(), "from https to plain http") {
+		t.Fatalf("check through a redirect to http: %v", err)
+	}
+	// The same server over plain http is the operator's choice.
+	m.SetConfig(Config{Server: plain.URL})
+	if err := m.Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -200,14 +200,29 @@ func (m *Manager) log() *slog.Logger {
 }
 
 func (m *Manager) client() *http.Client {
-	if m.Client != nil {
-		return m.Client
-	}
-	return &http.Client{Transport: &http.Transport{
+	c := &http.Client{Transport: &http.Transport{
 		Proxy:                 nil,
 		ResponseHeaderTimeout: 30 * time.Second,
 		TLSHandshakeTimeout:   15 * time.Second,
 	}}
+	if m.Client != nil {
+		cc := *m.Client
+		c = &cc
+	}
+	c.CheckRedirect = noDowngrade
+	return c
+}
+
+// noDowngrade follows redirects, but never from https to plain http: that
+// would hand the catalog and the packages to anyone on the path.
+func noDowngrade(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return fmt.Errorf("%w: %s redirected 10 times; fix the update server's address", ErrServer, via[0].URL)
+	}
+	if via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
+		return fmt.Errorf("%w: %s redirects to %s, from https to plain http, which the box does not follow; fix the server's redirect or its address", ErrServer, via[len(via)-1].URL, req.URL)
+	}
+	return nil
 }
 
 func readJSON(path string, v any) error {
