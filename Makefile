@@ -15,7 +15,7 @@ GO_SRC := $(shell find agent initramfs image hwtest -name '*.go' 2>/dev/null) go
 KERNEL := build/kernel/version
 INITRAMFS := build/initramfs.cpio.zst
 
-.PHONY: deps initramfs image package run test test-unit soak bench clean
+.PHONY: deps initramfs image package run test test-unit soak bench fuzz clean
 
 # Debian packages and the pinned kernel; cheap when everything is there.
 deps:
@@ -69,6 +69,17 @@ soak: image
 		KEEL_SOAK_REPORT=$(CURDIR)/build/soak.txt \
 		go test -count=1 -parallel 3 -timeout 6h -run 'TestPowerCutDuringInstall' ./qemu/vmtest/; \
 		status=$$?; cat $(CURDIR)/build/soak.txt 2>/dev/null; exit $$status
+
+# Every parser of outside input, FUZZTIME each (go's native fuzzing; seeds in
+# the fuzz tests, new failing inputs land in testdata/fuzz of the package).
+FUZZTIME ?= 30s
+FUZZ_TARGETS := image/kpkg:FuzzOpen image/bundle:FuzzReader image/catalog:FuzzParse \
+	image/downloadkey:FuzzParse image/appspec:FuzzParse agent/netcfg:FuzzConfig
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; echo "fuzz $$pkg $$fn for $(FUZZTIME)"; \
+		go test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) ./$$pkg || exit 1; \
+	done
 
 test-unit:
 	go test -count=1 ./...

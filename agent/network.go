@@ -77,6 +77,7 @@ func (a *agent) startNetwork() error {
 		}
 	}
 	a.sup.Start(a.ctx, supervisor.Service{Name: "network", Run: nm.Run})
+	a.sup.Start(a.ctx, supervisor.Service{Name: "time", Run: a.clock.Run})
 	a.restoreFloating(nm, fm)
 	return nil
 }

@@ -25,7 +25,7 @@ var key = testKey(1)
 func trusted() []ed25519.PublicKey { return []ed25519.PublicKey{key.Public().(ed25519.PublicKey)} }
 
 // demoBundle makes the bundle of the demo plan: real signed packages.
-func demoBundle(t *testing.T) (Meta, [][]byte) {
+func demoBundle(t testing.TB) (Meta, [][]byte) {
 	t.Helper()
 	meta := Meta{Serial: "KX1-0001", Created: time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)}
 	var files [][]byte
@@ -46,7 +46,7 @@ func demoBundle(t *testing.T) (Meta, [][]byte) {
 	return meta, files
 }
 
-func write(t *testing.T, meta Meta, files [][]byte) []byte {
+func write(t testing.TB, meta Meta, files [][]byte) []byte {
 	t.Helper()
 	var rs []io.Reader
 	for _, f := range files {
