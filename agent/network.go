@@ -94,7 +94,7 @@ func (a *agent) restoreFloating(nm *netcfg.Manager, fm *floatip.Manager) {
 	if len(shared) == 0 {
 		return
 	}
-	go func() {
+	supervisor.Go(a.log, "take back floating addresses", func() {
 		select {
 		case <-nm.Ready():
 		case <-a.ctx.Done():
@@ -105,7 +105,7 @@ func (a *agent) restoreFloating(nm *netcfg.Manager, fm *floatip.Manager) {
 		} else {
 			a.log.Info("floating addresses taken back", "count", len(shared))
 		}
-	}()
+	})
 }
 
 // setHostname sets the kernel's host name and the /etc/hosts line local

@@ -12,6 +12,7 @@ import (
 	"keel.dev/keel/agent/install"
 	"keel.dev/keel/agent/inventory"
 	"keel.dev/keel/agent/pid1"
+	"keel.dev/keel/agent/supervisor"
 	"keel.dev/keel/agent/updates"
 	"keel.dev/keel/image/catalog"
 	"keel.dev/keel/image/kpkg"
@@ -121,11 +122,11 @@ func (a *agent) resumePending() error {
 	if a.installer == nil || !committed {
 		return nil
 	}
-	go func() {
+	supervisor.Go(a.log, "resume bundle", func() {
 		if err := a.installer.ResumePending(a.ctx); err != nil {
 			a.log.Warn("the uploaded bundle did not resume", "err", err)
 		}
-	}()
+	})
 	return nil
 }
 

@@ -2,6 +2,8 @@ package api
 
 import (
 	"net/http"
+
+	"keel.dev/keel/agent/supervisor"
 )
 
 // power answers 202 with {"state": state} and only then runs fn, because fn
@@ -25,13 +27,13 @@ func (s *Server) power(state string, fn func() error) http.HandlerFunc {
 		// The request's context ends when the handler has returned, that is
 		// once the server has finished writing the response.
 		done := r.Context().Done()
-		go func() {
+		supervisor.Go(s.log, "power action "+state, func() {
 			<-done
 			s.log.Info("power action", "state", state, "user", user)
 			if err := fn(); err != nil {
 				s.log.Error("power action failed", "state", state, "err", err)
 				s.powering.Store(false) // let the operator try again
 			}
-		}()
+		})
 	}
 }

@@ -6,9 +6,11 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 )
@@ -150,6 +152,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // exist.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	defer s.recoverHandler(w, r)
 	// A web page the admin visits must not make the browser send an
 	// install or a shutdown with remembered credentials: a request that
 	// changes state from another origin is refused. Scripts send no
@@ -178,6 +181,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeError(w, http.StatusNotFound, "there is no such endpoint; check the path against the API documentation")
+}
+
+// recoverHandler answers a handler's panic with a 500 and a sentence, and
+// logs its stack: net/http would recover it too, but by cutting the
+// connection, which tells the operator nothing. http.ErrAbortHandler is
+// net/http's own way to cut a response and goes on up.
+func (s *Server) recoverHandler(w http.ResponseWriter, r *http.Request) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	if v == http.ErrAbortHandler {
+		panic(v)
+	}
+	s.log.Error("request handler panicked; the agent goes on", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+	writeError(w, http.StatusInternalServerError, "the appliance hit an internal error answering this request; it logged the details and goes on; try again, and send the logs to support if it repeats")
 }
 
 func isAPI(path string) bool {

@@ -360,3 +360,22 @@ func TestCrossOriginRequestsAreRefused(t *testing.T) {
 		t.Errorf("a script's POST: %d %s", r.code, r.body)
 	}
 }
+
+// A handler that panics answers 500 with a sentence, and the server goes
+// on answering.
+func TestHandlerPanicAnswers500(t *testing.T) {
+	srv := New(Config{Verify: verify, Sleep: func(context.Context, time.Duration) {}})
+	srv.Handle("GET /api/v1/boom", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var m map[string]int
+		m["x"]++
+	}))
+	ts := httptest.NewTLSServer(srv.Handler())
+	defer ts.Close()
+	r := do(t, ts, http.MethodGet, "/api/v1/boom", good)
+	if r.code != http.StatusInternalServerError || !strings.Contains(r.body, "internal error") {
+		t.Fatalf("panicking handler: %d %s", r.code, r.body)
+	}
+	if r := do(t, ts, http.MethodGet, "/healthz", nil); r.code != http.StatusOK {
+		t.Fatalf("after the panic /healthz: %d %s", r.code, r.body)
+	}
+}

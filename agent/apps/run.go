@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"keel.dev/keel/agent/supervisor"
 	"keel.dev/keel/image/appspec"
 	"keel.dev/keel/image/layout"
 )
@@ -53,7 +54,7 @@ func (m *Manager) newRunner(slot layout.Label, slotDir, dataDir string, spec *ap
 
 func (r *runner) start(ctx context.Context) {
 	ctx, r.cancel = context.WithCancel(ctx)
-	go r.loop(ctx)
+	supervisor.Go(r.log, "application runner", func() { r.loop(ctx) })
 }
 
 // stop ends the application (SIGTERM, then SIGKILL after its stop
@@ -132,8 +133,8 @@ func (r *runner) runOnce(ctx context.Context) string {
 		r.log.Error("the application could not be started", "err", err)
 		return "could not start: " + err.Error()
 	}
-	go r.pump(stdout, "stdout")
-	go r.pump(stderr, "stderr")
+	supervisor.Go(r.log, "application stdout", func() { r.pump(stdout, "stdout") })
+	supervisor.Go(r.log, "application stderr", func() { r.pump(stderr, "stderr") })
 	pid := cmd.Process.Pid
 	r.mu.Lock()
 	r.pid, r.startedAt, r.waiting = pid, r.m.now(), false

@@ -94,6 +94,7 @@ import (
 	"keel.dev/keel/agent/api"
 	"keel.dev/keel/agent/inventory"
 	"keel.dev/keel/agent/slots"
+	"keel.dev/keel/agent/supervisor"
 	"keel.dev/keel/image/bootstate"
 	"keel.dev/keel/image/kpkg"
 	"keel.dev/keel/image/layout"
@@ -503,10 +504,10 @@ func (in *Installer) reboot(after <-chan struct{}, j *Job, what string, log *slo
 		in.rebootNow(j, what, log)
 		return
 	}
-	go func() {
+	supervisor.Go(log, "reboot after install", func() {
 		<-after
 		in.rebootNow(j, what, log)
-	}()
+	})
 }
 
 func (in *Installer) rebootNow(j *Job, what string, log *slog.Logger) {

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"keel.dev/keel/agent/atomicfile"
+	"keel.dev/keel/agent/supervisor"
 )
 
 // Manager owns the box's network: it keeps the configuration on disk,
@@ -277,14 +278,14 @@ func (m *Manager) syncDHCP(c Config) {
 		c := dhcpClient{cancel: cancel, done: make(chan struct{})}
 		m.clients[link] = c
 		d := &DHCP{Link: link, NS: m.opts.NS, Log: m.log, OnChange: m.onLease}
-		go func() {
+		supervisor.Go(m.log, "dhcp client "+link, func() {
 			defer close(c.done)
 			// A failing link is retried by the next apply; the
 			// client itself retries servers that do not answer.
 			if err := d.Run(ctx); err != nil {
 				m.log.Warn("dhcp client stopped", "link", link, "err", err)
 			}
-		}()
+		})
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/beevik/ntp"
+
+	"keel.dev/keel/agent/supervisor"
 )
 
 // Defaults; see the fields of Service.
@@ -237,6 +239,7 @@ func (s *Service) Sync(ctx context.Context) (Status, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer supervisor.Recover(s.log, "ntp query "+srv)
 			sm, err := s.query(ctx, srv, s.clock.Now)
 			results[i] = ServerStatus{Server: srv}
 			if err != nil {
