@@ -47,11 +47,14 @@ const (
 // agent is the state of PID 1 during boot and while it runs. Each field has
 // one owner: the phase that sets it.
 type agent struct {
-	log  *slog.Logger
-	con  io.Writer
-	sup  *supervisor.Supervisor
-	ctx  context.Context
-	stop context.CancelFunc
+	log *slog.Logger
+	con io.Writer
+	// console is con when PID 1 runs on a real box; the shutdown flushes
+	// it.
+	console *pid1.Console
+	sup     *supervisor.Supervisor
+	ctx     context.Context
+	stop    context.CancelFunc
 
 	started  time.Time
 	boot0    slots.Boot

@@ -37,6 +37,7 @@ func main() {
 	con := pid1.OpenConsoles("/dev/ttyS0", "/dev/tty0")
 	log := slog.New(slog.NewTextHandler(con, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	a := newAgent(log, con)
+	a.console = con
 	defer func() {
 		// Nothing may take PID 1 down: a panic here still ends in a clean
 		// shutdown rather than a kernel panic.
@@ -72,5 +73,5 @@ func (a *agent) halt(act pid1.Action) {
 	if !a.sup.Wait(10 * time.Second) {
 		a.log.Warn("some services did not stop within 10 s")
 	}
-	pid1.Halt(a.log, act, a.mountList())
+	pid1.Halt(a.log, a.console, act, a.mountList())
 }

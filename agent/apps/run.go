@@ -1,7 +1,6 @@
 package apps
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"log/slog"
@@ -172,23 +171,7 @@ func (r *runner) runOnce(ctx context.Context) string {
 // pump logs the application's output line by line, under its name.
 func (r *runner) pump(f *os.File, stream string) {
 	defer f.Close()
-	br := bufio.NewReaderSize(f, 4096)
-	for {
-		line, err := br.ReadSlice('\n')
-		if len(line) > 0 {
-			r.log.Info(string(trimNewline(line)), "stream", stream)
-		}
-		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
-			return
-		}
-	}
-}
-
-func trimNewline(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
-		b = b[:len(b)-1]
-	}
-	return b
+	pumpLines(r.log, f, stream, r.m.now)
 }
 
 // bindsLowPorts says whether the spec lists a port below 1024, the only

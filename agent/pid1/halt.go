@@ -3,7 +3,6 @@ package pid1
 import (
 	"fmt"
 	"log/slog"
-	"os"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -26,8 +25,10 @@ func (a Action) String() string {
 
 // Halt syncs, unmounts the given mount points (innermost first), and powers
 // off or reboots. It never returns: if the kernel call fails, PID 1 waits
-// forever rather than exiting, which would panic the kernel.
-func Halt(log *slog.Logger, a Action, mounts []string) {
+// forever rather than exiting, which would panic the kernel. con's queued
+// messages are written out (for a few seconds at most) before the power
+// goes.
+func Halt(log *slog.Logger, con *Console, a Action, mounts []string) {
 	unix.Sync()
 	for i := len(mounts) - 1; i >= 0; i-- {
 		m := mounts[i]
@@ -43,7 +44,8 @@ func Halt(log *slog.Logger, a Action, mounts []string) {
 	if a == Reboot {
 		cmd = unix.LINUX_REBOOT_CMD_RESTART
 	}
-	fmt.Fprintf(os.Stderr, "keel: %s\n", a)
+	fmt.Fprintf(con, "keel: %s\n", a)
+	con.Flush(3 * time.Second)
 	if err := unix.Reboot(cmd); err != nil {
 		log.Error("reboot system call failed", "err", err)
 	}
