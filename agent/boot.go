@@ -439,12 +439,14 @@ func (a *agent) startAPI() error {
 		return errors.New("no TLS identity; the API cannot start")
 	}
 	verify := func(string, string) bool { return false }
+	var known func(string, string) bool
 	if a.users != nil {
-		verify = a.users.Verify
+		verify, known = a.users.Verify, a.users.Known
 	}
 	a.api = api.New(api.Config{
 		Logger:   a.log,
 		Verify:   verify,
+		Known:    known,
 		Status:   func() any { return a.status() },
 		Reboot:   func() error { return a.requestShutdown(pid1.Reboot) },
 		Shutdown: func() error { return a.requestShutdown(pid1.PowerOff) },

@@ -43,12 +43,20 @@ func TestFailedLoginsAreSlowedDown(t *testing.T) {
 	if got := clock.takeSleeps(); len(got) != 0 {
 		t.Fatalf("request without credentials delayed: %v", got)
 	}
-	// A success is not delayed, and resets the count.
+	// A right password from a throttled client cannot be told from a
+	// guess before it is hashed: it waits its turn too, and resets the
+	// count. (Credentials that verified before skip the wait: Known.)
+	if r := do(t, ts, http.MethodGet, "/api/v1/status", good); r.code != http.StatusOK {
+		t.Fatalf("right password: %d %s", r.code, r.body)
+	}
+	if got := clock.takeSleeps(); !slices.Equal(got, ms(5000)) {
+		t.Fatalf("success after 10 failures: delays %v, want [5s]", got)
+	}
 	if r := do(t, ts, http.MethodGet, "/api/v1/status", good); r.code != http.StatusOK {
 		t.Fatalf("right password: %d %s", r.code, r.body)
 	}
 	if got := clock.takeSleeps(); len(got) != 0 {
-		t.Fatalf("success delayed: %v", got)
+		t.Fatalf("success after a success delayed: %v", got)
 	}
 	if got := fail(4); !slices.Equal(got, ms(250)) {
 		t.Fatalf("after a success: delays %v, want [250ms] on the 4th failure only", got)
@@ -60,30 +68,38 @@ func TestFailedLoginsAreSlowedDown(t *testing.T) {
 	}
 }
 
+// fail counts one failed attempt of key and returns its count.
+func fail(l *limiter, key netip.Addr) int {
+	a, _ := l.begin(context.Background(), key)
+	a.failed()
+	return a.failures
+}
+
 func TestLimiterIsBounded(t *testing.T) {
 	clock := newFakeClock()
 	l := newLimiter(clock.Now, 100)
 	addr := func(i int) netip.Addr { return netip.MustParseAddr(fmt.Sprintf("10.0.%d.%d", i/256, i%256)) }
 	for i := range 1000 {
-		l.failed(addr(i))
+		fail(l, addr(i))
 		if i == 0 {
-			l.failed(addr(0))
+			fail(l, addr(0))
 		}
 	}
 	if n := l.len(); n != 100 {
 		t.Fatalf("tracking %d clients, want 100", n)
 	}
 	// The oldest were forgotten, the newest kept.
-	if n, _ := l.failed(addr(0)); n != 1 {
+	if n := fail(l, addr(0)); n != 1 {
 		t.Errorf("oldest client still remembered (%d failures)", n)
 	}
-	if n, _ := l.failed(addr(999)); n != 2 {
+	if n := fail(l, addr(999)); n != 2 {
 		t.Errorf("newest client forgotten (%d failures)", n)
 	}
 }
 
-// Once throttled, a client's attempts are taken one at a time, so parallel
-// connections do not multiply its guesses.
+// Attempts are counted when they arrive: parallel connections get the
+// free failures once, and once throttled a client's attempts are taken one
+// at a time, so they do not multiply its guesses.
 func TestThrottledAttemptsAreSerialised(t *testing.T) {
 	clock := newFakeClock()
 	l := newLimiter(clock.Now, 10)
@@ -91,30 +107,109 @@ func TestThrottledAttemptsAreSerialised(t *testing.T) {
 	other := netip.MustParseAddr("192.0.2.2")
 	ctx := context.Background()
 
-	// Not yet throttled: no waiting.
-	r1 := l.awaitTurn(ctx, a)
-	r2 := l.awaitTurn(ctx, a)
-	r1()
-	r2()
+	// Three attempts in parallel are free; a fourth, still in parallel,
+	// already waits its delay, and a fifth waits for the fourth.
+	var free []*attempt
 	for range freeFailures {
-		l.failed(a)
+		at, _ := l.begin(ctx, a)
+		if at.delay != 0 {
+			t.Fatalf("attempt %d of a fresh client delayed %v", len(free)+1, at.delay)
+		}
+		free = append(free, at)
 	}
-	release := l.awaitTurn(ctx, a)
+	fourth, _ := l.begin(ctx, a)
+	if fourth.delay != firstDelay {
+		t.Fatalf("4th parallel attempt: delay %v, want %v", fourth.delay, firstDelay)
+	}
 	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
-	l.awaitTurn(short, a)()
-	if short.Err() == nil {
-		t.Fatal("second attempt did not wait for the first")
+	if _, ok := l.begin(short, a); ok {
+		t.Fatal("5th attempt did not wait for the 4th")
 	}
-	l.awaitTurn(ctx, other)() // other clients are unaffected
-	release()
-	done := make(chan struct{})
-	go func() { l.awaitTurn(ctx, a)(); close(done) }()
-	waitFor(t, done, "the turn after release")
+	at, _ := l.begin(ctx, other) // other clients are unaffected
+	if at.delay != 0 {
+		t.Fatalf("another client delayed %v", at.delay)
+	}
+	at.failed()
+	for _, f := range free {
+		f.failed()
+	}
+	done := make(chan *attempt)
+	go func() { at, _ := l.begin(ctx, a); done <- at }()
+	select {
+	case <-done:
+		t.Fatal("an attempt ran beside the throttled 4th")
+	case <-time.After(50 * time.Millisecond):
+	}
+	fourth.failed()
+	var next *attempt
+	select {
+	case next = <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the turn was not passed on")
+	}
+	// 3 free + the 4th + the 5th that gave up waiting: the next is the 6th.
+	if next.delay != delayAfter(6) {
+		t.Errorf("after 5 failures: delay %v, want %v", next.delay, delayAfter(6))
+	}
+	next.succeeded()
+	if l.len() != 1 {
+		t.Errorf("success did not clear the record (%d clients)", l.len())
+	}
+}
 
-	l.succeeded(a)
-	if l.len() != 0 {
-		t.Error("success did not clear the record")
+// A throttled client gets only a few attempts waiting for the turn; the
+// rest are refused at once and hold nothing.
+func TestThrottledClientQueueIsBounded(t *testing.T) {
+	l := newLimiter(newFakeClock().Now, 10)
+	a := netip.MustParseAddr("192.0.2.1")
+	for range freeFailures {
+		fail(l, a)
+	}
+	first, _ := l.begin(context.Background(), a) // holds the turn
+	ctx, cancel := context.WithCancel(context.Background())
+	waiting := make(chan bool, maxWaitingPerClient)
+	for range maxWaitingPerClient {
+		go func() { _, ok := l.begin(ctx, a); waiting <- ok }()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		l.mu.Lock()
+		n := l.clients[a].Value.(*client).waiting
+		l.mu.Unlock()
+		if n == maxWaitingPerClient {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d attempts waiting, want %d", n, maxWaitingPerClient)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if at, _ := l.begin(context.Background(), a); at != nil {
+		t.Fatal("an attempt beyond the bound was queued")
+	}
+	cancel()
+	for range maxWaitingPerClient {
+		<-waiting
+	}
+	first.failed()
+}
+
+// An IPv6 client is its /64: a host that holds the prefix does not get
+// fresh free failures from each of its addresses.
+func TestIPv6ClientsAreCountedBy64(t *testing.T) {
+	l := newLimiter(newFakeClock().Now, 10)
+	for i := 1; i <= 4; i++ {
+		key := clientKey(netip.MustParseAddr(fmt.Sprintf("2001:db8:1:2::%x", i)))
+		if n := fail(l, key); n != i {
+			t.Fatalf("address %d of the /64 has %d failures, want %d", i, n, i)
+		}
+	}
+	if n := fail(l, clientKey(netip.MustParseAddr("2001:db8:1:3::1"))); n != 1 {
+		t.Errorf("another /64 shares the count (%d)", n)
+	}
+	if k := clientKey(netip.MustParseAddr("::ffff:192.0.2.7")); k != netip.MustParseAddr("192.0.2.7") {
+		t.Errorf("a mapped IPv4 client is %v", k)
 	}
 }
 

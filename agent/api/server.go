@@ -19,13 +19,16 @@ import (
 // get safe defaults: Verify refuses everyone, Healthy reports healthy,
 // Status reports {}, and Reboot/Shutdown answer 501.
 type Config struct {
-	Logger   *slog.Logger
-	Verify   func(user, password string) bool // checks Basic auth credentials
-	Status   func() any                       // GET /api/v1/status, as JSON
-	Reboot   func() error                     // POST /api/v1/power/reboot, called after the 202 is sent
-	Shutdown func() error                     // POST /api/v1/power/shutdown, likewise
-	Healthy  func() error                     // GET /healthz: nil is 200 "ok", else 503 with the error
-	Now      func() time.Time                 // for the failed-login limiter; default time.Now
+	Logger *slog.Logger
+	Verify func(user, password string) bool // checks Basic auth credentials
+	// Known says, cheaply and without hashing, that credentials verified
+	// before; they skip the login limiter and the hashing queue. Optional.
+	Known    func(user, password string) bool
+	Status   func() any       // GET /api/v1/status, as JSON
+	Reboot   func() error     // POST /api/v1/power/reboot, called after the 202 is sent
+	Shutdown func() error     // POST /api/v1/power/shutdown, likewise
+	Healthy  func() error     // GET /healthz: nil is 200 "ok", else 503 with the error
+	Now      func() time.Time // for the failed-login limiter; default time.Now
 	// Sleep delays the answer to a repeated failed login; it returns early
 	// when ctx ends. Default: a timer. Tests inject a fake.
 	Sleep func(ctx context.Context, d time.Duration)
@@ -37,6 +40,7 @@ type Server struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
 	limiter *limiter
+	hashing *hashGate
 	origins *http.CrossOriginProtection
 	srv     *http.Server
 	cert    atomic.Pointer[tls.Certificate]
@@ -58,6 +62,10 @@ const (
 	readHeaderTimeout = 30 * time.Second // generous: TLS handshakes are slow under QEMU TCG
 	idleTimeout       = 2 * time.Minute
 	maxHeaderBytes    = 64 << 10
+	// maxConns bounds open connections; maxStreams the requests one
+	// HTTP/2 connection runs at once (Go's default is 250).
+	maxConns   = 256
+	maxStreams = 16
 )
 
 // New makes a server; call Serve to start it.
@@ -79,6 +87,7 @@ func New(cfg Config) *Server {
 		log:     cfg.Logger,
 		mux:     http.NewServeMux(),
 		limiter: newLimiter(cfg.Now, maxTrackedClients),
+		hashing: newHashGate(maxHashing, maxHashWaiting),
 		origins: http.NewCrossOriginProtection(),
 	}
 	s.stopping, s.stop = context.WithCancel(context.Background())
@@ -87,6 +96,7 @@ func New(cfg Config) *Server {
 		ReadHeaderTimeout: readHeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: maxStreams},
 		TLSConfig: &tls.Config{
 			MinVersion:     tls.VersionTLS12,
 			GetCertificate: s.getCertificate,
@@ -122,7 +132,11 @@ func (s *Server) Handle(pattern string, h http.Handler) {
 // then returns http.ErrServerClosed.
 func (s *Server) Serve(ln net.Listener, cert tls.Certificate) error {
 	s.SetCertificate(cert)
-	return s.srv.ServeTLS(ln, "", "")
+	// A flood of connections waits in the kernel's backlog instead of
+	// costing the agent a goroutine, a TLS handshake and buffers each.
+	capped := newConnCap(ln, maxConns)
+	s.srv.ConnState = capped.track
+	return s.srv.ServeTLS(capped, "", "")
 }
 
 // SetCertificate replaces the certificate for new connections, e.g. after

@@ -1,9 +1,16 @@
 package vmtest
 
 import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"keel.dev/keel/qemu"
 )
@@ -45,6 +52,8 @@ func TestBootStatusPowerButton(t *testing.T) {
 		t.Errorf("GET /api/v1/time: %d %s", code, body)
 	}
 
+	checkLoginFlood(t, vm, pw)
+
 	PowerOff(t, vm)
 	if !strings.Contains(vm.Output(), "unmounted") {
 		t.Error("the console does not show the data partition being unmounted")
@@ -66,5 +75,66 @@ func TestOtherHardware(t *testing.T) {
 			}
 			PowerOff(t, vm)
 		})
+	}
+}
+
+// checkLoginFlood sends 500 wrong passwords at once (QEMU's user network
+// makes them all come from one address, the admin's own): the admin's
+// login, whose credentials verified before, answers within 2 s, and so
+// does /healthz; the guesses are answered 401 or 503, none lets anyone in.
+func checkLoginFlood(t *testing.T, vm *qemu.VM, pw string) {
+	t.Helper()
+	url := fmt.Sprintf("https://127.0.0.1:%d", vm.HTTPSPort())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	flood := &http.Client{Transport: &http.Transport{
+		TLSClientConfig:     &tls.Config{InsecureSkipVerify: true},
+		MaxIdleConnsPerHost: 500,
+	}}
+	var mu sync.Mutex
+	codes := map[string]int{}
+	var wg sync.WaitGroup
+	for i := range 500 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/api/v1/status", nil)
+			req.SetBasicAuth("admin", fmt.Sprintf("guess-%d", i))
+			resp, err := flood.Do(req)
+			key := "error"
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				key = strconv.Itoa(resp.StatusCode)
+			}
+			mu.Lock()
+			codes[key]++
+			mu.Unlock()
+		}()
+	}
+	time.Sleep(3 * time.Second) // the guesses are arriving and queued
+	for _, c := range []struct{ path, pw string }{{"/api/v1/status", pw}, {"/healthz", ""}} {
+		req, _ := http.NewRequest(http.MethodGet, url+c.path, nil)
+		if c.pw != "" {
+			req.SetBasicAuth("admin", c.pw)
+		}
+		t0 := time.Now()
+		resp, err := Client().Do(req)
+		d := time.Since(t0)
+		if err != nil {
+			t.Errorf("%s during the login flood: %v after %v", c.path, err, d)
+			continue
+		}
+		resp.Body.Close()
+		t.Logf("%s during the login flood: %d in %v", c.path, resp.StatusCode, d)
+		if resp.StatusCode != http.StatusOK || d > 2*time.Second {
+			t.Errorf("%s during the login flood: %d after %v, want 200 within 2 s", c.path, resp.StatusCode, d)
+		}
+	}
+	cancel()
+	wg.Wait()
+	t.Logf("answers to 500 wrong passwords: %v", codes)
+	if codes["200"] != 0 {
+		t.Errorf("%d wrong passwords were let in", codes["200"])
 	}
 }

@@ -1,0 +1,92 @@
+package api
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// At the cap, idle keep-alive connections make room for a new client;
+// busy ones are not cut, and the newcomer waits for one of them.
+func TestConnCapClosesIdleConnectionsFirst(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	capped := newConnCap(ln, 2)
+	release := make(chan struct{})
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/slow" {
+				<-release
+			}
+			io.WriteString(w, "ok")
+		}),
+		ConnState: capped.track,
+	}
+	go srv.Serve(capped)
+	defer srv.Close()
+	url := "http://" + ln.Addr().String()
+	get := func(c *http.Client, path string) error {
+		resp, err := c.Get(url + path)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		return resp.Body.Close()
+	}
+	// Two clients, each leaving an idle keep-alive connection: the cap.
+	idle1, idle2 := &http.Client{Transport: &http.Transport{}}, &http.Client{Transport: &http.Transport{}}
+	for _, c := range []*http.Client{idle1, idle2} {
+		if err := get(c, "/"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; capped.open() != 2; i++ {
+		if i == 500 {
+			t.Fatalf("%d connections open, want 2", capped.open())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	fresh := &http.Client{Transport: &http.Transport{}, Timeout: 2 * time.Second}
+	if err := get(fresh, "/"); err != nil {
+		t.Fatalf("a new client at the cap of idle connections: %v", err)
+	}
+	// Now both places busy: a newcomer waits until one is done.
+	fresh.CloseIdleConnections()
+	idle1.CloseIdleConnections()
+	idle2.CloseIdleConnections()
+	for capped.open() != 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	busy := make(chan error, 2)
+	for range 2 {
+		go func() { busy <- get(&http.Client{Transport: &http.Transport{}}, "/slow") }()
+	}
+	for capped.open() != 2 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	done := make(chan error, 1)
+	go func() { done <- get(&http.Client{Transport: &http.Transport{}}, "/") }()
+	select {
+	case err := <-done:
+		t.Fatalf("a third connection was served beside two busy ones at a cap of 2 (%v)", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	for range 2 {
+		if err := <-busy; err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiting connection was not served after the busy ones finished")
+	}
+}
