@@ -59,6 +59,8 @@ func release(args []string, stdout io.Writer) error {
 	keyPath := fl.String("key", "build/keys/vendor.key", "vendor signing key (PEM, from `image keygen`)")
 	kernelDir := fl.String("kernel-dir", "build/kernel", "unpacked kernel from `make deps` (vmlinuz, version), for the bases")
 	initramfs := fl.String("initramfs", "build/initramfs.cpio.zst", "initramfs from `make initramfs`, for the bases")
+	catVersion := fl.Uint64("catalog-version", 0, "the catalog's `version`; it must go up with every release (0: the build time in Unix seconds)")
+	lifetime := fl.Duration("catalog-lifetime", catalog.DefaultLifetime, "how long the signed catalog stays fresh; boxes show it as stale after")
 	var waits listFlag
 	waits.split = true
 	fl.Var(&waits, "wait", "`VERSION=DURATION` overrides an app version's wait, e.g. 1.1.0=0 or *=0 for every app version (repeatable)")
@@ -118,12 +120,12 @@ func release(args []string, stdout io.Writer) error {
 		}
 		fmt.Fprintf(stdout, "%s is empty: register each appliance's identity key there for offline updates\n", reg)
 	}
-	c, err := catalog.Build(*dir, key, buildTime())
+	c, err := catalog.BuildWith(*dir, key, catalog.BuildOptions{Generated: buildTime(), Version: *catVersion, Lifetime: *lifetime})
 	if err != nil {
 		return fmt.Errorf("release: %w", err)
 	}
-	fmt.Fprintf(stdout, "catalog %s: %d packages, signed by %s\nserve it with: go run ./image serve -dir %s\n",
-		filepath.Join(*dir, catalog.JSONFile), len(c.Entries), kpkg.KeyID(key.Public().(ed25519.PublicKey)), *dir)
+	fmt.Fprintf(stdout, "catalog %s: version %d, %d packages, signed by %s, fresh until %s\nserve it with: go run ./image serve -dir %s\n",
+		filepath.Join(*dir, catalog.JSONFile), c.Version, len(c.Entries), kpkg.KeyID(key.Public().(ed25519.PublicKey)), c.Expires.Format(time.RFC3339), *dir)
 	return nil
 }
 

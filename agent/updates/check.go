@@ -54,6 +54,14 @@ func (m *Manager) Check(ctx context.Context) error {
 	if m.cfg != cfg {
 		return fmt.Errorf("%w: the update settings changed during the check; check again", ErrServer)
 	}
+	// A catalog's version only goes up (TUF's rollback rule): an older
+	// one, though signed, may list a build the vendor withdrew.
+	if held := m.cat; held != nil && c.Version < held.Version {
+		m.log().Warn("an older catalog was refused", "server", cfg.Server, "version", c.Version, "held", held.Version)
+		return fmt.Errorf("%w: the catalog from %s is version %d (generated %s), older than version %d (generated %s) that this appliance already holds; "+
+			"the server, or something between it and the appliance, is serving an old catalog: check that the update server has the vendor's current release",
+			ErrServer, cfg.Server, c.Version, c.Generated.Format(time.RFC3339), held.Version, held.Generated.Format(time.RFC3339))
+	}
 	if err := atomicfile.Write(filepath.Join(m.Dir, catalogSig), sig, 0o600); err != nil {
 		return fmt.Errorf("save the catalog: %w", err)
 	}
@@ -61,7 +69,7 @@ func (m *Manager) Check(ctx context.Context) error {
 		return fmt.Errorf("save the catalog: %w", err)
 	}
 	m.cat, m.checkedAt = c, m.now()
-	m.log().Info("update catalog checked", "server", cfg.Server, "entries", len(c.Entries), "generated", c.Generated)
+	m.log().Info("update catalog checked", "server", cfg.Server, "version", c.Version, "entries", len(c.Entries), "generated", c.Generated, "expires", c.Expires)
 	return nil
 }
 
@@ -95,8 +103,33 @@ type Listing struct {
 	Server    string           `json:"server"`
 	Channel   string           `json:"channel"`
 	CheckedAt time.Time        `json:"checked_at,omitzero"`
+	Catalog   *CatalogInfo     `json:"catalog,omitempty"`
 	Installed []InstalledItem  `json:"installed"`
 	Updates   []catalog.Update `json:"updates"`
+}
+
+// CatalogInfo describes the catalog the listing comes from.
+type CatalogInfo struct {
+	Version   uint64    `json:"version"`
+	Generated time.Time `json:"generated"`
+	Expires   time.Time `json:"expires"`
+	// Stale: the catalog expired by the appliance's synchronized clock;
+	// Note says what that means (or that the clock cannot tell yet).
+	Stale bool   `json:"stale"`
+	Note  string `json:"note,omitempty"`
+}
+
+func (m *Manager) catalogInfo(c *catalog.Catalog) *CatalogInfo {
+	ci := &CatalogInfo{Version: c.Version, Generated: c.Generated, Expires: c.Expires}
+	switch {
+	case m.Synced == nil || !m.Synced():
+		ci.Note = "the clock is not synchronized, so the catalog's expiry (" + c.Expires.Format(time.RFC3339) + ") cannot be checked yet"
+	case c.Expired(m.now()):
+		ci.Stale = true
+		ci.Note = "this catalog expired on " + c.Expires.Format(time.RFC3339) + ": newer releases may exist that the update server does not offer " +
+			"(it may be out of date, or something between it and the appliance holds back updates); check for updates again, and if it stays stale, check the update server"
+	}
+	return ci
 }
 
 // InstalledItem is one installed package.
@@ -128,6 +161,7 @@ func (m *Manager) List() Listing {
 		l.Installed = append(l.Installed, it)
 	}
 	if c != nil {
+		l.Catalog = m.catalogInfo(c)
 		l.Updates = c.Updates(box)
 	}
 	return l

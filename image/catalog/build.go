@@ -34,6 +34,22 @@ type Target struct {
 // client that fetches the two between the renames sees a signature that
 // does not match and fetches again. It returns the catalog it wrote.
 func Build(dir string, key ed25519.PrivateKey, generated time.Time) (*Catalog, error) {
+	return BuildWith(dir, key, BuildOptions{Generated: generated})
+}
+
+// BuildOptions are the catalog's own fields.
+type BuildOptions struct {
+	Generated time.Time
+	// Version, 0 for Generated in Unix seconds: later builds get higher
+	// versions without anyone keeping count.
+	Version uint64
+	// Lifetime, 0 for DefaultLifetime: Expires is Generated plus this.
+	Lifetime time.Duration
+}
+
+// BuildWith is Build with the catalog's version and lifetime chosen.
+func BuildWith(dir string, key ed25519.PrivateKey, o BuildOptions) (*Catalog, error) {
+	generated := o.Generated
 	if len(key) != ed25519.PrivateKeySize {
 		return nil, fmt.Errorf("catalog: the signing key has %d bytes, not %d", len(key), ed25519.PrivateKeySize)
 	}
@@ -47,7 +63,21 @@ func Build(dir string, key ed25519.PrivateKey, generated time.Time) (*Catalog, e
 			filepath.Join(dir, PackagesDir))
 	}
 	sort.Strings(files)
-	c := &Catalog{Format: FormatVersion, Generated: generated.UTC().Truncate(time.Second)}
+	c := &Catalog{Format: FormatVersion, Generated: generated.UTC().Truncate(time.Second), Version: o.Version}
+	if c.Version == 0 {
+		if generated.Unix() <= 0 {
+			return nil, fmt.Errorf("catalog: generated at %s, before 1970: give it a version", generated)
+		}
+		c.Version = uint64(generated.Unix())
+	}
+	lifetime := o.Lifetime
+	if lifetime == 0 {
+		lifetime = DefaultLifetime
+	}
+	if lifetime < 0 {
+		return nil, fmt.Errorf("catalog: lifetime %v is negative", lifetime)
+	}
+	c.Expires = c.Generated.Add(lifetime)
 	where := map[string]string{} // entry → file, to name both files of a duplicate
 	for _, f := range files {
 		e, err := readEntry(f, pub)

@@ -78,6 +78,12 @@ func TestBuildAndVerify(t *testing.T) {
 	if len(c.Entries) != 7 || len(built.Entries) != 7 || !c.Generated.Equal(generated) {
 		t.Fatalf("%d entries (built %d), generated %v", len(c.Entries), len(built.Entries), c.Generated)
 	}
+	if c.Version != uint64(generated.Unix()) || !c.Expires.Equal(generated.Add(DefaultLifetime)) {
+		t.Errorf("version %d, expires %v; want the build time's seconds and %v later", c.Version, c.Expires, DefaultLifetime)
+	}
+	if c.Expired(generated.Add(DefaultLifetime-time.Second)) || !c.Expired(generated.Add(DefaultLifetime)) {
+		t.Errorf("Expired is wrong around %v", c.Expires)
+	}
 	var order []string
 	for _, e := range c.Entries {
 		order = append(order, e.String())
@@ -199,6 +205,16 @@ func TestVerifyRefuses(t *testing.T) {
 		"unknown field": `{"format": 1, "generated": "2026-11-27T10:00:00Z", "entries": [], "mirror": "x"}`,
 		"bad version":   `{"format": 1, "generated": "2026-11-27T10:00:00Z", "entries": [{"kind": "app", "name": "demo", "version": "1.0", "file": "packages/a.kpkg", "size": 1, "sha256": "` + strings.Repeat("0", 64) + `"}]}`,
 		"path escape":   `{"format": 1, "generated": "2026-11-27T10:00:00Z", "entries": [{"kind": "app", "name": "demo", "version": "1.0.0", "file": "../etc/a.kpkg", "size": 1, "sha256": "` + strings.Repeat("0", 64) + `"}]}`,
+	} {
+		_, err := Verify([]byte(body), signRaw([]byte(body), key), trusted)
+		if err == nil || !strings.HasPrefix(err.Error(), "the catalog is signed but invalid: ") {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	for name, body := range map[string]string{
+		"no version":          `{"format": 1, "generated": "2026-11-27T10:00:00Z", "expires": "2026-12-27T10:00:00Z", "entries": []}`,
+		"expires before made": `{"format": 1, "version": 3, "generated": "2026-11-27T10:00:00Z", "expires": "2026-11-26T10:00:00Z", "entries": []}`,
+		"no expiry":           `{"format": 1, "version": 3, "generated": "2026-11-27T10:00:00Z", "entries": []}`,
 	} {
 		_, err := Verify([]byte(body), signRaw([]byte(body), key), trusted)
 		if err == nil || !strings.HasPrefix(err.Error(), "the catalog is signed but invalid: ") {

@@ -8,7 +8,8 @@
 //
 // # Release folder
 //
-//	catalog.json   the catalog (JSON); its exact bytes are signed
+//	catalog.json   the catalog (JSON); its exact bytes are signed. It has a
+//	               version that goes up with every catalog and an expiry.
 //	catalog.sig    {"key_id":"<16 hex>","ed25519":"<base64>"} and a newline
 //	packages/      the .kpkg files the catalog names
 //	targets.json   optional: channels and serials per "name@version"
@@ -61,12 +62,27 @@ const (
 	PackagesDir = "packages"
 )
 
+// DefaultLifetime is how long a catalog Build signs stays fresh. A box
+// that holds an expired catalog shows it as stale: an update server (or
+// someone between) that keeps serving an old signed catalog to hide newer
+// releases is noticed (TUF's freeze attack).
+const DefaultLifetime = 30 * 24 * time.Hour
+
 // Catalog is the content of catalog.json.
 type Catalog struct {
-	Format    int       `json:"format"`
+	Format int `json:"format"`
+	// Version only goes up from one signed catalog to the next; a box
+	// refuses one older than the catalog it holds (TUF's rollback attack:
+	// replaying an old catalog that still lists a withdrawn build).
+	Version   uint64    `json:"version"`
 	Generated time.Time `json:"generated"`
-	Entries   []Entry   `json:"entries"`
+	// Expires is when the catalog stops being fresh.
+	Expires time.Time `json:"expires"`
+	Entries []Entry   `json:"entries"`
 }
+
+// Expired says whether the catalog is past its expiry at now.
+func (c *Catalog) Expired(now time.Time) bool { return !now.Before(c.Expires) }
 
 // Entry is one package of the release.
 type Entry struct {
@@ -221,6 +237,12 @@ func parse(b []byte) (*Catalog, error) {
 func (c *Catalog) validate() error {
 	if c.Format != FormatVersion {
 		return fmt.Errorf("format %d is not %d", c.Format, FormatVersion)
+	}
+	if c.Version == 0 {
+		return fmt.Errorf("the catalog has no version (it must be 1 or more and go up with every catalog)")
+	}
+	if !c.Expires.After(c.Generated) {
+		return fmt.Errorf("the catalog expires (%s) before it was generated (%s)", c.Expires.Format(time.RFC3339), c.Generated.Format(time.RFC3339))
 	}
 	seen := map[string]bool{}
 	for _, e := range c.Entries {

@@ -32,15 +32,16 @@ func entry(kind kpkg.Kind, name, version string, requires ...string) Entry {
 // demo is the demo release: base 1.0.0 and 1.1.0; app demo 1.0.0, 1.0.1,
 // 1.1.0 (base >= 1.1.0), 2.0.0 (app >= 1.1.0), 2.0.1.
 func demo() *Catalog {
-	return &Catalog{Format: FormatVersion, Entries: []Entry{
-		entry(kpkg.KindBase, "keel", "1.0.0"),
-		entry(kpkg.KindBase, "keel", "1.1.0"),
-		entry(kpkg.KindApp, "demo", "1.0.0"),
-		entry(kpkg.KindApp, "demo", "1.0.1"),
-		entry(kpkg.KindApp, "demo", "1.1.0", "base >= 1.1.0"),
-		entry(kpkg.KindApp, "demo", "2.0.0", "app >= 1.1.0"),
-		entry(kpkg.KindApp, "demo", "2.0.1"),
-	}}
+	return &Catalog{Format: FormatVersion, Version: 7, Generated: time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC),
+		Expires: time.Date(2026, 12, 27, 10, 0, 0, 0, time.UTC), Entries: []Entry{
+			entry(kpkg.KindBase, "keel", "1.0.0"),
+			entry(kpkg.KindBase, "keel", "1.1.0"),
+			entry(kpkg.KindApp, "demo", "1.0.0"),
+			entry(kpkg.KindApp, "demo", "1.0.1"),
+			entry(kpkg.KindApp, "demo", "1.1.0", "base >= 1.1.0"),
+			entry(kpkg.KindApp, "demo", "2.0.0", "app >= 1.1.0"),
+			entry(kpkg.KindApp, "demo", "2.0.1"),
+		}}
 }
 
 func box(base, app string) Box {
