@@ -57,6 +57,7 @@ func makePackage(args []string, stdout io.Writer) error {
 	fl.Var(&hardware, "hardware", "compatible hardware `models`, comma-separated or repeated; none means any")
 	wait := fl.Duration("wait", 0, "how long a box waits after this package before the next of its kind, e.g. 24h")
 	notes := fl.String("notes", "", "release notes `file` (plain text)")
+	floor := fl.String("floor", "", "a base's anti-rollback floor: once committed, the box never runs or installs a base below this `version`")
 	out := fl.String("o", "", "package to write (default build/packages/NAME-KIND-VERSION.kpkg)")
 	fl.Parse(args)
 	if fl.NArg() > 0 {
@@ -68,6 +69,11 @@ func makePackage(args []string, stdout io.Writer) error {
 		return fmt.Errorf("package: -version: %w", err)
 	}
 	m := kpkg.Manifest{Kind: kpkg.Kind(*kind), Name: *name, Version: v, Hardware: hardware.values, Wait: kpkg.Duration(*wait)}
+	if *floor != "" {
+		if m.Floor, err = kpkg.ParseVersion(*floor); err != nil {
+			return fmt.Errorf("package: -floor: %w", err)
+		}
+	}
 	for _, s := range requires.values {
 		r, err := kpkg.ParseRequirement(s)
 		if err != nil {

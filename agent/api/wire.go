@@ -75,6 +75,9 @@ type Status struct {
 	Base struct {
 		Version string `json:"version"`
 		Slot    string `json:"slot"`
+		// Floor is the anti-rollback floor: no base below it installs or
+		// boots ("" for none).
+		Floor string `json:"floor,omitempty"`
 	} `json:"base"`
 	Boot struct {
 		Committed      bool   `json:"committed"`

@@ -307,7 +307,7 @@ func (in *Installer) StartBundle(ctx context.Context, body io.Reader, opts Optio
 	if err := in.writePending(pj); err != nil {
 		return failed(n, fail(ErrSystem, "the state of the bundle cannot be saved on the data partition: %v", err))
 	}
-	if err := in.stageTrial(target, base.e.Version, tries); err != nil {
+	if err := in.stageTrial(target, baseM, tries); err != nil {
 		_ = os.Remove(filepath.Join(in.PendingDir, pendingFile))
 		return failed(n, fail(ErrSystem, "the trial boot of %s in slot %s could not be staged: %v", base.e, target, err))
 	}
@@ -774,7 +774,7 @@ func (in *Installer) installSaved(ctx context.Context, j *Job, pj *pendingJob, p
 // wrote into target, with tries, and reboots into it.
 func (in *Installer) rebootPending(pj *pendingJob, j *Job, m *kpkg.Manifest, pp pendingPackage, target layout.Label, tries int, log *slog.Logger) error {
 	j.window("", 0, 0)
-	if err := in.stageTrial(target, pp.Version, tries); err != nil {
+	if err := in.stageTrial(target, m, tries); err != nil {
 		pj.Installed = pj.Installed[:len(pj.Installed)-1]
 		msg := fmt.Sprintf("%s (%d of %d) failed: it was written to slot %s, but its trial boot could not be staged: %v; the box stays on slot %s", pp.entry(), pp.Index, pj.Total, target, err, in.Running)
 		if left := pj.Packages[pj.Next:]; len(left) > 0 {

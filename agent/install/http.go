@@ -129,7 +129,7 @@ func HTTPStatus(err error) int {
 		return http.StatusInternalServerError
 	case errors.Is(err, ErrNotListed):
 		return http.StatusBadGateway
-	case errors.Is(err, ErrBusy), errors.Is(err, ErrNotNewer), errors.Is(err, ErrUncommitted):
+	case errors.Is(err, ErrBusy), errors.Is(err, ErrNotNewer), errors.Is(err, ErrUncommitted), errors.Is(err, ErrBelowFloor):
 		return http.StatusConflict
 	case errors.Is(err, kpkg.ErrUnknownKey):
 		return http.StatusForbidden

@@ -53,7 +53,8 @@
 //	400  the package is damaged, truncated, its signature does not verify,
 //	     its payload does not match the manifest, or the upload broke off
 //	403  it is signed by a key this box does not trust
-//	409  its version is not newer (without allow_downgrade=1); another install is
+//	409  its version is not newer (without allow_downgrade=1), or a base is
+//	     below the anti-rollback floor (with it too); another install is
 //	     running, a reboot into a new slot is pending, or a bundle waits to
 //	     finish after its reboot; the running slot is an uncommitted trial
 //	     and the other slot is the only committed one
@@ -109,6 +110,9 @@ var (
 	// ErrNotNewer: the version is not newer than the installed one and
 	// allow_downgrade was not given.
 	ErrNotNewer = errors.New("version not newer")
+	// ErrBelowFloor: a base below the anti-rollback floor a committed
+	// base set; allow_downgrade does not change that.
+	ErrBelowFloor = errors.New("below the anti-rollback floor")
 	// ErrUncommitted: the running slot is an uncommitted trial, so the
 	// other slot is the only committed fallback.
 	ErrUncommitted = errors.New("running slot not committed")
@@ -354,7 +358,7 @@ func (in *Installer) Start(ctx context.Context, body io.Reader, opts Options) (*
 	// partition (staging, then staged) lets the job tell after the reboot
 	// how the trial boot ended.
 	pj := in.recordSingle(j, m)
-	if err := in.stageTrial(target, m.Version, tries); err != nil {
+	if err := in.stageTrial(target, m, tries); err != nil {
 		in.dropSingle(pj)
 		return failed(fail(ErrSystem, "%s was written to slot %s, but its trial boot could not be staged: %v; the box stays on slot %s", m.Version, target, err, in.Running))
 	}
@@ -393,8 +397,10 @@ func (in *Installer) checkTrial() (target layout.Label, err error) {
 // sentence after it.
 func unwrapSentence(err error) string {
 	msg := err.Error()
-	if _, rest, ok := strings.Cut(msg, slots.ErrOnlyFallback.Error()+": "); ok {
-		return rest
+	for _, e := range []error{slots.ErrOnlyFallback, slots.ErrBelowFloor} {
+		if _, rest, ok := strings.Cut(msg, e.Error()+": "); ok {
+			return rest
+		}
 	}
 	return msg
 }
@@ -488,9 +494,13 @@ func (in *Installer) record(m *kpkg.Manifest, via inventory.Via) {
 	}
 }
 
-// stageTrial stages a trial boot of version in target with tries.
-func (in *Installer) stageTrial(target layout.Label, version kpkg.Version, tries int) error {
-	_, err := in.Slots.StageTrial(target, version.String(), tries)
+// stageTrial stages a trial boot of base m in target with tries.
+func (in *Installer) stageTrial(target layout.Label, m *kpkg.Manifest, tries int) error {
+	floor := ""
+	if m.Floor != (kpkg.Version{}) {
+		floor = m.Floor.String()
+	}
+	_, err := in.Slots.StageTrial(target, m.Version.String(), floor, tries)
 	return err
 }
 
@@ -547,6 +557,15 @@ func (in *Installer) checkAgainst(p *kpkg.Package, opts Options, installed map[k
 	}
 	if err := m.CheckRequirements(installed); err != nil {
 		return fail(ErrIncompatible, "%s %s %v; nothing was written", m.Name, m.Version, err)
+	}
+	if m.Kind == kpkg.KindBase {
+		st, _, err := in.Slots.Read()
+		if err != nil {
+			return fail(ErrSystem, "the boot state cannot be read to check %s %s against the anti-rollback floor: %v; nothing was written", m.Name, m.Version, err)
+		}
+		if err := slots.CheckFloor(st, m.Version.String()); err != nil {
+			return fail(ErrBelowFloor, "%s; nothing was written", unwrapSentence(err))
+		}
 	}
 	if cur, ok := installed[m.Kind]; ok && !opts.AllowDowngrade {
 		switch c := m.Version.Compare(cur); {

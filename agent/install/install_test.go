@@ -165,6 +165,40 @@ func TestAllowDowngradeAllowsReinstallAndDowngrade(t *testing.T) {
 	})
 }
 
+// A base's signed floor goes into the boot state with its trial; once the
+// box has a floor, no base below it installs, allow_downgrade or not, and
+// nothing is written.
+func TestAntiRollbackFloor(t *testing.T) {
+	e := newEnv(t)
+	m := manifest("1.2.0")
+	m.Floor = kpkg.MustParseVersion("1.1.0")
+	if _, err := e.in.Start(context.Background(), bytes.NewReader(build(t, m, payload(1000, 1), vendorKey)), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.state(); st.B.Floor != "1.1.0" || st.Floor != "" {
+		t.Fatalf("staged with floor: slot b %+v, box floor %q", st.B, st.Floor)
+	}
+
+	e = newEnv(t)
+	st := bootstate.Initial("1.1.0", "")
+	st.Floor, st.A.Floor = "1.1.0", "1.1.0"
+	e.setState(st)
+	before := e.snapshot()
+	for _, v := range []string{"1.0.9", "1.1.0-rc.1"} {
+		for _, opts := range []Options{{}, {AllowDowngrade: true}} {
+			j, err := e.in.Start(context.Background(), bytes.NewReader(build(t, manifest(v), payload(1000, 0), vendorKey)), opts)
+			if !errors.Is(err, ErrBelowFloor) || j != nil || !strings.Contains(err.Error(), "install 1.1.0 or newer") || HTTPStatus(err) != http.StatusConflict {
+				t.Errorf("%s %+v: job %v, error %v", v, opts, j, err)
+			}
+		}
+	}
+	e.assertUnchanged(before)
+	// The floor itself, with allow_downgrade, still installs.
+	if j, err := e.in.Start(context.Background(), bytes.NewReader(build(t, manifest("1.1.0"), payload(1000, 0), vendorKey)), Options{AllowDowngrade: true}); err != nil || j.Status().State != Done {
+		t.Fatalf("the floor version: %v", err)
+	}
+}
+
 // payloadOffset is where the payload starts in a package from kpkg.Write.
 func payloadOffset(t *testing.T, pkg []byte) int {
 	es := entries(t, pkg)

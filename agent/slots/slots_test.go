@@ -54,7 +54,7 @@ func TestTransitionsAgainstGRUB(t *testing.T) {
 		}, bootstate.Decision{Slot: a}},
 		{"stage a trial: the new slot is tried", committed(), func(st *bootstate.State) error {
 			MarkUnbootable(st, b, a)
-			return StageTrial(st, b, "1.1.0", 3)
+			return StageTrial(st, b, "1.1.0", "", 3)
 		}, bootstate.Decision{Slot: b, Trial: true}},
 		{"commit: the slot boots as good", onTrial(), func(st *bootstate.State) error {
 			Commit(st, b)
@@ -100,7 +100,7 @@ func TestTransitionsAgainstGRUB(t *testing.T) {
 func TestTrialRunsOutOfTries(t *testing.T) {
 	st := committed()
 	MarkUnbootable(&st, layout.SlotB, layout.SlotA)
-	if err := StageTrial(&st, layout.SlotB, "1.1.0", 3); err != nil {
+	if err := StageTrial(&st, layout.SlotB, "1.1.0", "", 3); err != nil {
 		t.Fatal(err)
 	}
 	var boots []string
@@ -120,7 +120,7 @@ func TestRefusals(t *testing.T) {
 	if err := CheckOverwrite(&st, layout.SlotA, layout.SlotB); !errors.Is(err, ErrOnlyFallback) {
 		t.Errorf("overwrite the only fallback: %v", err)
 	}
-	if err := StageTrial(&st, layout.SlotA, "1.2.0", 0); err == nil {
+	if err := StageTrial(&st, layout.SlotA, "1.2.0", "", 0); err == nil {
 		t.Error("a trial with no tries was staged")
 	}
 	if err := MakeDefault(&st, layout.SlotB); err == nil {
@@ -129,6 +129,78 @@ func TestRefusals(t *testing.T) {
 	empty := bootstate.Initial("1.0.0", "")
 	if err := BootOnce(&empty, layout.SlotB); err == nil {
 		t.Error("an empty slot was booted once")
+	}
+}
+
+// A base that asks for a floor raises the box's floor only when its trial
+// commits; then the older base in the other slot is no longer bootable,
+// GRUB does not fall back to it, and no install, trial or boot-once of a
+// version below the floor is taken. The floor survives the encoding.
+func TestFloorRisesAtCommit(t *testing.T) {
+	st := bootstate.Initial("1.0.0", "")
+	MarkUnbootable(&st, layout.SlotB, layout.SlotA)
+	if err := StageTrial(&st, layout.SlotB, "2.0.0", "1.5.0", 3); err != nil {
+		t.Fatal(err)
+	}
+	if st.Floor != "" {
+		t.Fatalf("floor %q before the commit", st.Floor)
+	}
+	// The trial fails: GRUB falls back to 1.0.0, which the floor has not
+	// reached, and the box can still install 1.0.1.
+	failed := st
+	MarkBad(&failed, layout.SlotB)
+	if failed.Floor != "" || CheckFloor(&failed, "1.0.1") != nil {
+		t.Fatalf("a failed trial raised the floor: %+v", failed)
+	}
+
+	Commit(&st, layout.SlotB)
+	if st.Floor != "1.5.0" {
+		t.Fatalf("floor %q after the commit, want 1.5.0", st.Floor)
+	}
+	if st.A.Bootable || st.A.Version != "" {
+		t.Errorf("1.0.0, below the floor, still in slot a: %+v", st.A)
+	}
+	// With b unbootable (say its disk sectors failed), GRUB has nothing
+	// below the floor to fall back to: recovery mode on b.
+	broken := st
+	broken.B.Bootable = false
+	if d, _ := bootstate.Decide(broken); !d.Recovery {
+		t.Errorf("GRUB falls back below the floor: %+v", d)
+	}
+	for _, v := range []string{"1.4.9", "1.0.0", "1.5.0-rc.1"} {
+		if err := CheckFloor(&st, v); !errors.Is(err, ErrBelowFloor) || !strings.Contains(err.Error(), "install 1.5.0 or newer") {
+			t.Errorf("%s: %v", v, err)
+		}
+		trial := st
+		if err := StageTrial(&trial, layout.SlotA, v, "", 3); !errors.Is(err, ErrBelowFloor) {
+			t.Errorf("trial of %s: %v", v, err)
+		}
+	}
+	if err := CheckFloor(&st, "1.5.0"); err != nil {
+		t.Errorf("the floor itself: %v", err)
+	}
+	// A later base with a lower floor does not lower it.
+	MarkUnbootable(&st, layout.SlotA, layout.SlotB)
+	if err := StageTrial(&st, layout.SlotA, "1.6.0", "1.0.0", 3); err != nil {
+		t.Fatal(err)
+	}
+	Commit(&st, layout.SlotA)
+	if st.Floor != "1.5.0" || !st.B.Bootable {
+		t.Errorf("after committing 1.6.0 (floor 1.0.0): floor %q, slot b %+v", st.Floor, st.B)
+	}
+	// Boot-once into a slot below the floor is refused.
+	old := st
+	old.B.Version = "1.2.0"
+	if err := BootOnce(&old, layout.SlotB); !errors.Is(err, ErrBelowFloor) {
+		t.Errorf("boot once below the floor: %v", err)
+	}
+	b, err := st.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := bootstate.Decode(b)
+	if err != nil || back.Floor != "1.5.0" || back.B.Floor != "1.5.0" || back.A.Floor != "1.0.0" {
+		t.Fatalf("decoded %+v, %v", back, err)
 	}
 }
 

@@ -28,6 +28,7 @@ import (
 	"sync"
 
 	"keel.dev/keel/image/bootstate"
+	"keel.dev/keel/image/kpkg"
 	"keel.dev/keel/image/layout"
 )
 
@@ -155,9 +156,11 @@ func (s *Store) MarkUnbootable(target, running layout.Label) (*bootstate.State, 
 
 // StageTrial makes target, just written with version, the default with
 // tries trial boots. LastGood is unchanged, so a failed trial falls back.
-func (s *Store) StageTrial(target layout.Label, version string, tries int) (*bootstate.State, error) {
+// floor is the anti-rollback floor the version's signed manifest asks for
+// ("" for none); it takes effect when the trial is committed.
+func (s *Store) StageTrial(target layout.Label, version, floor string, tries int) (*bootstate.State, error) {
 	return s.update("stage a trial boot of slot "+string(target), func(st *bootstate.State) error {
-		return StageTrial(st, target, version, tries)
+		return StageTrial(st, target, version, floor, tries)
 	})
 }
 
@@ -216,20 +219,63 @@ func MarkUnbootable(st *bootstate.State, target, running layout.Label) {
 }
 
 // StageTrial: target holds version, bootable with tries, and is the default.
-func StageTrial(st *bootstate.State, target layout.Label, version string, tries int) error {
+func StageTrial(st *bootstate.State, target layout.Label, version, floor string, tries int) error {
 	if tries < 1 || tries > bootstate.MaxTries {
 		return fmt.Errorf("a trial boot needs 1 to %d tries, not %d", bootstate.MaxTries, tries)
 	}
-	*st.Slot(target) = bootstate.Slot{Bootable: true, Tries: tries, Version: version}
+	if err := CheckFloor(st, version); err != nil {
+		return err
+	}
+	*st.Slot(target) = bootstate.Slot{Bootable: true, Tries: tries, Version: version, Floor: floor}
 	st.Default = target
 	return nil
 }
 
-// Commit: slot is good, the default and the last good.
+// Commit: slot is good, the default and the last good. The box's floor
+// rises to the slot's, and the other slot, if it holds a base below the
+// floor, is made unbootable: the floor exists because that version must
+// not run again, not even as a fallback.
 func Commit(st *bootstate.State, slot layout.Label) {
 	sl := st.Slot(slot)
 	sl.Bootable, sl.Good, sl.Tries = true, true, 0
 	st.Default, st.LastGood = slot, slot
+	if higher(sl.Floor, st.Floor) {
+		st.Floor = sl.Floor
+	}
+	if o := st.Slot(slot.Other()); o.Version != "" && CheckFloor(st, o.Version) != nil {
+		*o = bootstate.Slot{}
+	}
+}
+
+// ErrBelowFloor refuses a base version below the box's anti-rollback
+// floor, whatever the downgrade options.
+var ErrBelowFloor = errors.New("below the anti-rollback floor")
+
+// CheckFloor refuses version when it is below st's floor.
+func CheckFloor(st *bootstate.State, version string) error {
+	if st.Floor == "" {
+		return nil
+	}
+	floor, err := kpkg.ParseVersion(st.Floor)
+	if err != nil {
+		return nil // a floor that does not parse was never written by Commit
+	}
+	v, err := kpkg.ParseVersion(version)
+	if err != nil || v.Compare(floor) < 0 {
+		return fmt.Errorf("%w: base %s is older than %s, the oldest version a base installed on this appliance allows (a security floor no downgrade option can go below); install %s or newer",
+			ErrBelowFloor, version, st.Floor, st.Floor)
+	}
+	return nil
+}
+
+// higher says whether floor a is above floor b ("" is none).
+func higher(a, b string) bool {
+	va, err := kpkg.ParseVersion(a)
+	if err != nil {
+		return false
+	}
+	vb, err := kpkg.ParseVersion(b)
+	return err != nil || va.Compare(vb) > 0
 }
 
 // MarkBad: slot is never booted again; the other one is the default.
@@ -254,7 +300,10 @@ func BootOnce(st *bootstate.State, slot layout.Label) error {
 	if sl.Version == "" {
 		return fmt.Errorf("slot %s holds no base to boot", slot)
 	}
-	*sl = bootstate.Slot{Bootable: true, Tries: 1, Version: sl.Version}
+	if err := CheckFloor(st, sl.Version); err != nil {
+		return err
+	}
+	*sl = bootstate.Slot{Bootable: true, Tries: 1, Version: sl.Version, Floor: sl.Floor}
 	st.Default = slot
 	return nil
 }

@@ -43,6 +43,9 @@ type Slot struct {
 	Good     bool   // committed: booted and passed its health checks
 	Tries    int    // trial boots left while not Good
 	Version  string // shown in the GRUB menu
+	// Floor is the anti-rollback floor the slot's signed base manifest
+	// asks for; it becomes the box's when the slot is committed.
+	Floor string
 }
 
 // Bootable reports whether GRUB may boot the slot now.
@@ -53,7 +56,11 @@ type State struct {
 	Gen      uint64       // increases with every write by the agent
 	Default  layout.Label // tried first
 	LastGood layout.Label // booted in recovery mode when nothing is bootable
-	A, B     Slot
+	// Floor is the oldest base version the box may run or install: it
+	// only goes up, as committed bases ask. It lives here, beside the
+	// slots, so a factory reset of the data partition cannot lower it.
+	Floor string
+	A, B  Slot
 }
 
 // Slot returns a pointer to the named slot's state.
@@ -82,6 +89,12 @@ func (s *State) Validate() error {
 		if strings.ContainsAny(sl.Version, "\n\\\"'$ ") {
 			return fmt.Errorf("boot state: slot %s version %q has characters GRUB cannot show", n, sl.Version)
 		}
+		if strings.ContainsAny(sl.Floor, "\n\\\"'$ #=") {
+			return fmt.Errorf("boot state: slot %s floor %q has characters the environment block cannot hold", n, sl.Floor)
+		}
+	}
+	if strings.ContainsAny(s.Floor, "\n\\\"'$ #=") {
+		return fmt.Errorf("boot state: floor %q has characters the environment block cannot hold", s.Floor)
 	}
 	return nil
 }
@@ -98,6 +111,9 @@ func (s *State) Encode() ([]byte, error) {
 	kv("keel_gen", strconv.FormatUint(s.Gen, 10))
 	kv("keel_default", string(s.Default))
 	kv("keel_last_good", string(s.LastGood))
+	if s.Floor != "" {
+		kv("keel_floor", s.Floor)
+	}
 	for _, n := range layout.Labels {
 		sl := s.Slot(n)
 		p := "keel_" + string(n)
@@ -105,6 +121,9 @@ func (s *State) Encode() ([]byte, error) {
 		kv(p+"_good", bit(sl.Good))
 		kv(p+"_tries", strconv.Itoa(sl.Tries))
 		kv(p+"_ver", sl.Version)
+		if sl.Floor != "" {
+			kv(p+"_floor", sl.Floor)
+		}
 	}
 	kv("keel_magic", magic)
 	if b.Len() > BlockSize {
@@ -136,7 +155,7 @@ func Decode(block []byte) (*State, error) {
 	if vars["keel_magic"] != magic {
 		return nil, ErrInvalid
 	}
-	s := &State{Default: layout.Label(vars["keel_default"]), LastGood: layout.Label(vars["keel_last_good"])}
+	s := &State{Default: layout.Label(vars["keel_default"]), LastGood: layout.Label(vars["keel_last_good"]), Floor: vars["keel_floor"]}
 	var err error
 	if s.Gen, err = strconv.ParseUint(vars["keel_gen"], 10, 64); err != nil {
 		return nil, fmt.Errorf("%w: keel_gen: %v", ErrInvalid, err)
@@ -147,6 +166,7 @@ func Decode(block []byte) (*State, error) {
 		sl.Bootable = vars[p+"_ok"] == "1"
 		sl.Good = vars[p+"_good"] == "1"
 		sl.Version = vars[p+"_ver"]
+		sl.Floor = vars[p+"_floor"]
 		if sl.Tries, err = strconv.Atoi(vars[p+"_tries"]); err != nil {
 			return nil, fmt.Errorf("%w: keel_%s_tries: %v", ErrInvalid, n, err)
 		}

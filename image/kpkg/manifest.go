@@ -45,6 +45,11 @@ type Manifest struct {
 	// installs the next package of the same kind.
 	Wait  Duration `json:"wait,omitempty"`
 	Notes string   `json:"notes,omitempty"` // release notes, plain text
+	// Floor, for a base, is the oldest base version a box may run once
+	// this one is committed (an anti-rollback floor: the versions below
+	// have a flaw that must not come back). No downgrade option goes
+	// below it. The zero version is no floor.
+	Floor Version `json:"floor,omitzero"`
 }
 
 // Payload identifies the slot image that follows the manifest.
@@ -109,6 +114,14 @@ func (m *Manifest) Validate() error {
 	}
 	if m.Wait < 0 {
 		return fmt.Errorf("wait %v is negative", time.Duration(m.Wait))
+	}
+	if m.Floor != (Version{}) {
+		if m.Kind != KindBase {
+			return fmt.Errorf("floor %s: only a base package can set an anti-rollback floor", m.Floor)
+		}
+		if m.Floor.Compare(m.Version) > 0 {
+			return fmt.Errorf("floor %s is above the package's own version %s", m.Floor, m.Version)
+		}
 	}
 	return nil
 }
