@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"slices"
 	"strings"
@@ -52,9 +53,12 @@ type agent struct {
 	// console is con when PID 1 runs on a real box; the shutdown flushes
 	// it.
 	console *pid1.Console
-	sup     *supervisor.Supervisor
-	ctx     context.Context
-	stop    context.CancelFunc
+	// apiLn is port 443, bound by its own phase before the application
+	// starts and served by the API phase.
+	apiLn net.Listener
+	sup   *supervisor.Supervisor
+	ctx   context.Context
+	stop  context.CancelFunc
 
 	started  time.Time
 	boot0    slots.Boot

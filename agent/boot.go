@@ -50,6 +50,7 @@ const (
 	resNetwork   bootseq.Resource = "network"       // network, time and floating addresses
 	resApps      bootseq.Resource = "application"   // the application runtime
 	resPower     bootseq.Resource = "power button"  // the power button watched
+	resPort      bootseq.Resource = "API port"      // port 443 bound, before any application can take it
 	resAPI       bootseq.Resource = "API"           // the API serving
 	resCommitted bootseq.Resource = "commit"        // the trial boot decided
 	resPending   bootseq.Resource = "pending installs"
@@ -73,12 +74,15 @@ func (a *agent) phases() []bootseq.Phase {
 		{Name: "credentials", Needs: r(resData, resBootState), Provides: r(resUsers), Run: run(a.loadUsers)},
 		{Name: "identity", Needs: r(resConfig), Provides: r(resIdentity), Run: run(a.loadIdentity)},
 		{Name: "network", Needs: r(resData, resDrivers), Provides: r(resNetwork), Run: run(a.startNetwork)},
-		{Name: "application", Needs: r(resData, resDrivers), Provides: r(resApps), Run: run(a.startApplication)},
+		// The agent holds port 443 before the application, which runs
+		// on the same box, can bind it.
+		{Name: "API port", Provides: r(resPort), Run: run(a.bindAPIPort)},
+		{Name: "application", Needs: r(resData, resDrivers, resPort), Provides: r(resApps), Run: run(a.startApplication)},
 		{Name: "power button", Needs: r(resDrivers), Provides: r(resPower), Run: run(a.watchPowerButton)},
 		// The API's routes are the network's, the installer's (which
 		// needs the boot state, the base and the application runtime)
 		// and the updates' (the identity signs download keys).
-		{Name: "API", Needs: r(resUsers, resIdentity, resNetwork, resApps, resBase, resBootState), Provides: r(resAPI), Run: run(a.startAPI)},
+		{Name: "API", Needs: r(resPort, resUsers, resIdentity, resNetwork, resApps, resBase, resBootState), Provides: r(resAPI), Run: run(a.startAPI)},
 		{Name: "health check", Needs: r(resAPI, resPower), Provides: r(resCommitted), Run: run(a.checkAndCommit)},
 		{Name: "pending installs", Needs: r(resCommitted), Provides: r(resPending), Run: run(a.resumePending)},
 	}
@@ -457,9 +461,12 @@ func (a *agent) startAPI() error {
 	if err := a.startInstaller(); err != nil {
 		a.log.Error("package installs are disabled", "err", err)
 	}
-	ln, err := net.Listen("tcp", ":443")
-	if err != nil {
-		return fmt.Errorf("listen on port 443: %w", err)
+	ln := a.apiLn
+	if ln == nil {
+		if err := a.bindAPIPort(); err != nil {
+			return err
+		}
+		ln = a.apiLn
 	}
 	cert := a.id.TLS
 	a.sup.Start(a.ctx, supervisor.Service{Name: "api", Run: func(ctx context.Context) error {
@@ -480,6 +487,16 @@ func (a *agent) startAPI() error {
 			return err
 		}
 	}})
+	return nil
+}
+
+// bindAPIPort listens on port 443 for the API, which serves on it later.
+func (a *agent) bindAPIPort() error {
+	ln, err := net.Listen("tcp", ":443")
+	if err != nil {
+		return fmt.Errorf("listen on port 443: %w", err)
+	}
+	a.apiLn = ln
 	return nil
 }
 

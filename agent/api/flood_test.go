@@ -114,7 +114,10 @@ func TestQueuedLoginOfDepartedClientIsDropped(t *testing.T) {
 	// Fill the running slots.
 	for i := range maxHashing {
 		wg.Add(1)
-		go func() { defer wg.Done(); call(srv, context.Background(), fmt.Sprintf("10.2.0.%d:1", i+1), "admin", "x") }()
+		go func() {
+			defer wg.Done()
+			call(srv, context.Background(), fmt.Sprintf("10.2.0.%d:1", i+1), "admin", "x")
+		}()
 	}
 	for checks.Load() < maxHashing {
 		time.Sleep(time.Millisecond)

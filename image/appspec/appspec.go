@@ -46,6 +46,10 @@ const (
 	DefaultHealthPath     = "/"
 )
 
+// APIPort is the TCP port the agent serves its API and web interface on;
+// an application may not declare it.
+const APIPort = 443
+
 // Reserved names the agent sets in the application's environment; a spec
 // may not set them.
 var Reserved = []string{"DATA_DIR", "APP_DIR", "APP_NAME", "APP_VERSION", "HOME"}
@@ -208,6 +212,9 @@ func (s *Spec) Validate() error {
 		}
 		if slices.Contains(s.Ports[:i], p) {
 			return bad(fmt.Sprintf("ports[%d]", i), "%d is listed twice", p)
+		}
+		if p == APIPort {
+			return bad(fmt.Sprintf("ports[%d]", i), "%d is the appliance's own (its API and web interface); choose another port", p)
 		}
 	}
 	h := s.Health

@@ -84,6 +84,7 @@ func TestErrorsNameTheField(t *testing.T) {
 		{`{"name":"d","version":"1.0.0","command":"/x","ports":[0]}`, "ports[0]:"},
 		{`{"name":"d","version":"1.0.0","command":"/x","ports":[80,80]}`, "ports[1]:"},
 		{`{"name":"d","version":"1.0.0","command":"/x","ports":["80"]}`, "ports"},
+		{`{"name":"d","version":"1.0.0","command":"/x","ports":[8080,443]}`, "ports[1]: 443 is the appliance's own"},
 		{`{"name":"d","version":"1.0.0","command":"/x","health":{"http":{"port":70000}}}`, "health.http.port:"},
 		{`{"name":"d","version":"1.0.0","command":"/x","ports":[80],"health":{"http":{"port":81}}}`, "health.http.port: 81 is not one of ports"},
 		{`{"name":"d","version":"1.0.0","command":"/x","health":{"http":{"port":80,"path":"healthz"}}}`, "health.http.path:"},
