@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -147,5 +148,23 @@ func TestAPanickingPhaseDoesNotStopTheOthers(t *testing.T) {
 	}
 	if strings.Join(failed, ",") != "network" || !api.Load() || !a.status().Boot.Committed {
 		t.Errorf("failed %v, API %v, committed %v", failed, api.Load(), a.status().Boot.Committed)
+	}
+}
+
+// The agent holds port 443 before the application starts, so an
+// application cannot take the API's port.
+func TestAPIPortIsBoundBeforeTheApplication(t *testing.T) {
+	a, _ := testAgent(t)
+	var mu sync.Mutex
+	var order []string
+	note := func(name string) func() error {
+		return func() error { mu.Lock(); order = append(order, name); mu.Unlock(); return nil }
+	}
+	phases := fake(a.phases(), map[string]func() error{"API port": note("port"), "application": note("app")})
+	if _, err := bootseq.Run(context.Background(), phases, nil); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(order, ",") != "port,app" {
+		t.Fatalf("order %v", order)
 	}
 }
