@@ -30,6 +30,7 @@ import (
 	"keel.dev/keel/agent/identity"
 	"keel.dev/keel/agent/pid1"
 	"keel.dev/keel/agent/powerbutton"
+	"keel.dev/keel/agent/sandbox"
 	"keel.dev/keel/agent/slots"
 	"keel.dev/keel/agent/supervisor"
 	"keel.dev/keel/agent/users"
@@ -365,8 +366,21 @@ func (a *agent) loadIdentity() error {
 const (
 	appStatePath = keelDir + "/apps/state.json"
 	appRunDir    = "/run/keel/app"
-	appDataRoot  = dataDir + "/apps"
+	// appSandboxDir holds the application's root (package sandbox).
+	appSandboxDir = "/run/keel/sandbox"
+	appDataRoot   = dataDir + "/apps"
 )
+
+// appLimits are the application's cgroup limits: enough for a busy
+// service, not enough to starve the agent of memory, processes or CPU.
+func appLimits() sandbox.Limits {
+	l := sandbox.Limits{Pids: 512, CPUWeight: 50}
+	var si unix.Sysinfo_t
+	if unix.Sysinfo(&si) == nil {
+		l.MemoryMax = int64(si.Totalram) * int64(si.Unit) / 2
+	}
+	return l
+}
 
 // startApplication starts the application in the active application slot,
 // if one holds an application. It needs the data partition: the state and
@@ -375,13 +389,21 @@ func (a *agent) startApplication() error {
 	if !a.dataMounted() {
 		return errors.New("the data partition is not mounted: no application runs, and app packages cannot be installed")
 	}
+	cgroups := sandbox.CgroupRoot
+	if err := sandbox.MountCgroup2(cgroups); err != nil {
+		a.log.Error("no cgroup v2: the application runs without its resource limits", "err", err)
+		cgroups = ""
+	}
 	m := &apps.Manager{
-		Slots:    slots.NewAppStore(appStatePath),
-		RunDir:   appRunDir,
-		DataRoot: appDataRoot,
-		Mount:    apps.BlockMount(blockdev.Default()),
-		Unmount:  apps.UnmountDir,
-		Log:      a.log,
+		Slots:      slots.NewAppStore(appStatePath),
+		RunDir:     appRunDir,
+		DataRoot:   appDataRoot,
+		Mount:      apps.BlockMount(blockdev.Default()),
+		Unmount:    apps.UnmountDir,
+		SandboxDir: appSandboxDir,
+		CgroupRoot: cgroups,
+		Limits:     appLimits(),
+		Log:        a.log,
 	}
 	a.apps = m
 	// At shutdown the supervisor waits for this service, so the

@@ -16,9 +16,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"keel.dev/keel/agent/pid1"
+	"keel.dev/keel/agent/sandbox"
 )
 
 func main() {
+	// Re-run inside an application's sandbox, this binary confines the
+	// process and runs the application instead.
+	sandbox.MaybeExec()
 	if os.Getpid() != 1 {
 		fmt.Fprintln(os.Stderr, "agent: must run as PID 1 (the init of a keel initramfs)")
 		os.Exit(2)

@@ -7,15 +7,18 @@ import (
 	"sync"
 )
 
-// connCap bounds the open connections. At the cap, idle keep-alive
-// connections are closed to make room (a flood of answered guesses must
-// not keep the admin out), and only when every connection is busy does a
-// new one wait, accepted but not served, as under netutil.LimitListener.
+// connCap bounds the open connections. At the cap, an idle keep-alive
+// connection is closed to make room (a flood of answered guesses must not
+// keep the admin out), the newest first: a connection that has stayed
+// open for long, such as the admin's browser or script, is the last to go.
+// Only when every connection is busy does a new one wait, accepted but not
+// served, as under netutil.LimitListener.
 type connCap struct {
 	net.Listener
 	max int
 
 	mu    sync.Mutex
+	seq   uint64
 	conns map[*cappedConn]http.ConnState
 	wake  chan struct{} // a token when a connection closes or goes idle
 }
@@ -36,21 +39,21 @@ func (l *connCap) Accept() (net.Conn, error) {
 		if len(l.conns) < l.max {
 			break
 		}
-		var idle []*cappedConn
+		var newest *cappedConn
 		for c, st := range l.conns {
-			if st == http.StateIdle {
-				idle = append(idle, c)
+			if st == http.StateIdle && (newest == nil || c.seq > newest.seq) {
+				newest = c
 			}
 		}
 		l.mu.Unlock()
-		for _, c := range idle {
-			c.Close()
-		}
-		if len(idle) == 0 {
+		if newest != nil {
+			newest.Close()
+		} else {
 			<-l.wake
 		}
 	}
-	cc := &cappedConn{Conn: c, l: l}
+	l.seq++
+	cc := &cappedConn{Conn: c, l: l, seq: l.seq}
 	l.conns[cc] = http.StateNew
 	l.mu.Unlock()
 	return cc, nil
@@ -91,6 +94,7 @@ func (l *connCap) open() int {
 type cappedConn struct {
 	net.Conn
 	l    *connCap
+	seq  uint64 // order of acceptance
 	once sync.Once
 }
 

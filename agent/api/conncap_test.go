@@ -1,9 +1,11 @@
 package api
 
 import (
+	"context"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"testing"
 	"time"
 )
@@ -53,6 +55,20 @@ func TestConnCapClosesIdleConnectionsFirst(t *testing.T) {
 	fresh := &http.Client{Transport: &http.Transport{}, Timeout: 2 * time.Second}
 	if err := get(fresh, "/"); err != nil {
 		t.Fatalf("a new client at the cap of idle connections: %v", err)
+	}
+	// The newest idle connection made room; the oldest is still open and
+	// serves its client's next request on the same connection.
+	reused := false
+	trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }}
+	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodGet, url+"/", nil)
+	if resp, err := idle1.Do(req); err != nil {
+		t.Fatal(err)
+	} else {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	if !reused {
+		t.Error("the oldest idle connection was closed to make room")
 	}
 	// Now both places busy: a newcomer waits until one is done.
 	fresh.CloseIdleConnections()

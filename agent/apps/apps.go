@@ -34,6 +34,7 @@ import (
 	"sync"
 	"time"
 
+	"keel.dev/keel/agent/sandbox"
 	"keel.dev/keel/agent/slots"
 	"keel.dev/keel/image/appspec"
 	"keel.dev/keel/image/kpkg"
@@ -82,8 +83,17 @@ type Manager struct {
 	// UID and GID run the application; 0 means DefaultUID/DefaultGID (an
 	// application never runs as root).
 	UID, GID uint32
-	Log      *slog.Logger     // nil: discard
-	Now      func() time.Time // nil: time.Now
+	// SandboxDir, when set, confines the application (package sandbox):
+	// its root is built in SandboxDir/<name>. CgroupRoot, when set, is
+	// the cgroup v2 hierarchy its cgroup goes in, with Limits; NProc is
+	// RLIMIT_NPROC for its user (0: DefaultNProc). The agent's binary must
+	// call sandbox.MaybeExec first thing.
+	SandboxDir string
+	CgroupRoot string
+	Limits     sandbox.Limits
+	NProc      int
+	Log        *slog.Logger     // nil: discard
+	Now        func() time.Time // nil: time.Now
 
 	MinBackoff      time.Duration // first restart delay; default DefaultMinBackoff
 	MaxBackoff      time.Duration // longest restart delay, and a crash loop's; default DefaultMaxBackoff
@@ -520,6 +530,8 @@ type Status struct {
 	LastResult string       `json:"last_result,omitempty"`
 	// Slots is what each slot holds.
 	Slots map[layout.Label]slots.AppSlot `json:"slots,omitempty"`
+	// Confinement says how the running application is held in.
+	Confinement *Confinement `json:"confinement,omitempty"`
 }
 
 // Status returns a snapshot.
@@ -544,6 +556,9 @@ func (m *Manager) Status() Status {
 		s.Name, s.Version, s.Slot = r.spec.Name, r.spec.Version, r.slot
 		_, window := m.crashLoop()
 		s.State, s.PID, s.Restarts, s.LastExit = r.status(m.now(), window)
+		r.mu.Lock()
+		s.Confinement = r.confinement()
+		r.mu.Unlock()
 	} else if stopped && st.Active != "" {
 		s.State = StateStopped
 	}

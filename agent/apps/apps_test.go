@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"keel.dev/keel/agent/sandbox"
 	"keel.dev/keel/agent/slots"
 	"keel.dev/keel/image/appimage"
 	"keel.dev/keel/image/appspec"
@@ -33,6 +34,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	sandbox.MaybeExec() // the test binary confines the app, as the agent does
 	code := m.Run()
 	if demoDir != "" {
 		os.RemoveAll(demoDir)
@@ -139,6 +141,7 @@ func (b *box) manager() *Manager {
 			return unix.Mount("", dir, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, "")
 		},
 		Unmount:    UnmountDir,
+		SandboxDir: filepath.Join(b.root, "sandbox"),
 		Log:        slog.New(slog.NewTextHandler(b.logs, nil)),
 		MinBackoff: 20 * time.Millisecond,
 		MaxBackoff: 300 * time.Millisecond,
@@ -327,8 +330,19 @@ func TestRunsUnprivilegedWithOnlyTheBindCapability(t *testing.T) {
 	if err := unix.Stat(data, &st); err != nil || st.Uid != DefaultUID || st.Mode&0o777 != 0o700 {
 		t.Errorf("data folder: uid %d mode %o %v", st.Uid, st.Mode&0o777, err)
 	}
-	if cwd, _ := os.Readlink(fmt.Sprintf("/proc/%d/cwd", s.PID)); cwd != data {
+	// It runs in its own root, confined: its data folder has the same
+	// path inside.
+	if s.Confinement == nil || s.Confinement.Root != filepath.Join(b.root, "sandbox/demo") {
+		t.Fatalf("confinement %+v", s.Confinement)
+	}
+	if root, _ := os.Readlink(fmt.Sprintf("/proc/%d/root", s.PID)); root != s.Confinement.Root {
+		t.Errorf("root %s, want the sandbox %s", root, s.Confinement.Root)
+	}
+	if cwd, _ := os.Readlink(fmt.Sprintf("/proc/%d/cwd", s.PID)); cwd != filepath.Join(s.Confinement.Root, data) {
 		t.Errorf("cwd %s", cwd)
+	}
+	if ps["NoNewPrivs"] != "1" || ps["Seccomp"] != "2" {
+		t.Errorf("NoNewPrivs %q, Seccomp %q: not confined", ps["NoNewPrivs"], ps["Seccomp"])
 	}
 	env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", s.PID))
 	if !bytes.Contains(env, []byte("DATA_DIR="+data+"\x00")) || !bytes.Contains(env, []byte(fmt.Sprintf("PORT=%d\x00", port))) {

@@ -110,7 +110,7 @@ func (m *Manager) commandCheck(ctx context.Context, r *runner) error {
 	ctx, cancel := context.WithTimeout(ctx, min(max(r.spec.Health.Interval.D(), 5*time.Second), 30*time.Second))
 	defer cancel()
 	c := r.spec.Health.Command
-	cmd := m.command(ctx, r.spec, r.slotDir, r.dataDir, c[0], c[1:], false)
+	cmd := m.command(ctx, r, c[0], c[1:], false)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.WaitDelay = time.Second

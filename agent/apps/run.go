@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"keel.dev/keel/agent/sandbox"
 	"keel.dev/keel/agent/supervisor"
 	"keel.dev/keel/image/appspec"
 	"keel.dev/keel/image/layout"
@@ -32,6 +33,12 @@ type runner struct {
 	log     *slog.Logger
 	cancel  context.CancelFunc
 	done    chan struct{}
+
+	// The sandbox, when the Manager asks for one; only loop touches them
+	// (status reads them under mu).
+	root *sandbox.Root
+	cg   *sandbox.Cgroup
+	cgFD *os.File
 
 	mu        sync.Mutex
 	pid       int
@@ -65,6 +72,11 @@ func (r *runner) stop() {
 
 func (r *runner) loop(ctx context.Context) {
 	defer close(r.done)
+	defer func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.release()
+	}()
 	minB, maxB := r.m.backoff()
 	n, window := r.m.crashLoop()
 	backoff := minB
@@ -110,7 +122,14 @@ func (r *runner) loop(ctx context.Context) {
 // runOnce starts the application and waits for it to exit, or stops it
 // when ctx ends. It says how the process ended.
 func (r *runner) runOnce(ctx context.Context) string {
-	cmd := r.m.command(context.Background(), r.spec, r.slotDir, r.dataDir, r.spec.Command, r.spec.Args, r.bindsLowPorts())
+	r.mu.Lock()
+	err := r.confine()
+	r.mu.Unlock()
+	if err != nil {
+		r.log.Error("the application's sandbox could not be set up; it is not started", "err", err)
+		return "could not start: " + err.Error()
+	}
+	cmd := r.m.command(context.Background(), r, r.spec.Command, r.spec.Args, r.bindsLowPorts())
 	stdout, outW, err := os.Pipe()
 	if err != nil {
 		return "could not start: " + err.Error()
@@ -144,8 +163,9 @@ func (r *runner) runOnce(ctx context.Context) string {
 	go func() { waitc <- cmd.Wait() }()
 	select {
 	case err := <-waitc:
-		// Whatever it left in its group goes with it.
+		// Whatever it left in its group, or anywhere, goes with it.
 		unix.Kill(-pid, unix.SIGKILL)
+		r.killAll()
 		return exitString(err)
 	case <-ctx.Done():
 	}
@@ -161,6 +181,7 @@ func (r *runner) runOnce(ctx context.Context) string {
 		how = exitString(<-waitc)
 	}
 	unix.Kill(-pid, unix.SIGKILL)
+	r.killAll()
 	r.mu.Lock()
 	r.pid, r.lastExit = 0, "stopped ("+how+")"
 	r.mu.Unlock()
@@ -183,17 +204,32 @@ func (r *runner) bindsLowPorts() bool {
 // command prepares a program of the slot to run as the application's
 // user, in its own process group, in the data folder, with the
 // application's environment.
-func (m *Manager) command(ctx context.Context, spec *appspec.Spec, slotDir, dataDir, prog string, args []string, lowPorts bool) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, filepath.Join(slotDir, filepath.FromSlash(path.Clean(prog))), args...)
+func (m *Manager) command(ctx context.Context, r *runner, prog string, args []string, lowPorts bool) *exec.Cmd {
+	full := filepath.Join(r.slotDir, filepath.FromSlash(path.Clean(prog)))
+	cmd := exec.CommandContext(ctx, full, args...)
 	cmd.Args[0] = prog
-	cmd.Dir = dataDir
-	cmd.Env = env(spec, slotDir, dataDir)
+	cmd.Dir = r.dataDir
+	cmd.Env = env(r.spec, r.slotDir, r.dataDir)
 	attr := &syscall.SysProcAttr{
 		Setpgid:    true,
 		Credential: &syscall.Credential{Uid: m.uid(), Gid: m.gid(), Groups: []uint32{}},
 	}
 	if lowPorts {
 		attr.AmbientCaps = []uintptr{unix.CAP_NET_BIND_SERVICE}
+	}
+	r.mu.Lock()
+	root, cgFD := r.root, r.cgFD
+	r.mu.Unlock()
+	if root != nil {
+		// The slot and the data folder have the same paths inside the
+		// root; the agent binary there confines the process, then runs
+		// the program.
+		cmd.Path = sandbox.ExecPath
+		cmd.Args = sandbox.ExecArgs(m.nproc(), full, args)
+		attr.Chroot = root.Dir
+	}
+	if cgFD != nil {
+		attr.UseCgroupFD, attr.CgroupFD = true, int(cgFD.Fd())
 	}
 	cmd.SysProcAttr = attr
 	return cmd

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"keel.dev/keel/agent/apps"
 	"keel.dev/keel/agent/inventory"
 	"keel.dev/keel/agent/updates"
 	"keel.dev/keel/image/appimage"
@@ -435,6 +436,18 @@ func TestUploadedAppHoldsTheWait(t *testing.T) {
 	}
 	if len(inv.History) == 0 || inv.History[0].Via != inventory.Upload || inv.History[0].Version.String() != "1.1.0" {
 		t.Errorf("inventory history %+v", inv.History)
+	}
+	if l.Catalog == nil || l.Catalog.Version == 0 || l.Catalog.Expires.IsZero() {
+		t.Errorf("the listing does not describe its catalog: %+v", l.Catalog)
+	}
+	// The uploaded app runs confined: its own root, and a cgroup v2 whose
+	// limits the box's kernel enforces.
+	var app apps.Status
+	if err := json.Unmarshal(GetStatus(t, vm, TestPassword).App, &app); err != nil {
+		t.Fatal(err)
+	}
+	if c := app.Confinement; app.Version != "1.1.0" || c == nil || c.Root != "/run/keel/sandbox/demo" || c.Cgroup != "/sys/fs/cgroup/keel-apps/demo" || len(c.Unenforced) != 0 {
+		t.Errorf("app %s confinement %+v", app.Version, app.Confinement)
 	}
 	PowerOff(t, vm)
 }
