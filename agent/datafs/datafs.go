@@ -111,6 +111,9 @@ func format(dev string, size int64) error {
 	if _, err := dataformat.Create(b, 0, size); err != nil {
 		return err
 	}
+	if err := dataformat.Reserve(b, 0, dataformat.ReservedPercent); err != nil {
+		return err
+	}
 	unix.Sync()
 	return nil
 }

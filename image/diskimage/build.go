@@ -209,18 +209,21 @@ func writeData(d *disk.Disk, exts []layout.Extent, o Options) error {
 	if err != nil {
 		return fmt.Errorf("image: data file system: %w", err)
 	}
-	if o.AdminPassword == "" {
-		return nil
+	if o.AdminPassword != "" {
+		b, err := json.Marshal(Preseed{AdminPassword: o.AdminPassword})
+		if err != nil {
+			return err
+		}
+		if err := fs.Mkdir("keel"); err != nil {
+			return fmt.Errorf("image: data: %w", err)
+		}
+		if err := writeFile(fs, PreseedFile, b); err != nil {
+			return fmt.Errorf("image: data: %w", err)
+		}
 	}
-	b, err := json.Marshal(Preseed{AdminPassword: o.AdminPassword})
-	if err != nil {
-		return err
-	}
-	if err := fs.Mkdir("keel"); err != nil {
-		return fmt.Errorf("image: data: %w", err)
-	}
-	if err := writeFile(fs, PreseedFile, b); err != nil {
-		return fmt.Errorf("image: data: %w", err)
+	// Last: go-diskfs writes its own superblock with every change.
+	if err := dataformat.Reserve(d.Backend, e.Start, dataformat.ReservedPercent); err != nil {
+		return fmt.Errorf("image: %w", err)
 	}
 	return nil
 }
