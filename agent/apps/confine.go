@@ -17,6 +17,9 @@ const cgroupParent = "keel-apps"
 type Confinement struct {
 	Root   string `json:"root,omitempty"`   // its root folder (see package sandbox)
 	Cgroup string `json:"cgroup,omitempty"` // its cgroup v2 folder
+	// Ports are the only ports it may bind (with its cgroup; 0, any free
+	// port, too).
+	Ports []int `json:"ports,omitempty"`
 	// Unenforced names the limits the kernel had no controller for.
 	Unenforced []string `json:"unenforced,omitempty"`
 }
@@ -42,6 +45,11 @@ func (r *runner) confine() error {
 	if r.m.CgroupRoot != "" && r.cg == nil {
 		cg, err := sandbox.NewCgroup(r.m.CgroupRoot, cgroupParent, r.spec.Name, r.m.Limits)
 		if err != nil {
+			return err
+		}
+		// It may bind only the ports its app.json declares.
+		if err := cg.GuardBinds(r.spec.Ports); err != nil {
+			cg.Remove()
 			return err
 		}
 		fd, err := cg.FD()
@@ -94,7 +102,7 @@ func (r *runner) confinement() *Confinement {
 		c.Root = r.root.Dir
 	}
 	if r.cg != nil {
-		c.Cgroup, c.Unenforced = r.cg.Dir, r.cg.Missing
+		c.Cgroup, c.Unenforced, c.Ports = r.cg.Dir, r.cg.Missing, r.spec.Ports
 	}
 	return c
 }

@@ -1,6 +1,9 @@
 package sandbox
 
 import (
+	"errors"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -258,5 +261,77 @@ func TestCgroupKillTakesDetachedChildren(t *testing.T) {
 	}
 	if procs, _ := cg.Procs(); len(procs) != 0 {
 		t.Errorf("processes left in the cgroup: %v", procs)
+	}
+}
+
+// In a cgroup with the bind guard, the application binds its declared
+// port (and port 0), over IPv4 and IPv6, and nothing else.
+func TestBindGuardAllowsOnlyDeclaredPorts(t *testing.T) {
+	b := newBox(t)
+	root := mountCgroup2(t)
+	cg, err := NewCgroup(root, "keel-test-"+strconv.Itoa(os.Getpid()), "bind", Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cg.Remove()
+		os.Remove(filepath.Dir(cg.Dir))
+	})
+	if err := cg.GuardBinds([]int{18080}); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := cg.FD()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fd.Close()
+	// The test binary binds, as the application would, from inside.
+	exe := ExecPath
+	c := exec.Command(exe)
+	c.Args = ExecArgs(64, ExecPath, []string{"-test.run=^TestBindHelper$"})
+	c.Env = []string{"KEEL_BIND_HELPER=1"}
+	c.SysProcAttr = &syscall.SysProcAttr{Chroot: b.root.Dir, UseCgroupFD: true, CgroupFD: int(fd.Fd()),
+		Credential: &syscall.Credential{Uid: appUID, Gid: appUID, Groups: []uint32{}}}
+	out, err := c.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, want := range []string{"tcp4:18080=ok", "tcp6:18080=ok", "tcp4:0=ok", "tcp4:18081=refused", "tcp6:18081=refused", "udp4:18082=refused"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("want %s:\n%s", want, out)
+		}
+	}
+}
+
+// TestBindHelper is run by TestBindGuardAllowsOnlyDeclaredPorts inside the
+// sandbox; alone it does nothing.
+func TestBindHelper(t *testing.T) {
+	if os.Getenv("KEEL_BIND_HELPER") == "" {
+		return
+	}
+	for _, c := range []struct {
+		network, addr string
+	}{{"tcp4", "127.0.0.1:18080"}, {"tcp6", "[::1]:18080"}, {"tcp4", "127.0.0.1:0"}, {"tcp4", "127.0.0.1:18081"}, {"tcp6", "[::1]:18081"}, {"udp4", "127.0.0.1:18082"}} {
+		_, port, _ := net.SplitHostPort(c.addr)
+		var err error
+		if strings.HasPrefix(c.network, "udp") {
+			var l net.PacketConn
+			if l, err = net.ListenPacket(c.network, c.addr); err == nil {
+				l.Close()
+			}
+		} else {
+			var l net.Listener
+			if l, err = net.Listen(c.network, c.addr); err == nil {
+				l.Close()
+			}
+		}
+		switch {
+		case err == nil:
+			fmt.Printf("%s:%s=ok\n", c.network, port)
+		case errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES):
+			fmt.Printf("%s:%s=refused\n", c.network, port)
+		default:
+			fmt.Printf("%s:%s=error %v\n", c.network, port, err)
+		}
 	}
 }

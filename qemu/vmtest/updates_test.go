@@ -446,7 +446,7 @@ func TestUploadedAppHoldsTheWait(t *testing.T) {
 	if err := json.Unmarshal(GetStatus(t, vm, TestPassword).App, &app); err != nil {
 		t.Fatal(err)
 	}
-	if c := app.Confinement; app.Version != "1.1.0" || c == nil || c.Root != "/run/keel/sandbox/demo" || c.Cgroup != "/sys/fs/cgroup/keel-apps/demo" || len(c.Unenforced) != 0 {
+	if c := app.Confinement; app.Version != "1.1.0" || c == nil || c.Root != "/run/keel/sandbox/demo" || c.Cgroup != "/sys/fs/cgroup/keel-apps/demo" || len(c.Unenforced) != 0 || len(c.Ports) == 0 {
 		t.Errorf("app %s confinement %+v", app.Version, app.Confinement)
 	}
 	PowerOff(t, vm)
