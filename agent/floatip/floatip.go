@@ -33,6 +33,11 @@ func (e *ConflictError) Error() string {
 	return fmt.Sprintf("%s is in use by the host with MAC %s; disable it there first or force the takeover", e.Addr, e.Owner)
 }
 
+// ErrNotFloating refuses to touch an address the network configuration
+// put on the link: the floating-address endpoints change only the
+// addresses they added.
+var ErrNotFloating = errors.New("not a floating address")
+
 // Manager enables and disables floating addresses in one namespace.
 type Manager struct {
 	ns  netcfg.NS
@@ -49,6 +54,13 @@ type Manager struct {
 	// Announcements are sent AnnounceInterval apart; the first at once.
 	Announcements    int
 	AnnounceInterval time.Duration
+
+	// ConfirmTimeout is how long a disable that removed the client's own
+	// address waits for its confirmation before it is undone; 0 means
+	// netcfg.DefaultConfirmTimeout.
+	ConfirmTimeout time.Duration
+
+	unconfirmed pendingDisables
 
 	mu        sync.Mutex
 	held      map[string]netip.Prefix // "link addr" → prefix, for Holds
@@ -86,6 +98,13 @@ func (m *Manager) Enable(link string, addr netip.Prefix, force bool) error {
 	present, err := m.present(l, addr)
 	if err != nil {
 		return err
+	}
+	if !m.held1(link, addr) {
+		if configured, err := m.presentIP(l, addr.Addr()); err != nil {
+			return err
+		} else if configured {
+			return fmt.Errorf("%w: %s is already an address of %s from the network configuration; a floating address must be one the configuration does not hold", ErrNotFloating, addr.Addr(), link)
+		}
 	}
 	var ifi *net.Interface
 	var ac *arpConn
@@ -159,12 +178,22 @@ func (m *Manager) Enable(link string, addr netip.Prefix, force bool) error {
 	return nil
 }
 
-// Disable removes addr from link; removing an absent address is not an
-// error.
+// Disable removes addr from link, if this Manager added it; an address
+// the network configuration put there is refused (ErrNotFloating), and
+// an absent one is not an error.
 func (m *Manager) Disable(link string, addr netip.Prefix) error {
 	l, err := m.nl.LinkByName(link)
 	if err != nil {
 		return fmt.Errorf("disable %s: link %s: %w", addr, link, err)
+	}
+	if !m.held1(link, addr) {
+		present, err := m.presentIP(l, addr.Addr())
+		if err != nil {
+			return err
+		}
+		if present {
+			return fmt.Errorf("%w: %s on %s was not added as a floating address (the network configuration holds it); change it in the network configuration", ErrNotFloating, addr.Addr(), link)
+		}
 	}
 	m.mu.Lock()
 	delete(m.held, link+" "+addr.Addr().String())
@@ -227,6 +256,28 @@ func (m *Manager) Holds(link string, p netip.Prefix) bool {
 	defer m.mu.Unlock()
 	_, ok := m.held[link+" "+p.Addr().String()]
 	return ok
+}
+
+// held1 says whether this Manager holds addr on link.
+func (m *Manager) held1(link string, addr netip.Prefix) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.held[link+" "+addr.Addr().String()]
+	return ok
+}
+
+// presentIP says whether ip is an address of l, with any prefix length.
+func (m *Manager) presentIP(l netlink.Link, ip netip.Addr) (bool, error) {
+	addrs, err := m.nl.AddrList(l, netlink.FAMILY_ALL)
+	if err != nil {
+		return false, fmt.Errorf("list addresses on %s: %w", l.Attrs().Name, err)
+	}
+	for _, a := range addrs {
+		if got, ok := netip.AddrFromSlice(a.IP); ok && got.Unmap() == ip {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func (m *Manager) present(l netlink.Link, p netip.Prefix) (bool, error) {

@@ -1,7 +1,10 @@
 package floatip_test
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -225,5 +228,102 @@ func TestFloatingAddressesSurviveAReboot(t *testing.T) {
 	}
 	if out := b.Exec("ip", "-4", "addr", "show", "dev", "eth0"); !strings.Contains(out, "10.6.0.100/24") {
 		t.Errorf("a re-apply dropped the floating address:\n%s", out)
+	}
+}
+
+// The endpoints touch only addresses they added: a configured address is
+// neither disabled nor taken over as floating (409), and stays.
+func TestConfiguredAddressesAreNotTouched(t *testing.T) {
+	nstest.RequireRoot(t)
+	lab := nstest.New(t)
+	b := lab.Node("b")
+	b.Exec("ip", "addr", "add", "10.7.0.2/24", "dev", "eth0")
+	m, err := floatip.New(b.NS, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	mux := http.NewServeMux()
+	m.Routes(mux, nil)
+	post := func(path, body string) (int, string) {
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest("POST", path, strings.NewReader(body)))
+		return rec.Code, rec.Body.String()
+	}
+	for _, path := range []string{"/api/v1/network/floating/disable", "/api/v1/network/floating/enable"} {
+		for _, addr := range []string{"10.7.0.2/24", "10.7.0.2/32"} {
+			if code, body := post(path, `{"interface":"eth0","address":"`+addr+`"}`); code != http.StatusConflict || !strings.Contains(body, "network configuration") {
+				t.Errorf("%s %s: %d %s", path, addr, code, body)
+			}
+		}
+	}
+	if out, _ := b.Try("ip", "addr", "show", "dev", "eth0"); !strings.Contains(out, "10.7.0.2/24") {
+		t.Errorf("the configured address is gone:\n%s", out)
+	}
+}
+
+// A disable that removes the address the client talks to answers 202
+// with a token first; unconfirmed, the address comes back; confirmed, it
+// stays away.
+func TestDisablingTheClientsAddressNeedsConfirmation(t *testing.T) {
+	nstest.RequireRoot(t)
+	lab := nstest.New(t)
+	b := lab.Node("b")
+	b.Exec("ip", "addr", "add", "10.8.0.2/24", "dev", "eth0")
+	m, err := floatip.New(b.NS, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	m.ConfirmTimeout = 300 * time.Millisecond
+	mux := http.NewServeMux()
+	m.Routes(mux, nil)
+	p := netip.MustParsePrefix("10.8.0.100/24")
+	disable := func() (int, map[string]any) {
+		req := httptest.NewRequest("POST", "/api/v1/network/floating/disable", strings.NewReader(`{"interface":"eth0","address":"10.8.0.100/24"}`))
+		req = req.WithContext(context.WithValue(req.Context(), http.LocalAddrContextKey, &net.TCPAddr{IP: net.ParseIP("10.8.0.100"), Port: 443}))
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, req)
+		var v map[string]any
+		json.Unmarshal(rec.Body.Bytes(), &v)
+		return rec.Code, v
+	}
+	has := func() bool {
+		out, _ := b.Try("ip", "addr", "show", "dev", "eth0")
+		return strings.Contains(out, "10.8.0.100/24")
+	}
+
+	if err := m.Enable("eth0", p, true); err != nil {
+		t.Fatal(err)
+	}
+	code, v := disable()
+	if code != http.StatusAccepted || v["confirm_token"] == nil || v["rollback_at"] == nil {
+		t.Fatalf("disable over the address itself: %d %v", code, v)
+	}
+	if has() {
+		t.Fatal("the address is still there after the 202")
+	}
+	nstest.Eventually(3*time.Second, func() bool { return has() && m.Holds("eth0", p) })
+	if !has() || !m.Holds("eth0", p) {
+		t.Fatal("an unconfirmed disable was not undone")
+	}
+
+	code, v = disable()
+	if code != http.StatusAccepted {
+		t.Fatalf("second disable: %d %v", code, v)
+	}
+	rec := httptest.NewRecorder()
+	mux.ServeHTTP(rec, httptest.NewRequest("POST", "/api/v1/network/floating/confirm", strings.NewReader(`{"token":"`+v["confirm_token"].(string)+`"}`)))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("confirm: %d %s", rec.Code, rec.Body)
+	}
+	time.Sleep(600 * time.Millisecond)
+	if has() || m.Holds("eth0", p) {
+		t.Error("a confirmed disable was undone")
+	}
+	rec = httptest.NewRecorder()
+	mux.ServeHTTP(rec, httptest.NewRequest("POST", "/api/v1/network/floating/confirm", strings.NewReader(`{"token":"`+v["confirm_token"].(string)+`"}`)))
+	if rec.Code != http.StatusNotFound {
+		t.Errorf("confirm twice: %d %s", rec.Code, rec.Body)
 	}
 }

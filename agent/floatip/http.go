@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"time"
 
 	"keel.dev/keel/agent/api"
 	"keel.dev/keel/agent/netcfg"
@@ -57,7 +58,7 @@ func (m *Manager) Routes(mux api.Mux, persist func(link string, p netip.Prefix, 
 		}
 		if err := m.Enable(req.Interface, p, req.Force); err != nil {
 			var conflict *ConflictError
-			if errors.As(err, &conflict) {
+			if errors.As(err, &conflict) || errors.Is(err, ErrNotFloating) {
 				writeError(w, http.StatusConflict, sentence(err))
 				return
 			}
@@ -74,6 +75,26 @@ func (m *Manager) Routes(mux api.Mux, persist func(link string, p netip.Prefix, 
 		if !ok {
 			return
 		}
+		if !m.Holds(req.Interface, p) {
+			// Not ours to remove; absent is fine (nothing happens).
+			if err := m.Disable(req.Interface, p); err != nil {
+				code := http.StatusInternalServerError
+				if errors.Is(err, ErrNotFloating) {
+					code = http.StatusConflict
+				}
+				writeError(w, code, sentence(err))
+				return
+			}
+			if !save(w, req, p, false) {
+				return
+			}
+			writeJSON(w, http.StatusOK, map[string]any{"interface": req.Interface, "address": p.String(), "enabled": false})
+			return
+		}
+		if viaAddress(r, p.Addr()) {
+			m.disableUnconfirmed(w, req, p, save)
+			return
+		}
 		if err := m.Disable(req.Interface, p); err != nil {
 			writeError(w, http.StatusInternalServerError, sentence(err))
 			return
@@ -82,6 +103,22 @@ func (m *Manager) Routes(mux api.Mux, persist func(link string, p netip.Prefix, 
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"interface": req.Interface, "address": p.String(), "enabled": false})
+	}))
+	mux.Handle("POST /api/v1/network/floating/confirm", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Token string `json:"token"`
+		}
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<10))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&body); err != nil || body.Token == "" {
+			writeError(w, http.StatusBadRequest, `The body must be {"token": "<confirm_token from the disable>"}.`)
+			return
+		}
+		if !m.unconfirmed.confirm(body.Token) {
+			writeError(w, http.StatusNotFound, "There is no disable waiting for that token: it was confirmed already, or its time ran out and the address was taken back.")
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"confirmed": true})
 	}))
 }
 
@@ -120,3 +157,45 @@ func writeJSON(w http.ResponseWriter, code int, v any) { api.WriteJSON(w, code, 
 func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, api.Error{Error: msg})
 }
+
+// disableUnconfirmed removes p, the address r came in on: the answer (202
+// with confirm_token and rollback_at) is sent and flushed first, since
+// the client cannot get it once the address is gone; unless confirmed in
+// time, the address is taken back (forced: the box held it a moment ago)
+// and saved again.
+func (m *Manager) disableUnconfirmed(w http.ResponseWriter, req Request, p netip.Prefix, save func(http.ResponseWriter, Request, netip.Prefix, bool) bool) {
+	timeout := m.ConfirmTimeout
+	if timeout <= 0 {
+		timeout = netcfg.DefaultConfirmTimeout
+	}
+	token := m.unconfirmed.start(timeout, func() {
+		m.log.Warn("the floating address disable was not confirmed; taking the address back", "link", req.Interface, "addr", p)
+		if err := m.Enable(req.Interface, p, true); err != nil {
+			m.log.Error("the floating address could not be taken back", "link", req.Interface, "addr", p, "err", err)
+			return
+		}
+		if !save(discardWriter{}, req, p, true) {
+			m.log.Error("the floating address was taken back but not saved in the network configuration", "link", req.Interface, "addr", p)
+		}
+	})
+	writeJSON(w, http.StatusAccepted, map[string]any{"interface": req.Interface, "address": p.String(), "enabled": false,
+		"confirm_token": token, "rollback_at": time.Now().Add(timeout).UTC()})
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush()
+	}
+	if err := m.Disable(req.Interface, p); err != nil {
+		m.log.Error("floating address disable failed", "err", err)
+		return
+	}
+	if !save(discardWriter{}, req, p, false) {
+		m.log.Error("the floating address disable could not be saved and was undone", "link", req.Interface, "addr", p)
+	}
+}
+
+// discardWriter takes the answers of saves made after the client's
+// answer was sent; their failures are logged by save's undo.
+type discardWriter struct{}
+
+func (discardWriter) Header() http.Header         { return http.Header{} }
+func (discardWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (discardWriter) WriteHeader(int)             {}
