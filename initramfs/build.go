@@ -121,6 +121,12 @@ func build(ctx context.Context, cfg config) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The public CA roots (Debian's ca-certificates), where Go's crypto/x509
+	// looks first, so an https update server is verified.
+	if _, err := os.Stat(caBundle); err != nil {
+		return nil, fmt.Errorf("CA roots: %w (install Debian's ca-certificates: make deps)", err)
+	}
+	extra = append(extra, caBundle+":"+strings.TrimPrefix(caBundle, "/"))
 	if err := os.MkdirAll(filepath.Dir(cfg.output), 0o755); err != nil {
 		return nil, err
 	}
@@ -241,6 +247,9 @@ func checkStatic(p string) error {
 	}
 	return nil
 }
+
+// caBundle is Debian's bundle of the public CA roots.
+const caBundle = "/etc/ssl/certs/ca-certificates.crt"
 
 // extraFiles validates -files values and makes their destinations relative
 // to the archive root, as mkuimage wants them.

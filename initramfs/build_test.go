@@ -117,6 +117,7 @@ func TestBuild(t *testing.T) {
 	release := strings.TrimSpace(string(must(os.ReadFile(filepath.Join(kernel, "version")))))
 	for _, name := range []string{
 		"bin/agent", "sbin/modprobe", "bbin/bb", "bbin/ip", "bbin/dmesg", "dev/console", "etc/keel/kernel-release",
+		"etc/ssl/certs/ca-certificates.crt", // the public CA roots for https update servers
 		"lib/modules/" + release + "/modules.dep",
 		"lib/modules/" + release + "/modules.alias",
 		"lib/modules/" + release + "/kernel/drivers/block/virtio_blk.ko",

@@ -22,7 +22,10 @@ package updates
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -54,6 +57,10 @@ const DefaultChannel = "stable"
 type Config struct {
 	Server  string `json:"server"`  // base URL of the release folder, e.g. http://updates.example:8780
 	Channel string `json:"channel"` // "stable" when empty
+	// CA, PEM, pins the vendor's own certificate authority: an https
+	// server must then have a certificate it issued, and the public
+	// roots the base carries are not used. Empty: the public roots.
+	CA string `json:"ca,omitempty"`
 }
 
 // Validate names the field that is wrong.
@@ -62,6 +69,11 @@ func (c Config) Validate() error {
 		u, err := url.Parse(c.Server)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
 			return fmt.Errorf("server: %q is not an http:// or https:// URL of the release folder, e.g. http://updates.example:8780", c.Server)
+		}
+	}
+	if c.CA != "" {
+		if _, err := c.roots(); err != nil {
+			return err
 		}
 	}
 	for _, r := range c.Channel {
@@ -199,15 +211,50 @@ func (m *Manager) log() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
+// roots is the pinned CA as a pool.
+func (c Config) roots() (*x509.CertPool, error) {
+	pool := x509.NewCertPool()
+	rest := []byte(c.CA)
+	n := 0
+	for {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		cert, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("ca: a certificate does not parse: %v", err)
+		}
+		if !cert.IsCA {
+			return nil, fmt.Errorf("ca: %q is not a certificate authority (its basic constraints say CA:FALSE); give the CA that issued the server's certificate", cert.Subject.CommonName)
+		}
+		pool.AddCert(cert)
+		n++
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("ca: no PEM certificate (-----BEGIN CERTIFICATE-----) in it")
+	}
+	return pool, nil
+}
+
 func (m *Manager) client() *http.Client {
-	c := &http.Client{Transport: &http.Transport{
+	t := &http.Transport{
 		Proxy:                 nil,
 		ResponseHeaderTimeout: 30 * time.Second,
 		TLSHandshakeTimeout:   15 * time.Second,
-	}}
+	}
+	c := &http.Client{Transport: t}
 	if m.Client != nil {
 		cc := *m.Client
 		c = &cc
+	} else if cfg := m.Config(); cfg.CA != "" {
+		if pool, err := cfg.roots(); err == nil { // SetConfig checked it
+			t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		}
 	}
 	c.CheckRedirect = noDowngrade
 	return c
