@@ -14,6 +14,7 @@ import (
 
 	"keel.dev/keel/agent/api"
 	"keel.dev/keel/agent/apps"
+	"keel.dev/keel/agent/blockdev"
 	"keel.dev/keel/agent/coldplug"
 	"keel.dev/keel/agent/config"
 	"keel.dev/keel/agent/floatip"
@@ -53,6 +54,8 @@ type agent struct {
 	// console is con when PID 1 runs on a real box; the shutdown flushes
 	// it.
 	console *pid1.Console
+	// blocks finds partitions, on the boot disk once "boot disk" ran.
+	blocks blockdev.Finder
 	// apiLn is port 443, bound by its own phase before the application
 	// starts and served by the API phase.
 	apiLn net.Listener
@@ -99,7 +102,7 @@ type agent struct {
 func newAgent(log *slog.Logger, con io.Writer) *agent {
 	ctx, cancel := context.WithCancel(context.Background())
 	a := &agent{
-		log: log, con: con, ctx: ctx, stop: cancel,
+		log: log, con: con, ctx: ctx, stop: cancel, blocks: blockdev.Default(),
 		sup:      &supervisor.Supervisor{Log: log},
 		started:  time.Now(),
 		esp:      slots.NewStore(espDir),

@@ -22,7 +22,6 @@ import (
 	"keel.dev/keel/agent/api"
 	"keel.dev/keel/agent/apps"
 	"keel.dev/keel/agent/atomicfile"
-	"keel.dev/keel/agent/blockdev"
 	"keel.dev/keel/agent/bootseq"
 	"keel.dev/keel/agent/coldplug"
 	"keel.dev/keel/agent/config"
@@ -42,6 +41,7 @@ import (
 // What the boot phases provide and need.
 const (
 	resDrivers   bootseq.Resource = "drivers"       // device and file-system modules loaded
+	resDisk      bootseq.Resource = "boot disk"     // the disk GRUB booted from, where partitions are looked up
 	resBootState bootseq.Resource = "boot state"    // the ESP mounted, GRUB's account read
 	resBase      bootseq.Resource = "base"          // the running base slot's manifest
 	resData      bootseq.Resource = "data"          // the data partition mounted, or known unusable
@@ -67,9 +67,10 @@ func (a *agent) phases() []bootseq.Phase {
 	run := func(f func() error) func(context.Context) error { return func(context.Context) error { return f() } }
 	return []bootseq.Phase{
 		{Name: "drivers", Provides: r(resDrivers), Run: run(a.loadDrivers)},
-		{Name: "boot state", Needs: r(resDrivers), Provides: r(resBootState), Run: run(a.readBootState)},
+		{Name: "boot disk", Needs: r(resDrivers), Provides: r(resDisk), Run: run(a.findBootDisk)},
+		{Name: "boot state", Needs: r(resDisk), Provides: r(resBootState), Run: run(a.readBootState)},
 		{Name: "base slot", Needs: r(resBootState), Provides: r(resBase), Run: run(a.mountBase)},
-		{Name: "data partition", Needs: r(resDrivers), Provides: r(resData), Run: run(a.mountData)},
+		{Name: "data partition", Needs: r(resDisk), Provides: r(resData), Run: run(a.mountData)},
 		{Name: "configuration", Needs: r(resData), Provides: r(resConfig), Run: run(a.loadConfig)},
 		// The users file is mirrored on the ESP for recovery mode.
 		{Name: "credentials", Needs: r(resData, resBootState), Provides: r(resUsers), Run: run(a.loadUsers)},
@@ -171,13 +172,32 @@ func (a *agent) armWatchdog() {
 	a.log.Info("watchdog armed for the trial boot", "timeout", trialWatchdog)
 }
 
+// findBootDisk makes partitions be looked up on the disk GRUB booted
+// from, named by its ESP's GUID (keel.esp), so a second disk with the same
+// GPT names (an installer stick, a disk from another box) is never used.
+func (a *agent) findBootDisk() error {
+	esp := slots.ParseCmdline(readTrim("/proc/cmdline")).ESP
+	if esp == "" {
+		a.log.Warn("GRUB did not name its disk (no keel.esp): partitions are looked up on every disk, and names found twice are refused")
+		return nil
+	}
+	disk, err := a.blocks.WaitBootDisk(esp, 10*time.Second)
+	if err != nil {
+		a.say("the disk GRUB booted from was not found (%v): partitions are looked up on every disk, and names found twice are refused", err)
+		return nil
+	}
+	a.blocks.Disk = disk
+	a.log.Info("boot disk", "disk", disk, "esp", esp)
+	return nil
+}
+
 func (a *agent) readBootState() error {
 	a.boot0 = slots.ParseCmdline(readTrim("/proc/cmdline"))
 	a.kernel = kernelRelease()
 	if a.boot0.Recovery {
 		a.setRecovery("GRUB found no bootable base slot and booted the last good one in recovery mode")
 	}
-	esp, err := blockdev.Default().Wait(layout.ESP, 10*time.Second)
+	esp, err := a.blocks.Wait(layout.ESP, 10*time.Second)
 	if err != nil {
 		return fmt.Errorf("find the ESP: %w", err)
 	}
@@ -202,7 +222,7 @@ func (a *agent) readBootState() error {
 }
 
 func (a *agent) mountBase() error {
-	part, err := blockdev.Default().Find(layout.BasePart(a.boot0.Slot))
+	part, err := a.blocks.Find(layout.BasePart(a.boot0.Slot))
 	if err != nil {
 		return err
 	}
@@ -226,7 +246,7 @@ func (a *agent) mountBase() error {
 }
 
 func (a *agent) mountData() error {
-	part, err := blockdev.Default().Wait(layout.Data, 10*time.Second)
+	part, err := a.blocks.Wait(layout.Data, 10*time.Second)
 	if err != nil {
 		a.setRecovery("no data partition was found")
 		a.setData("missing")
@@ -398,7 +418,7 @@ func (a *agent) startApplication() error {
 		Slots:      slots.NewAppStore(appStatePath),
 		RunDir:     appRunDir,
 		DataRoot:   appDataRoot,
-		Mount:      apps.BlockMount(blockdev.Default()),
+		Mount:      apps.BlockMount(a.blocks),
 		Unmount:    apps.UnmountDir,
 		SandboxDir: appSandboxDir,
 		CgroupRoot: cgroups,

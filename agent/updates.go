@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 
-	"keel.dev/keel/agent/blockdev"
 	"keel.dev/keel/agent/install"
 	"keel.dev/keel/agent/inventory"
 	"keel.dev/keel/agent/pid1"
@@ -48,7 +47,7 @@ func (a *agent) startInstaller() error {
 		Inventory: inv,
 		Slots:     a.esp,
 		Running:   a.boot0.Slot,
-		OpenSlot:  install.BlockDevices(blockdev.Default()),
+		OpenSlot:  install.BlockDevices(a.blocks),
 		Reboot:    func() error { return a.requestShutdown(pid1.Reboot) },
 		Log:       a.log,
 	}
@@ -56,7 +55,7 @@ func (a *agent) startInstaller() error {
 	// partition); without it they are refused.
 	if m := a.apps; m != nil {
 		in.AppSlots = m.Slots
-		in.OpenAppSlot = install.AppBlockDevices(blockdev.Default())
+		in.OpenAppSlot = install.AppBlockDevices(a.blocks)
 		in.SwitchApp = m.Switch
 	}
 	// Bundles keep the packages that follow a base on the data partition

@@ -4,6 +4,7 @@ package blockdev
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -16,9 +17,14 @@ import (
 type Finder struct {
 	SysClassBlock string // "/sys/class/block"
 	Dev           string // "/dev"
+	// Disk, when set, is the disk the box booted from (e.g. /dev/vda):
+	// partitions are found on it alone, never on another disk that
+	// carries the same GPT names (an installer stick, a disk moved in
+	// from another appliance).
+	Disk string
 }
 
-// Default is the finder for the running system.
+// Default is the finder for the running system, on any disk.
 func Default() Finder { return Finder{SysClassBlock: "/sys/class/block", Dev: "/dev"} }
 
 // Partition is a block device found by GPT name.
@@ -29,14 +35,15 @@ type Partition struct {
 	Disk   string // parent disk, e.g. /dev/vda
 }
 
-// Find returns the partition whose GPT name is name. When several disks carry
-// the layout (an installer's USB stick and the target disk), the first in
-// sysfs order wins.
+// Find returns the partition whose GPT name is name, on the boot disk when
+// the Finder knows it. Two partitions of that name where one is expected
+// are refused: writing the wrong one could destroy another disk.
 func (f Finder) Find(name string) (Partition, error) {
 	ents, err := os.ReadDir(f.SysClassBlock)
 	if err != nil {
 		return Partition{}, fmt.Errorf("find partition %s: %w", name, err)
 	}
+	var found []Partition
 	for _, e := range ents {
 		uevent := filepath.Join(f.SysClassBlock, e.Name(), "uevent")
 		vars, err := readUevent(uevent)
@@ -52,10 +59,31 @@ func (f Finder) Find(name string) (Partition, error) {
 		if real, err := filepath.EvalSymlinks(filepath.Join(f.SysClassBlock, e.Name())); err == nil {
 			p.Disk = filepath.Join(f.Dev, filepath.Base(filepath.Dir(real)))
 		}
-		return p, nil
+		if f.Disk != "" && p.Disk != f.Disk {
+			continue
+		}
+		found = append(found, p)
 	}
-	return Partition{}, fmt.Errorf("no partition named %q found: is the keel disk attached and its driver loaded?", name)
+	switch len(found) {
+	case 0:
+		where := "is the keel disk attached and its driver loaded?"
+		if f.Disk != "" {
+			where = "on the boot disk " + f.Disk + "; its partition table may be damaged"
+		}
+		return Partition{}, fmt.Errorf("no partition named %q found: %s", name, where)
+	case 1:
+		return found[0], nil
+	}
+	var devs []string
+	for _, p := range found {
+		devs = append(devs, p.Device)
+	}
+	return Partition{}, fmt.Errorf("%w: %d partitions are named %q (%s); the box uses none of them rather than risk the wrong disk: detach the disk that is not the appliance's, or rename its partitions",
+		ErrDuplicate, len(found), name, strings.Join(devs, ", "))
 }
+
+// ErrDuplicate: more than one partition carries a name the box looks for.
+var ErrDuplicate = errors.New("duplicate partition names")
 
 // Wait polls for the partition until it appears or timeout passes; disks can
 // show up a little after their driver loads.

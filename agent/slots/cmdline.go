@@ -16,6 +16,9 @@ type Boot struct {
 	Tries    string // tries left after GRUB took this boot's try
 	Recovery bool
 	EnvFrom  Copy // which boot state copy GRUB used
+	// ESP is the partition GUID of the ESP GRUB was loaded from: it
+	// names the boot disk ("" when GRUB did not say).
+	ESP string
 }
 
 // Mode is how GRUB booted the slot.
@@ -46,6 +49,8 @@ func ParseCmdline(cmdline string) Boot {
 			b.Recovery = v == "1"
 		case "keel.bootenv":
 			b.EnvFrom = Copy(v)
+		case "keel.esp":
+			b.ESP = v
 		}
 	}
 	if b.Mode == ModeRecovery {

@@ -43,6 +43,11 @@ terminal_output serial console
 set timeout={{.Timeout}}
 set timeout_style=menu
 
+# The ESP's partition GUID tells the agent which disk it booted from.
+set keel_esp=
+probe --set=keel_esp --part-uuid ($keel_disk,gpt{{.ESP}})
+export keel_esp
+
 set keel_env0=($keel_disk,gpt{{.ESP}})/{{.Primary}}
 set keel_env1=($keel_disk,gpt{{.ESP}})/{{.Backup}}
 set keel_envsrc=primary
@@ -86,7 +91,7 @@ function keel_boot_{{.Name}} {
   set keel_extra=""
   if [ "$keel_mode" = recovery ]; then set keel_extra="keel.recovery=1"; fi
   echo "keel: booting slot {{.Name}} ($keel_{{.Name}}_ver), $keel_mode, boot state from $keel_envsrc"
-  linux ($keel_disk,gpt{{.Part}})/vmlinuz keel.slot={{.Name}} keel.mode=$keel_mode keel.tries=$keel_{{.Name}}_tries keel.bootenv=$keel_envsrc $keel_extra {{$.Cmdline}}
+  linux ($keel_disk,gpt{{.Part}})/vmlinuz keel.slot={{.Name}} keel.mode=$keel_mode keel.tries=$keel_{{.Name}}_tries keel.bootenv=$keel_envsrc keel.esp=$keel_esp $keel_extra {{$.Cmdline}}
   initrd ($keel_disk,gpt{{.Part}})/initramfs
 }
 {{end}}

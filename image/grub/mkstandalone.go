@@ -16,7 +16,7 @@ const ModuleDir = "/usr/lib/grub/x86_64-efi"
 // the environment block and what grub.cfg's script uses.
 var modules = []string{
 	"part_gpt", "fat", "squash4", "serial", "terminal", "efi_gop", "efi_uga",
-	"linux", "normal", "configfile", "echo", "test", "loadenv", "regexp", "sleep",
+	"linux", "normal", "configfile", "echo", "test", "loadenv", "regexp", "sleep", "probe",
 }
 
 // BuildEFI writes the standalone GRUB EFI binary to out with grub-mkstandalone.

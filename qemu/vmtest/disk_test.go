@@ -1,0 +1,81 @@
+package vmtest
+
+import (
+	"crypto/sha256"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	diskfs "github.com/diskfs/go-diskfs"
+	"github.com/diskfs/go-diskfs/partition/gpt"
+
+	"keel.dev/keel/image/layout"
+	"keel.dev/keel/qemu"
+)
+
+// strayDisk writes a disk with the GPT names of a keel disk and nothing
+// in its partitions: an installer stick, or a disk moved in from another
+// box.
+func strayDisk(t *testing.T, path string) {
+	t.Helper()
+	d, err := diskfs.Create(path, 64<<20, diskfs.SectorSizeDefault)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	var parts []*gpt.Partition
+	for i, name := range []string{layout.ESP, layout.BaseA, layout.Data} {
+		start := uint64(2048 + i*32768)
+		parts = append(parts, &gpt.Partition{Index: i + 1, Name: name, Type: gpt.LinuxFilesystem, Start: start, End: start + 32767})
+	}
+	if err := d.Partition(&gpt.Table{LogicalSectorSize: 512, PhysicalSectorSize: 512, ProtectiveMBR: true, Partitions: parts}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func fileSum(t *testing.T, path string) [32]byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	io.Copy(h, f)
+	var s [32]byte
+	copy(s[:], h.Sum(nil))
+	return s
+}
+
+// A second disk whose partitions carry the names esp, base-a and data
+// (on AHCI, so it is sda, ahead of the boot disk vda in every listing):
+// the box boots and runs from its own disk, found by the ESP GUID GRUB
+// passes, and never touches the other disk (its empty "data" would
+// otherwise be formatted).
+func TestStrayDiskIsNotUsed(t *testing.T) {
+	e := Require(t)
+	t.Parallel()
+	stray := filepath.Join(t.TempDir(), "stray.img")
+	strayDisk(t, stray)
+	before := fileSum(t, stray)
+	vm := Boot(t, qemu.Config{Image: e.Image, ExtraArgs: []string{
+		"-device", "ahci,id=stray",
+		"-drive", "file=" + stray + ",format=raw,if=none,id=straydisk",
+		"-device", "ide-hd,drive=straydisk,bus=stray.0",
+	}})
+	WaitReady(t, vm)
+	st := GetStatus(t, vm, Password(vm))
+	if st.Base.Slot != "a" || !st.Boot.Committed || st.Boot.Recovery || st.Data.State != "mounted" {
+		t.Errorf("status with a stray disk: %+v", st)
+	}
+	out := vm.Output()
+	if !strings.Contains(out, "boot disk") || !strings.Contains(out, "disk=/dev/vda") {
+		t.Errorf("the console does not show the boot disk found by its ESP:\n%s", tail(out, 3000))
+	}
+	PowerOff(t, vm)
+	if fileSum(t, stray) != before {
+		t.Error("the stray disk was written")
+	}
+}
