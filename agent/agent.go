@@ -44,6 +44,9 @@ const (
 	// The users file is mirrored on the ESP so that recovery mode can still
 	// authenticate the operator when the data partition is damaged.
 	usersMirror = espDir + "/EFI/keel/users.json"
+	// recoveryIdentityDir keeps the TLS identity recovery mode serves
+	// with when the data partition cannot be used.
+	recoveryIdentityDir = espDir + "/EFI/keel/recovery-identity"
 )
 
 // agent is the state of PID 1 during boot and while it runs. Each field has

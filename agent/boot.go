@@ -74,7 +74,7 @@ func (a *agent) phases() []bootseq.Phase {
 		{Name: "configuration", Needs: r(resData), Provides: r(resConfig), Run: run(a.loadConfig)},
 		// The users file is mirrored on the ESP for recovery mode.
 		{Name: "credentials", Needs: r(resData, resBootState), Provides: r(resUsers), Run: run(a.loadUsers)},
-		{Name: "identity", Needs: r(resConfig), Provides: r(resIdentity), Run: run(a.loadIdentity)},
+		{Name: "identity", Needs: r(resConfig, resBootState), Provides: r(resIdentity), Run: run(a.loadIdentity)},
 		{Name: "network", Needs: r(resData, resDrivers), Provides: r(resNetwork), Run: run(a.startNetwork)},
 		// The agent holds port 443 before the application, which runs
 		// on the same box, can bind it.
@@ -370,8 +370,13 @@ func (a *agent) loadUsers() error {
 func (a *agent) loadIdentity() error {
 	dir := identityDir
 	if !a.dataMounted() {
-		// Nowhere durable to keep it: a throwaway identity for this boot.
+		// Recovery mode keeps its own identity on the ESP, so its
+		// certificate stays the same across boots and the operator's pin
+		// holds; without an ESP, a throwaway one for this boot.
 		dir = "/run/keel/identity"
+		if a.bootSt != nil {
+			dir = recoveryIdentityDir
+		}
 	}
 	id, err := identity.LoadOrCreate(dir, a.serial, []string{defaultHostname}, time.Now)
 	if err != nil {

@@ -51,9 +51,19 @@ func TestDamagedDataIsNotFormatted(t *testing.T) {
 		t.Errorf("status does not explain the recovery: %+v", st.Boot)
 	}
 	PowerOff(t, vm2)
-	if after := hashRange(t, RawDisk(t, vm2), data.Start, data.End); after != before {
+	raw2 := RawDisk(t, vm2)
+	if after := hashRange(t, raw2, data.Start, data.End); after != before {
 		t.Error("the damaged data partition was modified")
 	}
+	// Recovery mode serves the same certificate at the next boot, so a
+	// pinned client still reaches it.
+	vm3 := Boot(t, qemu.Config{Image: raw2})
+	WaitReady(t, vm3)
+	st3 := GetStatus(t, vm3, TestPassword)
+	if !st3.Boot.Recovery || st3.Certificate.SHA256 == "" || st3.Certificate.SHA256 != st.Certificate.SHA256 {
+		t.Errorf("recovery certificate %q, then %q at the next boot; want the same", st.Certificate.SHA256, st3.Certificate.SHA256)
+	}
+	PowerOff(t, vm3)
 }
 
 func hashRange(t *testing.T, path string, start, end int64) [32]byte {
