@@ -23,6 +23,7 @@ PACKAGES=(
 	iproute2 ca-certificates
 	dnsmasq-base chrony
 	python3 curl
+	iputils-arping
 )
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
