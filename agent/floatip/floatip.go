@@ -88,23 +88,17 @@ func (m *Manager) Close() { m.nl.Close() }
 // Enable adds addr (with its prefix length) to link and announces it.
 // Unless force, it first probes for another holder (ARP probes for IPv4,
 // duplicate address detection probes for IPv6) and refuses with
-// a *ConflictError naming its MAC. Enabling an address already present
-// only announces it again.
+// a *ConflictError naming its MAC. Enabling an address it holds only
+// announces it again; one the network configuration holds is refused
+// (ErrNotFloating).
 func (m *Manager) Enable(link string, addr netip.Prefix, force bool) error {
 	l, err := m.nl.LinkByName(link)
 	if err != nil {
 		return fmt.Errorf("enable %s: link %s: %w", addr, link, err)
 	}
-	present, err := m.present(l, addr)
+	present, err := m.owned(l, link, addr)
 	if err != nil {
 		return err
-	}
-	if !m.held1(link, addr) {
-		if configured, err := m.presentIP(l, addr.Addr()); err != nil {
-			return err
-		} else if configured {
-			return fmt.Errorf("%w: %s is already an address of %s from the network configuration; a floating address must be one the configuration does not hold", ErrNotFloating, addr.Addr(), link)
-		}
 	}
 	var ifi *net.Interface
 	var ac *arpConn
@@ -186,14 +180,8 @@ func (m *Manager) Disable(link string, addr netip.Prefix) error {
 	if err != nil {
 		return fmt.Errorf("disable %s: link %s: %w", addr, link, err)
 	}
-	if !m.held1(link, addr) {
-		present, err := m.presentIP(l, addr.Addr())
-		if err != nil {
-			return err
-		}
-		if present {
-			return fmt.Errorf("%w: %s on %s was not added as a floating address (the network configuration holds it); change it in the network configuration", ErrNotFloating, addr.Addr(), link)
-		}
+	if _, err := m.owned(l, link, addr); err != nil {
+		return err
 	}
 	m.mu.Lock()
 	delete(m.held, link+" "+addr.Addr().String())
@@ -258,40 +246,26 @@ func (m *Manager) Holds(link string, p netip.Prefix) bool {
 	return ok
 }
 
-// held1 says whether this Manager holds addr on link.
-func (m *Manager) held1(link string, addr netip.Prefix) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	_, ok := m.held[link+" "+addr.Addr().String()]
-	return ok
-}
-
-// presentIP says whether ip is an address of l, with any prefix length.
-func (m *Manager) presentIP(l netlink.Link, ip netip.Addr) (bool, error) {
+// owned says whether addr is on l with its prefix length, and refuses
+// (ErrNotFloating) an address of l that this Manager did not add: the
+// network configuration put it there.
+func (m *Manager) owned(l netlink.Link, link string, addr netip.Prefix) (present bool, err error) {
 	addrs, err := m.nl.AddrList(l, netlink.FAMILY_ALL)
 	if err != nil {
-		return false, fmt.Errorf("list addresses on %s: %w", l.Attrs().Name, err)
+		return false, fmt.Errorf("list addresses on %s: %w", link, err)
 	}
 	for _, a := range addrs {
-		if got, ok := netip.AddrFromSlice(a.IP); ok && got.Unmap() == ip {
-			return true, nil
+		if ip, ok := netip.AddrFromSlice(a.IP); !ok || ip.Unmap() != addr.Addr() {
+			continue
+		}
+		if !m.Holds(link, addr) {
+			return false, fmt.Errorf("%w: %s on %s is an address of the network configuration, not one added as floating; change it in the network configuration", ErrNotFloating, addr.Addr(), link)
+		}
+		if ones, _ := a.Mask.Size(); ones == addr.Bits() {
+			present = true
 		}
 	}
-	return false, nil
-}
-
-func (m *Manager) present(l netlink.Link, p netip.Prefix) (bool, error) {
-	addrs, err := m.nl.AddrList(l, netlink.FAMILY_ALL)
-	if err != nil {
-		return false, fmt.Errorf("list addresses on %s: %w", l.Attrs().Name, err)
-	}
-	for _, a := range addrs {
-		ones, _ := a.Mask.Size()
-		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == p.Addr() && ones == p.Bits() {
-			return true, nil
-		}
-	}
-	return false, nil
+	return present, nil
 }
 
 func ipNet(p netip.Prefix) *net.IPNet {

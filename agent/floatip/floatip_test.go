@@ -18,6 +18,13 @@ import (
 	"keel.dev/keel/agent/netcfg/nstest"
 )
 
+// post sends body to path through mux and returns the status and body.
+func post(mux http.Handler, path, body string) (int, string) {
+	rec := httptest.NewRecorder()
+	mux.ServeHTTP(rec, httptest.NewRequest("POST", path, strings.NewReader(body)))
+	return rec.Code, rec.Body.String()
+}
+
 func neighbour(n *nstest.Node, ip string) string {
 	out, _ := n.Try("ip", "neigh", "show", ip, "dev", "eth0")
 	return out
@@ -141,18 +148,13 @@ func TestHTTPConflictAndBadInput(t *testing.T) {
 	defer m.Close()
 	mux := http.NewServeMux()
 	m.Routes(mux, nil)
-	post := func(path, body string) (int, string) {
-		rec := httptest.NewRecorder()
-		mux.ServeHTTP(rec, httptest.NewRequest("POST", path, strings.NewReader(body)))
-		return rec.Code, rec.Body.String()
-	}
-	if code, body := post("/api/v1/network/floating/enable", `{"interface":"eth0","address":"10.4.0.100/24"}`); code != 409 || !strings.Contains(body, a.MAC.String()) {
+	if code, body := post(mux, "/api/v1/network/floating/enable", `{"interface":"eth0","address":"10.4.0.100/24"}`); code != 409 || !strings.Contains(body, a.MAC.String()) {
 		t.Errorf("enable held address: %d %s", code, body)
 	}
-	if code, body := post("/api/v1/network/floating/enable", `{"interface":"eth0","address":"10.4.0.300/24"}`); code != 400 || !strings.Contains(body, `"error":"address:`) {
+	if code, body := post(mux, "/api/v1/network/floating/enable", `{"interface":"eth0","address":"10.4.0.300/24"}`); code != 400 || !strings.Contains(body, `"error":"address:`) {
 		t.Errorf("bad address: %d %s", code, body)
 	}
-	if code, body := post("/api/v1/network/floating/disable", `{"interface":"eth0","address":"10.4.0.100/24"}`); code != 200 {
+	if code, body := post(mux, "/api/v1/network/floating/disable", `{"interface":"eth0","address":"10.4.0.100/24"}`); code != 200 {
 		t.Errorf("disable: %d %s", code, body)
 	}
 }
@@ -184,11 +186,6 @@ func TestFloatingAddressesSurviveAReboot(t *testing.T) {
 	if _, err := nm.Apply(netcfg.Config{Interfaces: []netcfg.Interface{{Name: "eth0", Enabled: true,
 		Addresses: []netcfg.Address{{Address: "10.6.0.2/24", Enabled: true}}}}}); err != nil {
 		t.Fatal(err)
-	}
-	post := func(mux *http.ServeMux, path, body string) (int, string) {
-		rec := httptest.NewRecorder()
-		mux.ServeHTTP(rec, httptest.NewRequest("POST", path, strings.NewReader(body)))
-		return rec.Code, rec.Body.String()
 	}
 	for _, addr := range []string{"10.6.0.100/24", "10.6.0.101/24", "10.6.0.102/24"} {
 		if code, body := post(mux, "/api/v1/network/floating/enable", `{"interface":"eth0","address":"`+addr+`"}`); code != 200 {
@@ -245,14 +242,9 @@ func TestConfiguredAddressesAreNotTouched(t *testing.T) {
 	defer m.Close()
 	mux := http.NewServeMux()
 	m.Routes(mux, nil)
-	post := func(path, body string) (int, string) {
-		rec := httptest.NewRecorder()
-		mux.ServeHTTP(rec, httptest.NewRequest("POST", path, strings.NewReader(body)))
-		return rec.Code, rec.Body.String()
-	}
 	for _, path := range []string{"/api/v1/network/floating/disable", "/api/v1/network/floating/enable"} {
 		for _, addr := range []string{"10.7.0.2/24", "10.7.0.2/32"} {
-			if code, body := post(path, `{"interface":"eth0","address":"`+addr+`"}`); code != http.StatusConflict || !strings.Contains(body, "network configuration") {
+			if code, body := post(mux, path, `{"interface":"eth0","address":"`+addr+`"}`); code != http.StatusConflict || !strings.Contains(body, "network configuration") {
 				t.Errorf("%s %s: %d %s", path, addr, code, body)
 			}
 		}

@@ -75,28 +75,17 @@ func (m *Manager) Routes(mux api.Mux, persist func(link string, p netip.Prefix, 
 		if !ok {
 			return
 		}
-		if !m.Holds(req.Interface, p) {
-			// Not ours to remove; absent is fine (nothing happens).
-			if err := m.Disable(req.Interface, p); err != nil {
-				code := http.StatusInternalServerError
-				if errors.Is(err, ErrNotFloating) {
-					code = http.StatusConflict
-				}
-				writeError(w, code, sentence(err))
-				return
-			}
-			if !save(w, req, p, false) {
-				return
-			}
-			writeJSON(w, http.StatusOK, map[string]any{"interface": req.Interface, "address": p.String(), "enabled": false})
-			return
-		}
-		if viaAddress(r, p.Addr()) {
+		if m.Holds(req.Interface, p) && viaAddress(r, p.Addr()) {
 			m.disableUnconfirmed(w, req, p, save)
 			return
 		}
+		// Disable refuses an address it did not add; an absent one is fine.
 		if err := m.Disable(req.Interface, p); err != nil {
-			writeError(w, http.StatusInternalServerError, sentence(err))
+			code := http.StatusInternalServerError
+			if errors.Is(err, ErrNotFloating) {
+				code = http.StatusConflict
+			}
+			writeError(w, code, sentence(err))
 			return
 		}
 		if !save(w, req, p, false) {
