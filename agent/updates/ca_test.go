@@ -3,7 +3,6 @@ package updates
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
@@ -11,13 +10,10 @@ import (
 	"encoding/pem"
 	"errors"
 	"math/big"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
-
-	"keel.dev/keel/image/kpkg"
 )
 
 func pemOf(der []byte) string {
@@ -40,16 +36,8 @@ func selfSigned(t *testing.T, isCA bool) string {
 // it alone: its own CA passes, another CA and the public roots do not,
 // and a CA setting that is no CA is refused with a sentence.
 func TestPinnedVendorCA(t *testing.T) {
-	_, key, _ := ed25519.GenerateKey(rand.Reader)
-	srv := httptest.NewTLSServer(http.FileServer(http.Dir(release(t, key))))
-	defer srv.Close()
-	box := &fakeBox{installed: map[kpkg.Kind]kpkg.Version{kpkg.KindBase: kpkg.MustParseVersion("1.0.0"), kpkg.KindApp: kpkg.MustParseVersion("1.0.0")}}
-	m := newManager(t, box, key)
+	_, _, srv, m := served(t, httptest.NewTLSServer)
 	ctx := context.Background()
-
-	if err := m.SetConfig(Config{Server: srv.URL}); err != nil {
-		t.Fatal(err)
-	}
 	if err := m.Check(ctx); !errors.Is(err, ErrServer) || !strings.Contains(err.Error(), "certificate") {
 		t.Errorf("a server the public roots do not know: %v", err)
 	}

@@ -17,6 +17,23 @@ import (
 	"keel.dev/keel/image/kpkg"
 )
 
+// served is a release signed by a new key, served by newServer
+// (httptest.NewServer or NewTLSServer), and the Manager of a box at base
+// and app 1.0.0 set to it.
+func served(t *testing.T, newServer func(http.Handler) *httptest.Server) (ed25519.PrivateKey, string, *httptest.Server, *Manager) {
+	t.Helper()
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	dir := release(t, key)
+	srv := newServer(http.FileServer(http.Dir(dir)))
+	t.Cleanup(srv.Close)
+	box := &fakeBox{installed: map[kpkg.Kind]kpkg.Version{kpkg.KindBase: kpkg.MustParseVersion("1.0.0"), kpkg.KindApp: kpkg.MustParseVersion("1.0.0")}}
+	m := newManager(t, box, key)
+	if err := m.SetConfig(Config{Server: srv.URL}); err != nil {
+		t.Fatal(err)
+	}
+	return key, dir, srv, m
+}
+
 // resign signs dir's packages again as a catalog of version v, generated
 // at gen and fresh for life.
 func resign(t *testing.T, dir string, key ed25519.PrivateKey, v uint64, gen time.Time, life time.Duration) {
@@ -29,15 +46,7 @@ func resign(t *testing.T, dir string, key ed25519.PrivateKey, v uint64, gen time
 // A catalog older than the one the box holds is refused with a sentence,
 // also after the agent restarts, and the listing stays the newer one's.
 func TestOlderCatalogIsRefused(t *testing.T) {
-	_, key, _ := ed25519.GenerateKey(rand.Reader)
-	dir := release(t, key)
-	srv := httptest.NewServer(http.FileServer(http.Dir(dir)))
-	defer srv.Close()
-	box := &fakeBox{installed: map[kpkg.Kind]kpkg.Version{kpkg.KindBase: kpkg.MustParseVersion("1.0.0"), kpkg.KindApp: kpkg.MustParseVersion("1.0.0")}}
-	m := newManager(t, box, key)
-	if err := m.SetConfig(Config{Server: srv.URL}); err != nil {
-		t.Fatal(err)
-	}
+	key, dir, _, m := served(t, httptest.NewServer)
 	now := time.Now()
 	// The old catalog, saved as an attacker would replay it.
 	resign(t, dir, key, 5, now.Add(-time.Hour), 0)
@@ -85,17 +94,9 @@ func restart(t *testing.T, m *Manager) *Manager {
 // An expired catalog is listed as stale with a sentence, once the clock
 // can tell; updates are still listed.
 func TestExpiredCatalogIsStale(t *testing.T) {
-	_, key, _ := ed25519.GenerateKey(rand.Reader)
-	dir := release(t, key)
-	srv := httptest.NewServer(http.FileServer(http.Dir(dir)))
-	defer srv.Close()
-	box := &fakeBox{installed: map[kpkg.Kind]kpkg.Version{kpkg.KindBase: kpkg.MustParseVersion("1.0.0"), kpkg.KindApp: kpkg.MustParseVersion("1.0.0")}}
-	m := newManager(t, box, key)
+	key, dir, _, m := served(t, httptest.NewServer)
 	synced := true
 	m.Synced = func() bool { return synced }
-	if err := m.SetConfig(Config{Server: srv.URL}); err != nil {
-		t.Fatal(err)
-	}
 	resign(t, dir, key, 9, time.Now().Add(-48*time.Hour), 24*time.Hour)
 	if err := m.Check(context.Background()); err != nil {
 		t.Fatal(err)

@@ -126,6 +126,7 @@ type Manager struct {
 
 	mu         sync.Mutex
 	cfg        Config
+	roots      *x509.CertPool // cfg.CA parsed; nil for the public roots
 	cat        *catalog.Catalog
 	checkedAt  time.Time
 	installing bool
@@ -141,6 +142,13 @@ func (m *Manager) Load() error {
 	}
 	if err := readJSON(filepath.Join(m.Dir, configFile), &m.cfg); err != nil {
 		return err
+	}
+	if m.cfg.CA != "" {
+		pool, err := m.cfg.roots()
+		if err != nil {
+			return fmt.Errorf("updates: the saved settings: %w; set the update settings again", err)
+		}
+		m.roots = pool
 	}
 	cj, err1 := os.ReadFile(filepath.Join(m.Dir, catalogFile))
 	sig, err2 := os.ReadFile(filepath.Join(m.Dir, catalogSig))
@@ -170,6 +178,10 @@ func (m *Manager) SetConfig(c Config) error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
+	var pool *x509.CertPool
+	if c.CA != "" {
+		pool, _ = c.roots() // Validate parsed it
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := writeJSON(filepath.Join(m.Dir, configFile), c); err != nil {
@@ -180,7 +192,7 @@ func (m *Manager) SetConfig(c Config) error {
 		os.Remove(filepath.Join(m.Dir, catalogFile))
 		os.Remove(filepath.Join(m.Dir, catalogSig))
 	}
-	m.cfg = c
+	m.cfg, m.roots = c, pool
 	return nil
 }
 
@@ -251,8 +263,11 @@ func (m *Manager) client() *http.Client {
 	if m.Client != nil {
 		cc := *m.Client
 		c = &cc
-	} else if cfg := m.Config(); cfg.CA != "" {
-		if pool, err := cfg.roots(); err == nil { // SetConfig checked it
+	} else {
+		m.mu.Lock()
+		pool := m.roots
+		m.mu.Unlock()
+		if pool != nil {
 			t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 		}
 	}
