@@ -15,9 +15,7 @@ func (a *agent) status() api.Status {
 	s.Base.Version = a.version()
 	s.Base.Slot = string(a.boot0.Slot)
 	if a.esp != nil {
-		if st, _, err := a.esp.Read(); err == nil {
-			s.Base.Floor = st.Floor
-		}
+		s.Base.Floor, _ = a.esp.Floor()
 	}
 	s.Serial, s.Kernel = a.serial, a.kernel
 	s.Hostname, _ = os.Hostname()

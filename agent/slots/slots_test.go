@@ -204,6 +204,24 @@ func TestFloorRisesAtCommit(t *testing.T) {
 	}
 }
 
+// The Store knows the floor it last read or wrote without reading the ESP.
+func TestStoreFloor(t *testing.T) {
+	st := onTrial()
+	st.B.Floor = "1.1.0"
+	s := newStore(t, st)
+	if f, err := s.Floor(); err != nil || f != "" {
+		t.Fatalf("floor before the commit: %q %v", f, err)
+	}
+	if _, err := s.Commit(layout.SlotB); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(s.Dir, bootstate.PrimaryPath))
+	os.Remove(filepath.Join(s.Dir, bootstate.BackupPath))
+	if f, err := s.Floor(); err != nil || f != "1.1.0" {
+		t.Fatalf("floor after the commit: %q %v", f, err)
+	}
+}
+
 func TestStoreWritesBothCopiesInPlace(t *testing.T) {
 	st := onTrial()
 	s := newStore(t, st)

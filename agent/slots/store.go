@@ -56,10 +56,28 @@ type Store struct {
 	WriteBlock func(path string, block []byte) error
 
 	mu sync.Mutex
+	// floor is the floor of the last state read or written: after boot
+	// only this Store changes the boot state, so the status need not read
+	// the ESP to show it.
+	floor   string
+	floorOK bool
 }
 
 // NewStore is the store of the ESP mounted at dir.
 func NewStore(dir string) *Store { return &Store{Dir: dir} }
+
+// Floor is the box's anti-rollback floor ("" for none), read from the
+// ESP only when the Store has not read or written the state yet.
+func (s *Store) Floor() (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.floorOK {
+		if _, _, err := s.read(); err != nil {
+			return "", err
+		}
+	}
+	return s.floor, nil
+}
 
 // Read returns the state and which copy it came from.
 func (s *Store) Read() (*bootstate.State, Copy, error) {
@@ -78,6 +96,7 @@ func (s *Store) read() (*bootstate.State, Copy, error) {
 	if err != nil {
 		return nil, NoCopy, fmt.Errorf("read boot state in %s: %w", s.Dir, err)
 	}
+	s.floor, s.floorOK = st.Floor, true
 	return st, Copy(which), nil
 }
 
@@ -94,9 +113,11 @@ func (s *Store) write(st *bootstate.State) error {
 	}
 	for _, p := range []string{bootstate.PrimaryPath, bootstate.BackupPath} {
 		if err := write(filepath.Join(s.Dir, p), block); err != nil {
+			s.floorOK = false // what is on the ESP is not known now
 			return fmt.Errorf("write boot state: %w", err)
 		}
 	}
+	s.floor, s.floorOK = st.Floor, true
 	return nil
 }
 
