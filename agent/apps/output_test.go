@@ -3,7 +3,6 @@ package apps
 import (
 	"bytes"
 	"context"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -60,14 +59,18 @@ func TestLineLimit(t *testing.T) {
 
 // 10 MB of application output and 200 failed logins, all logged to a
 // console at serial speed: the application is never held on its pipe, the
-// agent's own messages get out, and /healthz answers within a second.
+// agent's own messages get out, and /healthz and the admin's requests
+// answer within a second.
 func TestFloodedConsoleDoesNotBlockTheAgent(t *testing.T) {
 	serial := &serialPort{}
 	con := pid1.NewConsole(pid1.DefaultConsoleBuffer, serial)
 	log := slog.New(slog.NewTextHandler(con, nil))
 	srv := api.New(api.Config{
-		Logger:  log,
-		Verify:  func(u, p string) bool { return u == "admin" && p == "right" },
+		Logger: log,
+		Verify: func(u, p string) bool { return u == "admin" && p == "right" },
+		// The admin logged in before: its credentials skip the queue of
+		// guesses from the same address.
+		Known:   func(u, p string) bool { return u == "admin" && p == "right" },
 		Healthy: func() error { return nil },
 		Status:  func() any { return map[string]string{"state": "running"} },
 	})
@@ -80,7 +83,7 @@ func TestFloodedConsoleDoesNotBlockTheAgent(t *testing.T) {
 	pumped := make(chan time.Duration, 1)
 	go func() {
 		t0 := time.Now()
-		pumpLines(log, io.NopCloser(flood), "stdout", time.Now)
+		pumpLines(log, flood, "stdout", time.Now)
 		pumped <- time.Since(t0)
 	}()
 	// The failed logins are held back by the login limiter; they are
@@ -103,7 +106,7 @@ func TestFloodedConsoleDoesNotBlockTheAgent(t *testing.T) {
 	for _, c := range []struct {
 		path string
 		auth bool
-	}{{"/healthz", false}} {
+	}{{"/healthz", false}, {"/api/v1/status", true}} {
 		req, _ := http.NewRequest(http.MethodGet, ts.URL+c.path, nil)
 		if c.auth {
 			req.SetBasicAuth("admin", "right")

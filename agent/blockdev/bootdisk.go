@@ -87,8 +87,8 @@ func partitionGUIDs(dev string) ([]string, error) {
 		var out []string
 		for i := 0; i < int(n); i++ {
 			e := buf[i*int(size):]
-			if isZero(e[:16]) {
-				continue // unused entry
+			if [16]byte(e[:16]) == [16]byte{} {
+				continue // unused entry: no type GUID
 			}
 			out = append(out, guidString(e[16:32]))
 		}
@@ -101,13 +101,4 @@ func partitionGUIDs(dev string) ([]string, error) {
 func guidString(b []byte) string {
 	return fmt.Sprintf("%08x-%04x-%04x-%x-%x",
 		binary.LittleEndian.Uint32(b[0:4]), binary.LittleEndian.Uint16(b[4:6]), binary.LittleEndian.Uint16(b[6:8]), b[8:10], b[10:16])
-}
-
-func isZero(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }

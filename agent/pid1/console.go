@@ -97,18 +97,6 @@ func (c *Console) Flush(timeout time.Duration) bool {
 	return true
 }
 
-// Dropped is how many messages wait to be reported as dropped, summed over
-// the consoles.
-func (c *Console) Dropped() int {
-	n := 0
-	for _, s := range c.sinks {
-		s.mu.Lock()
-		n += s.dropped
-		s.mu.Unlock()
-	}
-	return n
-}
-
 func (s *sink) put(p []byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -43,6 +43,9 @@ func newBox(t *testing.T) *box {
 	t.Helper()
 	needRoot(t)
 	dir := t.TempDir()
+	// The application's user reaches the box's folder outside the sandbox
+	// too (TestExecConfines's control).
+	os.Chmod(filepath.Dir(dir), 0o755)
 	os.Chmod(dir, 0o755)
 	b := &box{dir: dir, secret: filepath.Join(dir, "data/keel/identity.key"), slot: filepath.Join(dir, "run/app/a"), data: filepath.Join(dir, "data/apps/demo")}
 	for _, d := range []string{filepath.Dir(b.secret), b.slot, b.data} {
@@ -124,27 +127,57 @@ func TestRootHidesTheAgent(t *testing.T) {
 }
 
 // no_new_privs and the seccomp filter hold for the application and what
-// it runs: a user namespace, which any user may otherwise make, and
-// setting the clock are refused.
+// it runs. add_key, which any user may call, is the filter's witness: it
+// works for the application's user outside the sandbox and is refused
+// inside.
 func TestExecConfines(t *testing.T) {
 	b := newBox(t)
-	out := b.run(t, `
-		grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status
-		unshare -U true 2>&1 && echo UNSHARE-WORKS
-		true
-	`)
+	out := b.run(t, `grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status`)
 	if !strings.Contains(out, "NoNewPrivs:\t1") || !strings.Contains(out, "Seccomp:\t2") {
 		t.Errorf("not confined:\n%s", out)
 	}
-	if strings.Contains(out, "UNSHARE-WORKS") {
-		t.Errorf("the application made a user namespace:\n%s", out)
+	// The control runs a copy of the test binary where the application's
+	// user can reach it (go test's own folder is root's alone).
+	exe, _ := os.Executable()
+	bin, err := os.ReadFile(exe)
+	if err != nil {
+		t.Fatal(err)
 	}
-	// The same outside the filter works, so the refusal is the filter's.
-	plain := exec.Command("unshare", "-U", "true")
-	plain.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: appUID, Gid: appUID, Groups: []uint32{}}}
-	if out, err := plain.CombinedOutput(); err != nil {
-		t.Logf("unshare -U fails unconfined too here (%v: %s); the filter's part is not shown", err, out)
+	exe = filepath.Join(b.dir, "helper")
+	if err := os.WriteFile(exe, bin, 0o755); err != nil {
+		t.Fatal(err)
 	}
+	helper := func(c *exec.Cmd) string {
+		c.Env = []string{"KEEL_SECCOMP_HELPER=1"}
+		if c.SysProcAttr == nil {
+			c.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: appUID, Gid: appUID, Groups: []uint32{}}}
+		}
+		out, err := c.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		return string(out)
+	}
+	if out := helper(exec.Command(exe, "-test.run=^TestSeccompHelper$")); !strings.Contains(out, "add_key=ok") {
+		t.Fatalf("add_key fails for the application's user without the sandbox, so the filter cannot be shown:\n%s", out)
+	}
+	inside := b.cmd(64, "")
+	inside.Args = ExecArgs(64, ExecPath, []string{"-test.run=^TestSeccompHelper$"})
+	if out := helper(inside); !strings.Contains(out, "add_key="+unix.EPERM.Error()) {
+		t.Errorf("add_key inside the sandbox: want EPERM from the filter:\n%s", out)
+	}
+}
+
+// TestSeccompHelper is run by TestExecConfines; alone it does nothing.
+func TestSeccompHelper(t *testing.T) {
+	if os.Getenv("KEEL_SECCOMP_HELPER") == "" {
+		return
+	}
+	if _, err := unix.AddKey("user", "keel-sandbox-test", []byte("x"), unix.KEY_SPEC_PROCESS_KEYRING); err != nil {
+		fmt.Printf("add_key=%v\n", err)
+		return
+	}
+	fmt.Println("add_key=ok")
 }
 
 // A fork bomb stops at the process limit; the agent (root) can still

@@ -1,9 +1,6 @@
 package vmtest
 
 import (
-	"crypto/sha256"
-	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,12 +12,15 @@ import (
 	"keel.dev/keel/qemu"
 )
 
+// strayBytes is the stray disk's size.
+const strayBytes = 64 << 20
+
 // strayDisk writes a disk with the GPT names of a keel disk and nothing
 // in its partitions: an installer stick, or a disk moved in from another
 // box.
 func strayDisk(t *testing.T, path string) {
 	t.Helper()
-	d, err := diskfs.Create(path, 64<<20, diskfs.SectorSizeDefault)
+	d, err := diskfs.Create(path, strayBytes, diskfs.SectorSizeDefault)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,20 +35,6 @@ func strayDisk(t *testing.T, path string) {
 	}
 }
 
-func fileSum(t *testing.T, path string) [32]byte {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	io.Copy(h, f)
-	var s [32]byte
-	copy(s[:], h.Sum(nil))
-	return s
-}
-
 // A second disk whose partitions carry the names esp, base-a and data
 // (on AHCI, so it is sda, ahead of the boot disk vda in every listing):
 // the box boots and runs from its own disk, found by the ESP GUID GRUB
@@ -59,7 +45,7 @@ func TestStrayDiskIsNotUsed(t *testing.T) {
 	t.Parallel()
 	stray := filepath.Join(t.TempDir(), "stray.img")
 	strayDisk(t, stray)
-	before := fileSum(t, stray)
+	before := hashRange(t, stray, 0, strayBytes)
 	vm := Boot(t, qemu.Config{Image: e.Image, ExtraArgs: []string{
 		"-device", "ahci,id=stray",
 		"-drive", "file=" + stray + ",format=raw,if=none,id=straydisk",
@@ -75,7 +61,7 @@ func TestStrayDiskIsNotUsed(t *testing.T) {
 		t.Errorf("the console does not show the boot disk found by its ESP:\n%s", tail(out, 3000))
 	}
 	PowerOff(t, vm)
-	if fileSum(t, stray) != before {
+	if hashRange(t, stray, 0, strayBytes) != before {
 		t.Error("the stray disk was written")
 	}
 }
