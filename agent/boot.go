@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"keel.dev/keel/agent/api"
+	"keel.dev/keel/agent/appdata"
 	"keel.dev/keel/agent/apps"
 	"keel.dev/keel/agent/atomicfile"
 	"keel.dev/keel/agent/bootseq"
@@ -34,6 +35,7 @@ import (
 	"keel.dev/keel/agent/supervisor"
 	"keel.dev/keel/agent/users"
 	"keel.dev/keel/agent/watchdog"
+	"keel.dev/keel/image/dataformat"
 	"keel.dev/keel/image/layout"
 	"keel.dev/keel/image/manifest"
 )
@@ -264,6 +266,9 @@ func (a *agent) mountData() error {
 		a.say("the data partition was empty; a new file system was created")
 		a.setData("formatted")
 	} else {
+		if out == datafs.Reserved {
+			a.log.Info("the data file system kept no blocks for root; 5% are reserved now", "percent", dataformat.ReservedPercent)
+		}
 		a.setData("mounted")
 	}
 	if err := os.MkdirAll(keelDir, 0o700); err != nil {
@@ -428,6 +433,7 @@ func (a *agent) startApplication() error {
 		SandboxDir: appSandboxDir,
 		CgroupRoot: cgroups,
 		Limits:     appLimits(),
+		Volumes:    a.appVolumes(),
 		Log:        a.log,
 	}
 	a.apps = m
@@ -445,6 +451,25 @@ func (a *agent) startApplication() error {
 		a.say("application %s %s started from slot %s", s.Name, s.Version, s.Slot)
 	}
 	return nil
+}
+
+// appVolumes sizes the application's data volume against the data
+// partition: half of it by default, and never more than it can hold
+// beside root's reserve and the agent's own files. Without loop devices
+// the application keeps its plain folder (the status says so).
+func (a *agent) appVolumes() *appdata.Volumes {
+	if a.loader != nil {
+		if err := a.loader.Load(a.ctx, "loop"); err != nil && !errors.Is(err, coldplug.ErrUnknown) {
+			a.log.Warn("module not loaded", "module", "loop", "err", err)
+		}
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(dataDir, &st); err != nil {
+		a.log.Error("the data partition's size is unknown: the application's data folder has no size limit", "err", err)
+		return nil
+	}
+	total := int64(st.Blocks) * st.Bsize
+	return &appdata.Volumes{Root: appDataRoot, Default: total / 2, Max: total * 3 / 4, Log: a.log}
 }
 
 // appHealthy waits for the application's health check (none installed is

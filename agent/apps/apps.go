@@ -34,6 +34,7 @@ import (
 	"sync"
 	"time"
 
+	"keel.dev/keel/agent/appdata"
 	"keel.dev/keel/agent/sandbox"
 	"keel.dev/keel/agent/slots"
 	"keel.dev/keel/image/appspec"
@@ -92,8 +93,11 @@ type Manager struct {
 	CgroupRoot string
 	Limits     sandbox.Limits
 	NProc      int
-	Log        *slog.Logger     // nil: discard
-	Now        func() time.Time // nil: time.Now
+	// Volumes, when set, makes the data folder a volume of its own
+	// (package appdata), so the application cannot fill the partition.
+	Volumes *appdata.Volumes
+	Log     *slog.Logger     // nil: discard
+	Now     func() time.Time // nil: time.Now
 
 	MinBackoff      time.Duration // first restart delay; default DefaultMinBackoff
 	MaxBackoff      time.Duration // longest restart delay, and a crash loop's; default DefaultMaxBackoff
@@ -303,11 +307,13 @@ func (m *Manager) prepare(slot layout.Label) (*runner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("slot %s: %w", slot, err)
 	}
-	data, err := m.dataDir(spec.Name)
+	data, vol, unenforced, err := m.data(spec)
 	if err != nil {
 		return nil, err
 	}
-	return m.newRunner(slot, dir, data, spec), nil
+	r := m.newRunner(slot, dir, data, spec)
+	r.vol, r.volUnenforced = vol, unenforced
+	return r, nil
 }
 
 // warm reads r's program once, while the old version still serves: its
@@ -330,6 +336,29 @@ func (m *Manager) run(r *runner) error {
 	m.cur, m.failure = r, ""
 	r.start(m.ctx)
 	return nil
+}
+
+// data gives the application its data folder: its volume when the
+// Manager has Volumes. A volume that was never made (the folder still
+// holds the files) and cannot be made now leaves the application on its
+// plain folder, with the reason in its confinement's unenforced limits;
+// a volume that exists and cannot be mounted keeps the application
+// stopped, since its folder under the volume is empty.
+func (m *Manager) data(spec *appspec.Spec) (dir string, vol *appdata.Volume, unenforced string, err error) {
+	if m.Volumes == nil {
+		dir, err := m.dataDir(spec.Name)
+		return dir, nil, "", err
+	}
+	vol, err = m.Volumes.Open(spec.Name, int64(spec.DataMiB)<<20, int(m.uid()), int(m.gid()))
+	if err == nil {
+		return vol.Dir, vol, "", nil
+	}
+	if m.Volumes.Made(spec.Name) {
+		return "", nil, "", err
+	}
+	m.log().Error("the application runs on its plain data folder, without a size limit", "app", spec.Name, "err", err)
+	dir, derr := m.dataDir(spec.Name)
+	return dir, nil, "data volume: " + err.Error(), derr
 }
 
 // dataDir creates DataRoot/name for the application's user.
@@ -513,6 +542,9 @@ func (m *Manager) Stop() error {
 	m.mu.Unlock()
 	for _, s := range mounted {
 		m.unmount(s)
+	}
+	if m.Volumes != nil {
+		return m.Volumes.Close()
 	}
 	return nil
 }

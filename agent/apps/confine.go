@@ -4,6 +4,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"keel.dev/keel/agent/appdata"
 	"keel.dev/keel/agent/sandbox"
 )
 
@@ -20,7 +21,10 @@ type Confinement struct {
 	// Ports are the only ports it may bind (with its cgroup; 0, any free
 	// port, too).
 	Ports []int `json:"ports,omitempty"`
-	// Unenforced names the limits the kernel had no controller for.
+	// Data is the data folder's volume: its size and use.
+	Data *appdata.Usage `json:"data,omitempty"`
+	// Unenforced names the limits the kernel had no controller for, and
+	// the data volume when it could not be made.
 	Unenforced []string `json:"unenforced,omitempty"`
 }
 
@@ -94,7 +98,7 @@ func (r *runner) killAll() {
 }
 
 func (r *runner) confinement() *Confinement {
-	if r.root == nil && r.cg == nil {
+	if r.root == nil && r.cg == nil && r.vol == nil && r.volUnenforced == "" {
 		return nil
 	}
 	c := &Confinement{}
@@ -102,7 +106,16 @@ func (r *runner) confinement() *Confinement {
 		c.Root = r.root.Dir
 	}
 	if r.cg != nil {
-		c.Cgroup, c.Unenforced, c.Ports = r.cg.Dir, r.cg.Missing, r.spec.Ports
+		c.Cgroup, c.Ports = r.cg.Dir, r.spec.Ports
+		c.Unenforced = append(c.Unenforced, r.cg.Missing...)
+	}
+	if r.vol != nil {
+		if u, err := r.vol.Usage(); err == nil {
+			c.Data = &u
+		}
+	}
+	if r.volUnenforced != "" {
+		c.Unenforced = append(c.Unenforced, r.volUnenforced)
 	}
 	return c
 }

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"keel.dev/keel/agent/appdata"
 	"keel.dev/keel/agent/sandbox"
 	"keel.dev/keel/agent/supervisor"
 	"keel.dev/keel/image/appspec"
@@ -39,6 +40,10 @@ type runner struct {
 	root *sandbox.Root
 	cg   *sandbox.Cgroup
 	cgFD *os.File
+	// vol is the data folder's volume; volUnenforced says why there is
+	// none when the Manager asked for one.
+	vol           *appdata.Volume
+	volUnenforced string
 
 	mu        sync.Mutex
 	pid       int

@@ -24,6 +24,9 @@ type Outcome int
 const (
 	Mounted   Outcome = iota // an existing file system was mounted
 	Formatted                // the partition was empty; a new file system was made and mounted
+	// Reserved: an existing file system that kept no blocks for root (a
+	// build from before the reserve) got them and was mounted.
+	Reserved
 )
 
 // ErrUnusable wraps every reason the partition was left untouched.
@@ -33,6 +36,9 @@ var ErrUnusable = errors.New("data partition unusable")
 type Ops struct {
 	Mount  func(dev, dir string) error
 	Format func(dev string, size int64) error
+	// Reserve gives an unmounted file system root's reserve when it has
+	// none, and says whether it wrote; nil: never.
+	Reserve func(dev string) (bool, error)
 }
 
 // Linux are the real operations.
@@ -45,6 +51,21 @@ func Linux() Ops {
 			return unix.Mount(dev, dir, "ext4", unix.MS_NOATIME, "errors=remount-ro")
 		},
 		Format: format,
+		Reserve: func(dev string) (bool, error) {
+			b, err := file.OpenFromPath(dev, false)
+			if err != nil {
+				return false, err
+			}
+			defer b.Close()
+			set, err := dataformat.EnsureReserve(b, 0, dataformat.ReservedPercent)
+			if set && err == nil {
+				var f *os.File
+				if f, err = b.Sys(); err == nil {
+					err = f.Sync()
+				}
+			}
+			return set, err
+		},
 	}
 }
 
@@ -62,10 +83,18 @@ func Prepare(dev string, size int64, dir string, ops Ops) (Outcome, error) {
 	}
 	switch {
 	case isExt(head):
+		// A reserve that cannot be written leaves the box as it was
+		// before reserves: no reason not to mount.
+		out := Mounted
+		if ops.Reserve != nil {
+			if set, err := ops.Reserve(dev); set && err == nil {
+				out = Reserved
+			}
+		}
 		if err := ops.Mount(dev, dir); err != nil {
 			return 0, fmt.Errorf("%w: the ext4 file system on %s cannot be mounted (%v); it was left untouched: restore a backup or run a factory reset from the console", ErrUnusable, dev, err)
 		}
-		return Mounted, nil
+		return out, nil
 	case isZero(head):
 		if err := ops.Format(dev, size); err != nil {
 			return 0, fmt.Errorf("%w: create a file system on the empty partition %s: %v", ErrUnusable, dev, err)

@@ -4,8 +4,15 @@ import (
 	"encoding/binary"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
+
+	"github.com/diskfs/go-diskfs/backend/file"
+
+	"keel.dev/keel/image/dataformat"
 )
 
 func TestPrepare(t *testing.T) {
@@ -63,4 +70,77 @@ func TestPrepare(t *testing.T) {
 			t.Fatalf("err %v calls %+v", err, c)
 		}
 	})
+}
+
+// A data file system made by a build from before the reserve gets 5% for
+// root at its next mount, once; e2fsck finds it clean. One that has a
+// reserve keeps it.
+func TestOldFileSystemGetsItsReserve(t *testing.T) {
+	if _, err := exec.LookPath("dumpe2fs"); err != nil {
+		t.Skip("e2fsprogs is not installed")
+	}
+	const size = 64 << 20
+	mk := func(t *testing.T, percent int) string {
+		p := filepath.Join(t.TempDir(), "data")
+		b, err := file.CreateFromPath(p, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := dataformat.Create(b, 0, size); err != nil {
+			t.Fatal(err)
+		}
+		if percent > 0 {
+			if err := dataformat.Reserve(b, 0, percent); err != nil {
+				t.Fatal(err)
+			}
+		}
+		b.Close()
+		return p
+	}
+	reserved := func(t *testing.T, dev string) (reserved, total int) {
+		out, err := exec.Command("dumpe2fs", "-h", dev).CombinedOutput()
+		if err != nil {
+			t.Fatalf("dumpe2fs: %v %s", err, out)
+		}
+		for _, l := range strings.Split(string(out), "\n") {
+			k, v, _ := strings.Cut(l, ":")
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			switch k {
+			case "Reserved block count":
+				reserved = n
+			case "Block count":
+				total = n
+			}
+		}
+		return
+	}
+	ops := Linux()
+	ops.Mount = func(dev, dir string) error { return nil }
+
+	dev := mk(t, 0)
+	if r, _ := reserved(t, dev); r != 0 {
+		t.Fatalf("the old build's file system already reserves %d blocks", r)
+	}
+	out, err := Prepare(dev, size, "/x", ops)
+	if err != nil || out != Reserved {
+		t.Fatalf("first mount: %v %v, want Reserved", out, err)
+	}
+	if r, n := reserved(t, dev); r != n*dataformat.ReservedPercent/100 {
+		t.Errorf("reserved %d of %d blocks, want %d%%", r, n, dataformat.ReservedPercent)
+	}
+	if out, err := exec.Command("e2fsck", "-fn", dev).CombinedOutput(); err != nil {
+		t.Errorf("e2fsck: %v %s", err, out)
+	}
+	if out, err := Prepare(dev, size, "/x", ops); err != nil || out != Mounted {
+		t.Errorf("second mount: %v %v, want Mounted", out, err)
+	}
+
+	dev = mk(t, 2)
+	before, n := reserved(t, dev)
+	if out, err := Prepare(dev, size, "/x", ops); err != nil || out != Mounted {
+		t.Errorf("a file system with a reserve: %v %v, want Mounted", out, err)
+	}
+	if r, _ := reserved(t, dev); r != before || r != n*2/100 {
+		t.Errorf("a 2%% reserve became %d blocks", r)
+	}
 }

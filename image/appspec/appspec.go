@@ -66,7 +66,15 @@ type Spec struct {
 	// StopTimeout is how long the application has to exit after SIGTERM
 	// before it is killed. Default 10s.
 	StopTimeout Duration `json:"stop_timeout,omitempty"`
+	// DataMiB is the most its data folder may hold, in MiB: the folder is
+	// a volume of its own of that size, so the application cannot fill
+	// the data partition. 0: half the data partition. The volume keeps
+	// the size it was made with (see package appdata).
+	DataMiB int `json:"data_mib,omitempty"`
 }
+
+// MinDataMiB is the smallest data volume a spec may ask for.
+const MinDataMiB = 16
 
 // Health says how the agent tells the application is healthy: an HTTP
 // check or a command (run as the application's user, exiting 0). With
@@ -190,6 +198,9 @@ func (s *Spec) Validate() error {
 	}
 	if err := checkSlotPath(s.Command); err != nil {
 		return bad("command", "%v", err)
+	}
+	if s.DataMiB != 0 && s.DataMiB < MinDataMiB {
+		return bad("data_mib", "%d is below the smallest data volume, %d MiB (0 for the default)", s.DataMiB, MinDataMiB)
 	}
 	for i, a := range s.Args {
 		if strings.IndexByte(a, 0) >= 0 {

@@ -95,6 +95,8 @@ func TestErrorsNameTheField(t *testing.T) {
 		{`{"name":"d","version":"1.0.0","command":"/x","health":{"timeout":"-1s"}}`, "health.timeout:"},
 		{`{"name":"d","version":"1.0.0","command":"/x","health":{"timeout":"1s","interval":"2s"}}`, "health.interval:"},
 		{`{"name":"d","version":"1.0.0","command":"/x","stop_timeout":5}`, "stop_timeout: 5 is not a duration"},
+		{`{"name":"d","version":"1.0.0","command":"/x","data_mib":8}`, "data_mib: 8 is below the smallest data volume, 16 MiB"},
+		{`{"name":"d","version":"1.0.0","command":"/x","data_mib":-1}`, "data_mib: -1 is below"},
 		{`{"name":"d","version":"1.0.0","command":"/x","helth":{}}`, `unknown field "helth"`},
 		{`{"name":"d","version":"1.0.0","command":"/x"} {}`, "after the JSON object"},
 		{`not json`, "app.json:"},

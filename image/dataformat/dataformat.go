@@ -15,8 +15,14 @@ const Label = "keel-data"
 // resize_inode is off: go-diskfs writes one e2fsck finds invalid, and the
 // data partition is never resized online.
 func Create(b backend.Storage, start, size int64) (*ext4.FileSystem, error) {
+	return CreateLabeled(b, start, size, Label)
+}
+
+// CreateLabeled makes the same file system with another volume name (the
+// applications' data volumes use it).
+func CreateLabeled(b backend.Storage, start, size int64, label string) (*ext4.FileSystem, error) {
 	return ext4.Create(b, size, start, 512, &ext4.Params{
-		VolumeName: Label,
+		VolumeName: label,
 		Features:   []ext4.FeatureOpt{ext4.WithFeatureReservedGDTBlocksForExpansion(false)},
 	})
 }

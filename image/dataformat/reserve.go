@@ -34,13 +34,39 @@ const (
 // writes 0; this rewrites the primary superblock (and its checksum) once
 // nothing else will write it.
 func Reserve(b backend.Storage, start int64, percent int) error {
+	sb, err := readSuper(b, start)
+	if err != nil {
+		return err
+	}
+	return writeReserve(b, start, sb, percent)
+}
+
+// EnsureReserve sets the reserve as Reserve does on a file system that
+// has none (made by a build from before Reserve), and leaves any other
+// count as it is. It says whether it wrote.
+func EnsureReserve(b backend.Storage, start int64, percent int) (bool, error) {
+	sb, err := readSuper(b, start)
+	if err != nil {
+		return false, err
+	}
+	if binary.LittleEndian.Uint32(sb[offRBlocksLo:]) != 0 || binary.LittleEndian.Uint32(sb[offRBlocksHi:]) != 0 {
+		return false, nil
+	}
+	return true, writeReserve(b, start, sb, percent)
+}
+
+func readSuper(b backend.Storage, start int64) ([]byte, error) {
 	sb := make([]byte, sbSize)
 	if _, err := b.ReadAt(sb, start+sbOffset); err != nil {
-		return fmt.Errorf("data file system: read the superblock: %w", err)
+		return nil, fmt.Errorf("data file system: read the superblock: %w", err)
 	}
 	if binary.LittleEndian.Uint16(sb[offMagic:]) != ext4SuperMagc {
-		return fmt.Errorf("data file system: no ext4 superblock at %d", start+sbOffset)
+		return nil, fmt.Errorf("data file system: no ext4 superblock at %d", start+sbOffset)
 	}
+	return sb, nil
+}
+
+func writeReserve(b backend.Storage, start int64, sb []byte, percent int) error {
 	blocks := uint64(binary.LittleEndian.Uint32(sb[offBlocksLo:])) | uint64(binary.LittleEndian.Uint32(sb[offBlocksHi:]))<<32
 	r := blocks * uint64(percent) / 100
 	binary.LittleEndian.PutUint32(sb[offRBlocksLo:], uint32(r))

@@ -440,14 +440,18 @@ func TestUploadedAppHoldsTheWait(t *testing.T) {
 	if l.Catalog == nil || l.Catalog.Version == 0 || l.Catalog.Expires.IsZero() {
 		t.Errorf("the listing does not describe its catalog: %+v", l.Catalog)
 	}
-	// The uploaded app runs confined: its own root, and a cgroup v2 whose
-	// limits the box's kernel enforces.
+	// The uploaded app runs confined: its own root, a cgroup v2 whose
+	// limits the box's kernel enforces, and a data volume of half the
+	// data partition (which the image makes about 447 MiB).
 	var app apps.Status
 	if err := json.Unmarshal(GetStatus(t, vm, TestPassword).App, &app); err != nil {
 		t.Fatal(err)
 	}
 	if c := app.Confinement; app.Version != "1.1.0" || c == nil || c.Root != "/run/keel/sandbox/demo" || c.Cgroup != "/sys/fs/cgroup/keel-apps/demo" || len(c.Unenforced) != 0 || len(c.Ports) == 0 {
 		t.Errorf("app %s confinement %+v", app.Version, app.Confinement)
+	}
+	if c := app.Confinement; c == nil || c.Data == nil || c.Data.Limit < 150<<20 || c.Data.Limit > 300<<20 || c.Data.Used <= 0 || c.Data.Used > c.Data.Limit {
+		t.Errorf("app data volume %+v", c)
 	}
 	PowerOff(t, vm)
 }
