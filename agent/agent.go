@@ -27,6 +27,7 @@ import (
 	"keel.dev/keel/agent/timesync"
 	"keel.dev/keel/agent/users"
 	"keel.dev/keel/agent/watchdog"
+	"keel.dev/keel/agent/webui"
 	"keel.dev/keel/image/bootstate"
 	"keel.dev/keel/image/manifest"
 )
@@ -71,6 +72,7 @@ type agent struct {
 	bootSt   *bootstate.State // as GRUB left it, before the agent changed anything
 	esp      *slots.Store
 	loader   *coldplug.Loader
+	web      *webui.UI
 	base     *manifest.Base
 	kernel   string
 	serial   string

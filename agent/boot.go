@@ -35,6 +35,7 @@ import (
 	"keel.dev/keel/agent/supervisor"
 	"keel.dev/keel/agent/users"
 	"keel.dev/keel/agent/watchdog"
+	"keel.dev/keel/agent/webui"
 	"keel.dev/keel/image/dataformat"
 	"keel.dev/keel/image/layout"
 	"keel.dev/keel/image/manifest"
@@ -516,19 +517,43 @@ func (a *agent) startAPI() error {
 	}
 	verify := func(string, string) bool { return false }
 	var known func(string, string) bool
+	mustChange := func(string) bool { return false }
 	if a.users != nil {
 		verify, known = a.users.Verify, a.users.Known
+		mustChange = func(user string) bool { return user == users.Admin && a.users.MustChange() }
 	}
+	reboot := func() error { return a.requestShutdown(pid1.Reboot) }
+	shutdown := func() error { return a.requestShutdown(pid1.PowerOff) }
 	a.api = api.New(api.Config{
-		Logger:   a.log,
-		Verify:   verify,
-		Known:    known,
-		Status:   func() any { return a.status() },
-		Reboot:   func() error { return a.requestShutdown(pid1.Reboot) },
-		Shutdown: func() error { return a.requestShutdown(pid1.PowerOff) },
-		Healthy:  func() error { return nil },
+		Logger:     a.log,
+		Verify:     verify,
+		Known:      known,
+		MustChange: mustChange,
+		Status:     func() any { return a.status() },
+		Reboot:     reboot,
+		Shutdown:   shutdown,
+		Healthy:    func() error { return nil },
 	})
 	// Every route is registered before the server starts serving.
+	if a.users != nil {
+		web, err := webui.New(webui.Config{
+			Login:          a.api.CheckLogin,
+			MustChange:     mustChange,
+			ChangePassword: a.users.Change,
+			Status:         a.status,
+			Reboot:         reboot,
+			Shutdown:       shutdown,
+			Log:            a.log,
+		})
+		if err != nil {
+			a.log.Error("no web interface", "err", err)
+		} else {
+			a.web = web
+			a.api.HandlePublic(webui.Prefix, web)
+			a.api.HandlePublic(webui.Prefix+"/", web)
+		}
+		a.userRoutes(a.api)
+	}
 	a.networkRoutes()
 	if err := a.startInstaller(); err != nil {
 		a.log.Error("package installs are disabled", "err", err)

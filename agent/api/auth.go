@@ -16,10 +16,22 @@ func AuthenticatedUser(ctx context.Context) string {
 	return u
 }
 
+// PasswordRoute changes a user's own password; it is the one route open
+// to a user who must change the first-boot password.
+const PasswordRoute = "POST /api/v1/users/{name}/password"
+
+// MustChangeMessage is the 403's sentence while the first-boot password
+// is unchanged.
+const MustChangeMessage = "the first-boot password works only to choose a new one: change it first (POST /api/v1/users/admin/password with {\"current\", \"new\"}, or log in at /appliance)"
+
 func (s *Server) requireAuth(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		user, ok := s.authenticate(w, r)
 		if !ok {
+			return
+		}
+		if r.Pattern != PasswordRoute && s.cfg.MustChange != nil && s.cfg.MustChange(user) {
+			writeError(w, http.StatusForbidden, MustChangeMessage)
 			return
 		}
 		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), userKey{}, user)))
@@ -37,12 +49,52 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (string, b
 		unauthorized(w)
 		return "", false
 	}
+	res := s.CheckLogin(r, user, password)
+	if !res.OK {
+		res.Answer(w)
+		return "", false
+	}
+	return user, true
+}
+
+// Login is the outcome of CheckLogin.
+type Login struct {
+	OK bool
+	// Code, RetryAfter and Message answer a refusal: 401 for wrong
+	// credentials, 429 or 503 (with Retry-After) when the limiter or the
+	// hashing queue refused to check them; Code 0 when the client went
+	// away.
+	Code       int
+	RetryAfter string
+	Message    string
+}
+
+// Answer writes the refusal as the JSON API does.
+func (l Login) Answer(w http.ResponseWriter) {
+	switch {
+	case l.Code == 0:
+	case l.Code == http.StatusUnauthorized:
+		unauthorized(w)
+	default:
+		if l.RetryAfter != "" {
+			w.Header().Set("Retry-After", l.RetryAfter)
+		}
+		writeError(w, l.Code, l.Message)
+	}
+}
+
+var wrongCredentials = Login{Code: http.StatusUnauthorized, Message: "the user name or the password is wrong"}
+
+// CheckLogin checks credentials for r's client through the same failed-
+// login limiter and hashing queue as Basic auth: the web interface's login
+// form uses it, so a flood of guesses through either slows both alike.
+func (s *Server) CheckLogin(r *http.Request, user, password string) Login {
 	// Credentials that verified before are checked by a MAC, without
 	// hashing: the admin's scripts and pages pass at once however many
 	// guesses are queued, also from the same address.
 	key := clientKey(clientAddr(r))
 	if s.cfg.Known != nil && s.cfg.Known(user, password) {
-		return user, true
+		return Login{OK: true}
 	}
 	// End waiting early if the client goes away or the server shuts down.
 	ctx, cancel := context.WithCancel(r.Context())
@@ -51,40 +103,33 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (string, b
 
 	at, ok := s.limiter.begin(ctx, key)
 	if at == nil {
-		w.Header().Set("Retry-After", "5")
-		writeError(w, http.StatusTooManyRequests, "too many failed logins from your address; wait a few seconds, then log in with the right password")
-		return "", false
+		return Login{Code: http.StatusTooManyRequests, RetryAfter: "5", Message: "too many failed logins from your address; wait a few seconds, then log in with the right password"}
 	}
 	if !ok {
-		unauthorized(w)
-		return "", false
+		return wrongCredentials
 	}
 	if at.delay > 0 {
 		s.cfg.Sleep(ctx, at.delay)
 	}
 	if ctx.Err() != nil {
 		at.failed()
-		unauthorized(w)
-		return "", false
+		return wrongCredentials
 	}
 	good, err := s.hashing.do(ctx, func() bool { return s.cfg.Verify(user, password) })
 	switch {
 	case errors.Is(err, errBusy):
 		at.abandoned()
-		w.Header().Set("Retry-After", "2")
-		writeError(w, http.StatusServiceUnavailable, "the appliance is checking too many logins at once (it may be under a password-guessing attack); try again in a few seconds")
-		return "", false
+		return Login{Code: http.StatusServiceUnavailable, RetryAfter: "2", Message: "the appliance is checking too many logins at once (it may be under a password-guessing attack); try again in a few seconds"}
 	case err != nil: // the client went away
 		at.failed()
-		return "", false
+		return Login{}
 	case good:
 		at.succeeded()
-		return user, true
+		return Login{OK: true}
 	}
 	at.failed()
 	s.log.Warn("login failed", "client", key.String(), "user", truncate(user, 64), "consecutive_failures", at.failures, "delay", at.delay)
-	unauthorized(w)
-	return "", false
+	return wrongCredentials
 }
 
 func unauthorized(w http.ResponseWriter) {

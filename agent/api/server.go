@@ -24,11 +24,15 @@ type Config struct {
 	// Known says, cheaply and without hashing, that credentials verified
 	// before; they skip the login limiter and the hashing queue. Optional.
 	Known    func(user, password string) bool
-	Status   func() any       // GET /api/v1/status, as JSON
-	Reboot   func() error     // POST /api/v1/power/reboot, called after the 202 is sent
-	Shutdown func() error     // POST /api/v1/power/shutdown, likewise
-	Healthy  func() error     // GET /healthz: nil is 200 "ok", else 503 with the error
-	Now      func() time.Time // for the failed-login limiter; default time.Now
+	Status   func() any   // GET /api/v1/status, as JSON
+	Reboot   func() error // POST /api/v1/power/reboot, called after the 202 is sent
+	Shutdown func() error // POST /api/v1/power/shutdown, likewise
+	Healthy  func() error // GET /healthz: nil is 200 "ok", else 503 with the error
+	// MustChange says the user still has the first-boot password: until
+	// it is changed, every authenticated route but PasswordRoute answers
+	// 403 with a sentence. Optional.
+	MustChange func(user string) bool
+	Now        func() time.Time // for the failed-login limiter; default time.Now
 	// Sleep delays the answer to a repeated failed login; it returns early
 	// when ctx ends. Default: a timer. Tests inject a fake.
 	Sleep func(ctx context.Context, d time.Duration)
@@ -126,6 +130,13 @@ func (s *Server) Handler() http.Handler { return s }
 // user name with AuthenticatedUser. Register before Serve.
 func (s *Server) Handle(pattern string, h http.Handler) {
 	s.mux.Handle(pattern, s.requireAuth(h))
+}
+
+// HandlePublic registers h for pattern without Basic auth: for the web
+// interface, which has its own login and sessions. It still gets the
+// server's cross-origin check, headers and panic answer.
+func (s *Server) HandlePublic(pattern string, h http.Handler) {
+	s.mux.Handle(pattern, h)
 }
 
 // Serve answers HTTPS (TLS 1.2 and later) on ln with cert until Shutdown,

@@ -22,7 +22,9 @@ func TestBootStatusPowerButton(t *testing.T) {
 	e := Require(t)
 	vm := Boot(t, qemu.Config{Image: e.Image})
 	WaitReady(t, vm)
-	pw := Password(vm)
+	checkFirstPasswordOpensOnlyItsChange(t, vm)
+	pw := Password(t, vm)
+	checkWebInterface(t, vm, pw)
 
 	if code, _ := API(t, vm, "GET", "/healthz", ""); code != http.StatusOK {
 		t.Errorf("/healthz: %d", code)
@@ -70,7 +72,7 @@ func TestOtherHardware(t *testing.T) {
 			t.Parallel()
 			vm := Boot(t, qemu.Config{Image: e.Image, DiskBus: hw.disk, NIC: hw.nic})
 			WaitReady(t, vm)
-			st := GetStatus(t, vm, Password(vm))
+			st := GetStatus(t, vm, Password(t, vm))
 			if st.Base.Slot != "a" || !st.Boot.Committed || st.Boot.Recovery {
 				t.Errorf("status on %s/%s: %+v", hw.disk, hw.nic, st)
 			}

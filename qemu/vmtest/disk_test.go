@@ -52,7 +52,7 @@ func TestStrayDiskIsNotUsed(t *testing.T) {
 		"-device", "ide-hd,drive=straydisk,bus=stray.0",
 	}})
 	WaitReady(t, vm)
-	st := GetStatus(t, vm, Password(vm))
+	st := GetStatus(t, vm, Password(t, vm))
 	if st.Base.Slot != "a" || !st.Boot.Committed || st.Boot.Recovery || st.Data.State != "mounted" {
 		t.Errorf("status with a stray disk: %+v", st)
 	}

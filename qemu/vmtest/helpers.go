@@ -143,16 +143,32 @@ func WaitReady(t testing.TB, vm *qemu.VM) string {
 	return m[0]
 }
 
-// Password finds the admin password: printed on the console at first boot,
-// or preseeded into the image.
-func Password(vm *qemu.VM) string {
-	if m := regexp.MustCompile(`initial admin password: (\S+)`).FindStringSubmatch(vm.Output()); m != nil {
-		return m[1]
+// Password is the admin password to use: on a box that printed a
+// first-boot password (which opens nothing but its own change), it is
+// changed to TestPassword first; otherwise the image's preseeded one.
+func Password(t testing.TB, vm *qemu.VM) string {
+	t.Helper()
+	if first := FirstPassword(vm); first != "" {
+		body := fmt.Sprintf(`{"current":%q,"new":%q}`, first, TestPassword)
+		code, b := APIBody(t, vm, "POST", "/api/v1/users/admin/password", first, body)
+		// 401: changed already, by an earlier call for this box.
+		if code != http.StatusOK && code != http.StatusUnauthorized {
+			t.Fatalf("change the first-boot password: %d %s", code, b)
+		}
+		return TestPassword
 	}
 	if p := os.Getenv("KEEL_ADMIN_PASSWORD"); p != "" {
 		return p
 	}
 	return TestPassword
+}
+
+// FirstPassword is the first-boot password the console printed, or "".
+func FirstPassword(vm *qemu.VM) string {
+	if m := regexp.MustCompile(`initial admin password: (\S+)`).FindStringSubmatch(vm.Output()); m != nil {
+		return m[1]
+	}
+	return ""
 }
 
 // Client is an HTTPS client for the box's self-signed certificate.

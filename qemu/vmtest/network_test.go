@@ -24,7 +24,7 @@ func TestNetworkChangeThatCutsOffClientRollsBack(t *testing.T) {
 	newPort := freeTCPPort(t)
 	vm := Boot(t, qemu.Config{Image: e.Image, HostFwd: []string{fmt.Sprintf("tcp:127.0.0.1:%d-10.0.2.99:443", newPort)}})
 	WaitReady(t, vm)
-	pw := Password(vm)
+	pw := Password(t, vm)
 	code, before := API(t, vm, "GET", "/api/v1/network", pw)
 	if code != http.StatusOK {
 		t.Fatalf("GET /api/v1/network: %d %s", code, before)

@@ -24,7 +24,7 @@ func TestClockStepsFromNTPAndSurvivesReboot(t *testing.T) {
 	port, stop := startChrony(t)
 	vm := Boot(t, qemu.Config{Image: e.Image, RTCBase: "2020-01-01T00:00:00", HostLoopback: true})
 	WaitReady(t, vm)
-	pw := Password(vm)
+	pw := Password(t, vm)
 	if off := clockOffset(t, vm, pw); off > -365*24*time.Hour {
 		t.Fatalf("the box's clock is only %v off before any sync; -rtc base did not take", off)
 	}

@@ -122,7 +122,7 @@ func run() int {
 		}
 	}
 	banner := func(port int) {
-		fmt.Printf("vm: API at https://127.0.0.1:%d (Ctrl-A X quits, Ctrl-A C toggles the QEMU monitor)\n", port)
+		fmt.Printf("vm: web interface at https://127.0.0.1:%[1]d/appliance, API at https://127.0.0.1:%[1]d/api/v1 (Ctrl-A X quits, Ctrl-A C toggles the QEMU monitor)\n", port)
 		if *appPort != 0 {
 			fmt.Printf("vm: the application (the demo app in make image) at http://127.0.0.1:%d\n", *appPort)
 		}

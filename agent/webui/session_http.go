@@ -1,0 +1,62 @@
+package webui
+
+import (
+	"net/http"
+)
+
+// A page's handler gets the request's session.
+type sessionHandler func(w http.ResponseWriter, r *http.Request, ses Session)
+
+// allowMustChange marks the pages a user with the first-boot password may
+// open: changing it, and logging out.
+const allowMustChange = 1
+
+// session runs h for a logged-in browser. Without a live session it sends
+// the browser to the login page; a POST must carry the session's token;
+// a user who must change the first-boot password gets 403 and the change
+// form on every other page.
+func (u *UI) session(h sessionHandler, flags int) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := r.Cookie(CookieName)
+		var ses Session
+		ok := err == nil
+		if ok {
+			ses, ok = u.Sessions.Get(c.Value)
+		}
+		if !ok {
+			if r.Method != http.MethodGet {
+				u.render(w, http.StatusUnauthorized, "login", page{Error: "your session has ended (logged out, timed out, or the appliance restarted); log in again"})
+				return
+			}
+			http.Redirect(w, r, Prefix+"/login", http.StatusSeeOther)
+			return
+		}
+		if r.Method == http.MethodPost {
+			if !ses.ValidToken(r.PostFormValue("csrf")) {
+				u.cfg.Log.Warn("web form without its session's token refused", "path", r.URL.Path, "client", r.RemoteAddr)
+				u.render(w, http.StatusForbidden, "error", page{Session: &ses, Error: "this form is out of date or did not come from the appliance's own page; reload the page and try again"})
+				return
+			}
+		}
+		if flags&allowMustChange == 0 && u.cfg.MustChange != nil && u.cfg.MustChange(ses.User) {
+			u.render(w, http.StatusForbidden, "password", page{Session: &ses, Error: "the first-boot password works only to choose a new one: choose your own password first", MustChange: true})
+			return
+		}
+		h(w, r, ses)
+	})
+}
+
+// setCookie hands the browser its session.
+func setCookie(w http.ResponseWriter, ses *Session) {
+	http.SetCookie(w, &http.Cookie{
+		Name: CookieName, Value: ses.ID, Path: "/",
+		Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode,
+	})
+}
+
+func clearCookie(w http.ResponseWriter) {
+	http.SetCookie(w, &http.Cookie{
+		Name: CookieName, Value: "", Path: "/", MaxAge: -1,
+		Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode,
+	})
+}

@@ -1,0 +1,100 @@
+// Package webui serves the appliance's web interface under /appliance:
+// server-rendered pages (html/template, embedded), server-side sessions in
+// __Host- cookies, an anti-forgery token in every form, and the security
+// headers of OWASP ASVS 5.0 level 2. Every action calls the same function
+// the JSON API calls, and a page shows the API's sentence when it fails.
+package webui
+
+import (
+	"embed"
+	"html/template"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"keel.dev/keel/agent/api"
+)
+
+//go:embed templates/*.html static/*
+var files embed.FS
+
+// Prefix is where the interface lives.
+const Prefix = "/appliance"
+
+// CookieName is the session cookie. The __Host- prefix makes the browser
+// take it only over HTTPS, for this host alone and for path /.
+const CookieName = "__Host-keel-session"
+
+// Config is what the interface needs from the agent.
+type Config struct {
+	Sessions *Sessions
+	// Login checks credentials through the API's limiter and hashing
+	// queue (api.Server.CheckLogin).
+	Login      func(r *http.Request, user, password string) api.Login
+	MustChange func(user string) bool
+	// ChangePassword changes user's own password, answering like the
+	// API: an HTTP status and a sentence (users.Store.Change).
+	ChangePassword func(user, current, next string) (int, string)
+	Status         func() api.Status
+	// Reboot and Shutdown are the API's power actions, called after the
+	// page answering them was sent.
+	Reboot, Shutdown func() error
+	Log              *slog.Logger
+	Now              func() time.Time
+}
+
+// UI is the web interface.
+type UI struct {
+	cfg      Config
+	Sessions *Sessions
+	pages    map[string]*template.Template
+	mux      *http.ServeMux
+}
+
+// New parses the pages and builds the routes.
+func New(cfg Config) (*UI, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Sessions == nil {
+		cfg.Sessions = &Sessions{Now: cfg.Now}
+	}
+	u := &UI{cfg: cfg, Sessions: cfg.Sessions, mux: http.NewServeMux()}
+	if err := u.parse(); err != nil {
+		return nil, err
+	}
+	u.routes()
+	return u, nil
+}
+
+func (u *UI) routes() {
+	u.mux.Handle("GET "+Prefix+"/static/", http.StripPrefix(Prefix, http.FileServerFS(files)))
+	u.mux.HandleFunc("GET "+Prefix, u.home)
+	u.mux.HandleFunc("GET "+Prefix+"/{$}", u.home)
+	u.mux.HandleFunc("GET "+Prefix+"/login", u.loginPage)
+	u.mux.HandleFunc("POST "+Prefix+"/login", u.login)
+	u.mux.Handle("POST "+Prefix+"/logout", u.session(u.logout, allowMustChange))
+	u.mux.Handle("GET "+Prefix+"/password", u.session(u.passwordPage, allowMustChange))
+	u.mux.Handle("POST "+Prefix+"/password", u.session(u.password, allowMustChange))
+	u.mux.Handle("GET "+Prefix+"/status", u.session(u.statusPage, 0))
+	u.mux.Handle("GET "+Prefix+"/power", u.session(u.powerPage, 0))
+	u.mux.Handle("POST "+Prefix+"/power", u.session(u.power, 0))
+}
+
+// ServeHTTP answers every page with the security headers.
+func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Strict-Transport-Security", "max-age=31536000")
+	h.Set("Content-Security-Policy", "default-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Cache-Control", "no-store")
+	u.mux.ServeHTTP(w, r)
+}
+
+func (u *UI) home(w http.ResponseWriter, r *http.Request) {
+	http.Redirect(w, r, Prefix+"/status", http.StatusSeeOther)
+}
