@@ -55,7 +55,7 @@ run: image
 # Unit tests, root tests (skip with a message when not root) and VM tests
 # booting build/keel.img and images the tests derive from it.
 test: image
-	KEEL_VM=1 KEEL_VM_LOGS=$(CURDIR)/build/vmtest-logs KEEL_IMAGE=$(CURDIR)/build/keel.img \
+	KEEL_VM=1 KEEL_VM_LOGS=$(CURDIR)/build/vmtest-logs KEEL_SCREENSHOTS=$(CURDIR)/build/screenshots KEEL_IMAGE=$(CURDIR)/build/keel.img \
 		KEEL_KERNEL=$(CURDIR)/build/kernel/vmlinuz KEEL_KERNEL_DIR=$(CURDIR)/build/kernel KEEL_INITRAMFS=$(CURDIR)/$(INITRAMFS) \
 		KEEL_VENDOR_KEY=$(CURDIR)/build/keys/vendor.key \
 		go test -count=1 -p 1 -parallel 3 -timeout 25m ./...

@@ -24,6 +24,7 @@ PACKAGES=(
 	dnsmasq-base chrony
 	python3 curl
 	iputils-arping
+	chromium
 )
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

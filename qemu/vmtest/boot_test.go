@@ -23,6 +23,7 @@ func TestBootStatusPowerButton(t *testing.T) {
 	vm := Boot(t, qemu.Config{Image: e.Image})
 	WaitReady(t, vm)
 	checkFirstPasswordOpensOnlyItsChange(t, vm)
+	checkBrowserFirstLogin(t, vm)
 	pw := Password(t, vm)
 	checkWebInterface(t, vm, pw)
 

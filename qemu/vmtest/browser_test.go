@@ -1,0 +1,142 @@
+package vmtest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"keel.dev/keel/agent/webui"
+	"keel.dev/keel/qemu"
+)
+
+// screenshotDir is where the browser tests leave a picture of each page,
+// for a person to look at.
+func screenshotDir(t *testing.T) string {
+	dir := os.Getenv("KEEL_SCREENSHOTS")
+	if dir == "" {
+		dir = filepath.Join(os.TempDir(), "keel-screenshots")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// browserFor starts headless Debian chromium, which trusts nothing about
+// the box but is told to accept its self-signed certificate.
+func browserFor(t *testing.T) context.Context {
+	t.Helper()
+	path := ""
+	for _, p := range []string{"chromium", "chromium-browser"} {
+		if q, err := exec.LookPath(p); err == nil {
+			path = q
+			break
+		}
+	}
+	if path == "" {
+		t.Fatal("chromium is not installed (image/deps.sh installs it)")
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(path),
+		chromedp.NoSandbox,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("ignore-certificate-errors", true),
+		chromedp.WindowSize(1280, 800),
+	)
+	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancel)
+	ctx, cancel2 := chromedp.NewContext(actx)
+	t.Cleanup(cancel2)
+	ctx, cancel3 := context.WithTimeout(ctx, 3*time.Minute)
+	t.Cleanup(cancel3)
+	return ctx
+}
+
+// checkBrowserFirstLogin is an operator's first visit in a real browser:
+// log in with the first-boot password the console printed, meet the forced
+// change, choose TestPassword, read the Status page, log out. It returns
+// false when the image has a preseeded password (nothing to change).
+func checkBrowserFirstLogin(t *testing.T, vm *qemu.VM) bool {
+	t.Helper()
+	first := FirstPassword(vm)
+	if first == "" {
+		t.Log("the image has a preseeded password; the browser's first login is not checked")
+		return false
+	}
+	ctx := browserFor(t)
+	shots := screenshotDir(t)
+	base := fmt.Sprintf("https://127.0.0.1:%d%s", vm.HTTPSPort(), webui.Prefix)
+	css := func(s string) chromedp.CSS { return chromedp.CSS(s) }
+	step := func(what string, steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, steps...); err != nil {
+			t.Fatalf("browser: %s: %v", what, err)
+		}
+	}
+	text := func(sel string) string {
+		t.Helper()
+		v, err := chromedp.Run(ctx, chromedp.Text(css(sel)))
+		if err != nil {
+			t.Fatalf("browser: read %s: %v", sel, err)
+		}
+		return v
+	}
+	shot := func(name string) {
+		t.Helper()
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatalf("browser: screenshot %s: %v", name, err)
+		}
+		if err := os.WriteFile(filepath.Join(shots, name+".png"), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step("open the login page", chromedp.Navigate(base), chromedp.WaitVisible(css("#password")))
+	shot("login")
+	step("log in with the first-boot password",
+		chromedp.SendKeys(css("#password"), first), chromedp.Submit(css("#password")),
+		chromedp.WaitVisible(css("#new")))
+	forced := text("main")
+	shot("password-forced")
+	step("choose a password",
+		chromedp.SendKeys(css("#current"), first), chromedp.SendKeys(css("#new"), TestPassword),
+		chromedp.SendKeys(css("#again"), TestPassword), chromedp.Submit(css("#again")),
+		chromedp.WaitVisible(css(".message")))
+	step("open Status", chromedp.Navigate(base+"/status"), chromedp.WaitVisible(css("#version")))
+	status, version, slot := text("main"), text("#version"), text("#slot")
+	shot("status")
+	step("ask to reboot", chromedp.Navigate(base+"/power?action=reboot"), chromedp.WaitVisible(css("button.danger")))
+	shot("power-confirm")
+	step("log out",
+		chromedp.Navigate(base+"/status"), chromedp.WaitVisible(css(".logout button")),
+		chromedp.Click(css(".logout button")), chromedp.WaitVisible(css("#password")),
+		chromedp.Navigate(base+"/status"), chromedp.WaitVisible(css("#password")))
+	afterLogout, err := chromedp.Run(ctx, chromedp.Location())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(forced, "first-boot password") {
+		t.Errorf("the first login did not ask for a new password: %q", forced)
+	}
+	st := GetStatus(t, vm, TestPassword)
+	if version != st.Base.Version || !strings.Contains(slot, "base slot "+st.Base.Slot) {
+		t.Errorf("the Status page shows version %q slot %q; the API says %s slot %s", version, slot, st.Base.Version, st.Base.Slot)
+	}
+	for _, want := range []string{st.Serial, st.Certificate.SHA256, st.Hostname} {
+		if !strings.Contains(status, want) {
+			t.Errorf("the Status page lacks %q", want)
+		}
+	}
+	if !strings.HasSuffix(afterLogout, webui.Prefix+"/login") {
+		t.Errorf("after logout the Status page went to %q, want the login", afterLogout)
+	}
+	t.Logf("screenshots in %s", shots)
+	return true
+}
