@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"keel.dev/keel/agent/atomicfile"
 )
 
 // Volume is an application's mounted data volume.
@@ -126,8 +128,10 @@ func (v *Volumes) Open(name string, asked int64, uid, gid int) (*Volume, error) 
 	defer v.mu.Unlock()
 	size := v.size(asked)
 	if vol, ok := v.open[name]; ok {
-		vol.Asked = size
-		return vol, nil
+		// A copy: the running version's status reads its own.
+		c := *vol
+		c.Asked = size
+		return &c, nil
 	}
 	// The root stays open to the application's user, who reaches its
 	// folder through it when it is not confined.
@@ -220,7 +224,7 @@ func (v *Volumes) mountOn(img, dir string) error {
 		if err := os.Mkdir(dir, 0o700); err != nil {
 			return err
 		}
-		if err := syncDir(v.Root); err != nil {
+		if err := atomicfile.SyncDir(v.Root); err != nil {
 			return err
 		}
 		v.log().Warn("files were written in the application's data folder while its volume was not mounted; they are kept aside", "app", name, "kept", aside)
@@ -257,13 +261,4 @@ func isEmpty(dir string) (bool, error) {
 		return true, nil
 	}
 	return false, err
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/diskfs/go-diskfs/backend/file"
 
+	"keel.dev/keel/agent/atomicfile"
 	"keel.dev/keel/image/dataformat"
 )
 
@@ -51,14 +52,14 @@ func (v *Volumes) create(name string, size int64) error {
 		if err := os.Mkdir(dir, 0o700); err != nil {
 			return err
 		}
-		if err := syncDir(v.Root); err != nil {
+		if err := atomicfile.SyncDir(v.Root); err != nil {
 			return err
 		}
 	}
 	if err := os.Rename(tmp, v.image(name)); err != nil {
 		return err
 	}
-	if err := syncDir(v.volDir()); err != nil {
+	if err := atomicfile.SyncDir(v.volDir()); err != nil {
 		return err
 	}
 	if !empty {
@@ -82,7 +83,7 @@ func (v *Volumes) settle(name string) error {
 			if err := os.Rename(tmp, img); err != nil {
 				return err
 			}
-			if err := syncDir(v.volDir()); err != nil {
+			if err := atomicfile.SyncDir(v.volDir()); err != nil {
 				return err
 			}
 			hasImg = true
@@ -94,7 +95,7 @@ func (v *Volumes) settle(name string) error {
 			if err := os.Rename(old, dir); err != nil {
 				return err
 			}
-			return syncDir(v.Root)
+			return atomicfile.SyncDir(v.Root)
 		}
 	}
 	if hasOld && hasImg {
