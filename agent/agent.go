@@ -14,6 +14,7 @@ import (
 
 	"keel.dev/keel/agent/api"
 	"keel.dev/keel/agent/apps"
+	"keel.dev/keel/agent/audit"
 	"keel.dev/keel/agent/blockdev"
 	"keel.dev/keel/agent/coldplug"
 	"keel.dev/keel/agent/config"
@@ -40,6 +41,7 @@ const (
 	keelDir     = dataDir + "/keel"
 	configPath  = keelDir + "/config.json"
 	usersPath   = keelDir + "/users.json"
+	auditPath   = keelDir + "/audit.jsonl"
 	preseedPath = keelDir + "/preseed.json"
 	identityDir = keelDir + "/identity"
 	// The users file is mirrored on the ESP so that recovery mode can still
@@ -73,6 +75,7 @@ type agent struct {
 	esp      *slots.Store
 	loader   *coldplug.Loader
 	web      *webui.UI
+	audit    *audit.Log
 	base     *manifest.Base
 	kernel   string
 	serial   string

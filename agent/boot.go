@@ -23,6 +23,7 @@ import (
 	"keel.dev/keel/agent/appdata"
 	"keel.dev/keel/agent/apps"
 	"keel.dev/keel/agent/atomicfile"
+	"keel.dev/keel/agent/audit"
 	"keel.dev/keel/agent/bootseq"
 	"keel.dev/keel/agent/coldplug"
 	"keel.dev/keel/agent/config"
@@ -34,6 +35,7 @@ import (
 	"keel.dev/keel/agent/slots"
 	"keel.dev/keel/agent/supervisor"
 	"keel.dev/keel/agent/users"
+	"keel.dev/keel/agent/usersapi"
 	"keel.dev/keel/agent/watchdog"
 	"keel.dev/keel/agent/webui"
 	"keel.dev/keel/image/dataformat"
@@ -518,9 +520,17 @@ func (a *agent) startAPI() error {
 	verify := func(string, string) bool { return false }
 	var known func(string, string) bool
 	mustChange := func(string) bool { return false }
+	var lockout func() (int, time.Duration)
+	sessions := &webui.Sessions{}
 	if a.users != nil {
-		verify, known = a.users.Verify, a.users.Known
-		mustChange = func(user string) bool { return user == users.Admin && a.users.MustChange() }
+		verify, known, mustChange = a.users.Verify, a.users.Known, a.users.MustChange
+		lockout = func() (int, time.Duration) { return a.users.Policy().Lockout() }
+		sessions.SetTimeouts(a.users.Policy().Sessions())
+	}
+	// The audit log is on the data partition; without it, in memory.
+	a.audit = &audit.Log{Logger: a.log}
+	if a.dataMounted() {
+		a.audit.Path = auditPath
 	}
 	reboot := func() error { return a.requestShutdown(pid1.Reboot) }
 	shutdown := func() error { return a.requestShutdown(pid1.PowerOff) }
@@ -529,21 +539,27 @@ func (a *agent) startAPI() error {
 		Verify:     verify,
 		Known:      known,
 		MustChange: mustChange,
+		Lockout:    lockout,
+		Session:    sessions.Authenticate,
+		Audit:      a.audit.Record,
 		Status:     func() any { return a.status() },
 		Reboot:     reboot,
 		Shutdown:   shutdown,
 		Healthy:    func() error { return nil },
 	})
+	a.audit.Routes(a.api)
 	// Every route is registered before the server starts serving.
 	if a.users != nil {
 		web, err := webui.New(webui.Config{
-			Login:          a.api.CheckLogin,
-			MustChange:     mustChange,
-			ChangePassword: a.users.Change,
-			Status:         a.status,
-			Reboot:         reboot,
-			Shutdown:       shutdown,
-			Log:            a.log,
+			Sessions:   sessions,
+			Login:      a.api.CheckLogin,
+			MustChange: mustChange,
+			Call:       a.api.Call,
+			Audit:      a.api.Audit,
+			Status:     a.status,
+			Reboot:     reboot,
+			Shutdown:   shutdown,
+			Log:        a.log,
 		})
 		if err != nil {
 			a.log.Error("no web interface", "err", err)
@@ -552,7 +568,7 @@ func (a *agent) startAPI() error {
 			a.api.HandlePublic(webui.Prefix, web)
 			a.api.HandlePublic(webui.Prefix+"/", web)
 		}
-		a.userRoutes(a.api)
+		usersapi.Routes{Store: a.users, EndSessions: sessions.EndUser, SetSessionTimeouts: sessions.SetTimeouts}.Register(a.api)
 	}
 	a.networkRoutes()
 	if err := a.startInstaller(); err != nil {

@@ -8,6 +8,7 @@ import (
 
 	"keel.dev/keel/agent/api"
 	"keel.dev/keel/agent/slots"
+	"keel.dev/keel/image/layout"
 )
 
 func (a *agent) status() api.Status {
@@ -16,6 +17,15 @@ func (a *agent) status() api.Status {
 	s.Base.Slot = string(a.boot0.Slot)
 	if a.esp != nil {
 		s.Base.Floor, _ = a.esp.Floor()
+		if st, _, err := a.esp.Read(); err == nil {
+			for _, l := range layout.Labels {
+				sl := st.Slot(l)
+				s.Base.Slots = append(s.Base.Slots, api.BaseSlot{
+					Slot: string(l), Version: sl.Version, Bootable: sl.Bootable, Committed: sl.Good,
+					TriesLeft: sl.Tries, Running: l == a.boot0.Slot, Default: l == st.Default,
+				})
+			}
+		}
 	}
 	s.Serial, s.Kernel = a.serial, a.kernel
 	s.Hostname, _ = os.Hostname()

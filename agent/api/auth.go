@@ -5,9 +5,15 @@ import (
 	"errors"
 	"net/http"
 	"net/netip"
+	"strconv"
+	"time"
 )
 
 type userKey struct{}
+
+// internalKey marks a request the agent makes of itself (Call) for a user
+// it has authenticated already; no client can set a context value.
+type internalKey struct{}
 
 // AuthenticatedUser is the user name a request under Handle was
 // authenticated as, or "".
@@ -26,23 +32,92 @@ const MustChangeMessage = "the first-boot password works only to choose a new on
 
 func (s *Server) requireAuth(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		user, ok := s.authenticate(w, r)
+		user, ok := r.Context().Value(internalKey{}).(string)
 		if !ok {
-			return
+			if user, ok = s.authenticate(w, r); !ok {
+				return
+			}
 		}
 		if r.Pattern != PasswordRoute && s.cfg.MustChange != nil && s.cfg.MustChange(user) {
 			writeError(w, http.StatusForbidden, MustChangeMessage)
 			return
 		}
-		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), userKey{}, user)))
+		r = r.WithContext(context.WithValue(r.Context(), userKey{}, user))
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			h.ServeHTTP(w, r)
+			return
+		}
+		// Every change is audited with its outcome, however it came:
+		// a script, the web interface's pages, or their scripts.
+		sw := &statusWriter{ResponseWriter: w}
+		h.ServeHTTP(sw, r)
+		s.audit(r, user, r.Method+" "+r.URL.Path, outcome(sw.code))
 	})
 }
 
-// authenticate checks Basic auth, answering 401 itself on failure. Every
-// failure looks the same to the client: missing header, unknown user and
-// wrong password get the same status, header and body.
+// outcome is an audit entry's result for an HTTP status.
+func outcome(code int) string {
+	switch {
+	case code == 0 || code < 300:
+		return "ok"
+	case code == http.StatusAccepted:
+		return "accepted"
+	default:
+		return "refused (" + strconv.Itoa(code) + " " + http.StatusText(code) + ")"
+	}
+}
+
+func (s *Server) audit(r *http.Request, user, action, result string) {
+	if s.cfg.Audit == nil {
+		return
+	}
+	s.cfg.Audit(AuditEntry{Time: s.cfg.Now().UTC(), User: truncate(user, 64), Client: clientAddr(r).String(), Action: action, Outcome: result})
+}
+
+// Audit records an event the API does not see itself, such as a web
+// login, with the request's client.
+func (s *Server) Audit(r *http.Request, user, action, result string) {
+	s.audit(r, user, action, result)
+}
+
+// statusWriter remembers the status a handler answered.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection (flushes of
+// streamed answers).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// authenticate checks Basic auth, or else the web interface's session
+// (Config.Session), answering 401 itself on failure. Every failure of
+// Basic auth looks the same to the client: missing header, unknown user
+// and wrong password get the same status, header and body.
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (string, bool) {
 	user, password, present := r.BasicAuth()
+	if !present && s.cfg.Session != nil {
+		if user, msg := s.cfg.Session(r); user != "" {
+			return user, true
+		} else if msg != "" {
+			writeError(w, http.StatusForbidden, msg)
+			return "", false
+		}
+	}
 	if !present {
 		// Not a guess, so not counted: browsers and scripts routinely ask
 		// once without credentials before sending them.
@@ -67,6 +142,8 @@ type Login struct {
 	Code       int
 	RetryAfter string
 	Message    string
+	// Locked says the account or the address is locked out.
+	Locked bool
 }
 
 // Answer writes the refusal as the JSON API does.
@@ -96,6 +173,28 @@ func (s *Server) CheckLogin(r *http.Request, user, password string) Login {
 	if s.cfg.Known != nil && s.cfg.Known(user, password) {
 		return Login{OK: true}
 	}
+	threshold, lockFor := 0, time.Duration(0)
+	if s.cfg.Lockout != nil {
+		threshold, lockFor = s.cfg.Lockout()
+	}
+	addrKey, userKey := "addr "+key.String(), "user "+truncate(user, 64)
+	if threshold > 0 {
+		if left := s.locks.left(userKey, threshold, lockFor); left > 0 && !s.locks.isTrusted(user, key.String()) {
+			s.audit(r, user, "login", "refused: account locked")
+			return lockedOut("this account", left)
+		}
+		if left := s.locks.left(addrKey, threshold, lockFor); left > 0 {
+			s.audit(r, user, "login", "refused: address locked")
+			return lockedOut("your address", left)
+		}
+	}
+	fail := func() {
+		if threshold > 0 {
+			s.locks.failed(userKey, lockFor)
+			s.locks.failed(addrKey, lockFor)
+		}
+		s.audit(r, user, "login", "failed: wrong user name or password")
+	}
 	// End waiting early if the client goes away or the server shuts down.
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
@@ -113,6 +212,7 @@ func (s *Server) CheckLogin(r *http.Request, user, password string) Login {
 	}
 	if ctx.Err() != nil {
 		at.failed()
+		fail()
 		return wrongCredentials
 	}
 	good, err := s.hashing.do(ctx, func() bool { return s.cfg.Verify(user, password) })
@@ -125,9 +225,13 @@ func (s *Server) CheckLogin(r *http.Request, user, password string) Login {
 		return Login{}
 	case good:
 		at.succeeded()
+		s.locks.succeeded(userKey)
+		s.locks.succeeded(addrKey)
+		s.locks.trust(user, key.String())
 		return Login{OK: true}
 	}
 	at.failed()
+	fail()
 	s.log.Warn("login failed", "client", key.String(), "user", truncate(user, 64), "consecutive_failures", at.failures, "delay", at.delay)
 	return wrongCredentials
 }

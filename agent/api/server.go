@@ -36,6 +36,17 @@ type Config struct {
 	// Sleep delays the answer to a repeated failed login; it returns early
 	// when ctx ends. Default: a timer. Tests inject a fake.
 	Sleep func(ctx context.Context, d time.Duration)
+	// Lockout is the account policy's lockout: after threshold
+	// consecutive failures, an account's or an address's logins are
+	// refused for the duration. Optional (no lockout).
+	Lockout func() (threshold int, d time.Duration)
+	// Session authenticates a request without Basic auth by the web
+	// interface's session: its user, or "" and a sentence when the
+	// session is there but the request may not use it (a change without
+	// its token), or "" and "" when there is none. Optional.
+	Session func(r *http.Request) (user, refusal string)
+	// Audit records logins that failed and every change. Optional.
+	Audit func(AuditEntry)
 }
 
 // Server is the API server: a handler plus the http.Server running it.
@@ -44,6 +55,7 @@ type Server struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
 	limiter *limiter
+	locks   *lockouts
 	hashing *hashGate
 	origins *http.CrossOriginProtection
 	srv     *http.Server
@@ -91,6 +103,7 @@ func New(cfg Config) *Server {
 		log:     cfg.Logger,
 		mux:     http.NewServeMux(),
 		limiter: newLimiter(cfg.Now, maxTrackedClients),
+		locks:   newLockouts(cfg.Now),
 		hashing: newHashGate(maxHashing, maxHashWaiting),
 		origins: http.NewCrossOriginProtection(),
 	}

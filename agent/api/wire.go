@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"net/http"
+	"time"
 )
 
 // The wire types: what the API answers, defined once here and imported by
@@ -67,6 +68,17 @@ type Jobs struct {
 	Jobs []Job `json:"jobs"`
 }
 
+// BaseSlot is one base slot in the status.
+type BaseSlot struct {
+	Slot      string `json:"slot"`    // "a" or "b"
+	Version   string `json:"version"` // "" for an empty slot
+	Bootable  bool   `json:"bootable"`
+	Committed bool   `json:"committed"` // booted and passed its health checks
+	TriesLeft int    `json:"tries_left"`
+	Running   bool   `json:"running"`
+	Default   bool   `json:"default"` // tried first at the next boot
+}
+
 // Status is GET /api/v1/status. The subsystems' parts (App, Network,
 // Time) are each subsystem's own Status type, encoded: they import this
 // package to answer, so this package cannot name their types. Decode a
@@ -78,6 +90,8 @@ type Status struct {
 		// Floor is the anti-rollback floor: no base below it installs or
 		// boots ("" for none).
 		Floor string `json:"floor,omitempty"`
+		// Slots is both base slots as the boot state has them.
+		Slots []BaseSlot `json:"slots,omitempty"`
 	} `json:"base"`
 	Boot struct {
 		Committed      bool   `json:"committed"`
@@ -108,4 +122,19 @@ type Status struct {
 	Hostname string          `json:"hostname"`
 	Kernel   string          `json:"kernel"`
 	UptimeS  float64         `json:"uptime_s"`
+}
+
+// AuditEntry is one line of the audit log: who did what, when, from where,
+// and how it ended.
+type AuditEntry struct {
+	Time    time.Time `json:"time"`
+	User    string    `json:"user"`
+	Client  string    `json:"client"`  // the peer's address
+	Action  string    `json:"action"`  // "login", "logout", or the request: "PUT /api/v1/network"
+	Outcome string    `json:"outcome"` // "ok", "accepted", "failed: …", "refused (403 Forbidden)"
+}
+
+// AuditLog is GET /api/v1/audit: the newest entries first.
+type AuditLog struct {
+	Entries []AuditEntry `json:"entries"`
 }

@@ -8,7 +8,13 @@ import (
 // Change changes name's password and says how it went as an HTTP status
 // and a sentence, for the API and the web interface alike.
 func (s *Store) Change(name, current, next string) (int, string) {
-	err := s.SetPassword(name, current, next)
+	return Answer(s.SetPassword(name, current, next))
+}
+
+// Answer turns a Store error into an HTTP status and a sentence that says
+// what to do: 200 and "" for nil (and for ErrMirror: the change was made).
+func Answer(err error) (int, string) {
+	var pe *PolicyError
 	switch {
 	case err == nil, errors.Is(err, ErrMirror):
 		return http.StatusOK, ""
@@ -16,8 +22,18 @@ func (s *Store) Change(name, current, next string) (int, string) {
 		return http.StatusForbidden, err.Error()
 	case errors.Is(err, ErrInvalidPassword):
 		return http.StatusBadRequest, "the new password cannot be used: " + reason(err)
+	case errors.Is(err, ErrInvalidName), errors.As(err, &pe):
+		return http.StatusBadRequest, err.Error()
+	case errors.Is(err, ErrUnknownUser):
+		return http.StatusNotFound, err.Error()
+	case errors.Is(err, ErrUserExists):
+		return http.StatusConflict, err.Error()
+	case errors.Is(err, ErrLastAdmin):
+		return http.StatusConflict, err.Error() + "; enable or add another account first"
+	case errors.Is(err, ErrSelf), errors.Is(err, ErrRecoveryAccount):
+		return http.StatusConflict, err.Error()
 	default:
-		return http.StatusInternalServerError, "the password could not be saved (" + err.Error() + "); try again, and check the data partition in the status if it repeats"
+		return http.StatusInternalServerError, "the change could not be saved (" + err.Error() + "); try again, and check the data partition in the status if it repeats"
 	}
 }
 

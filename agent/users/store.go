@@ -1,5 +1,7 @@
-// Package users keeps the appliance's login credentials (for now the single
-// admin account): argon2id password hashes in a small JSON file, optionally
+// Package users keeps the appliance's accounts (admin, the recovery
+// account, and any others an administrator adds; every account is an
+// administrator) and the account policy: argon2id password hashes in a
+// small JSON file, optionally
 // mirrored to a second path so that recovery mode can still check the admin
 // password when the data partition is damaged.
 package users
@@ -52,6 +54,8 @@ type Store struct {
 
 	mu    sync.RWMutex
 	users map[string]user
+	// policy is the account rules; it is saved in the same file.
+	policy Policy
 	// cache holds, per user, a MAC of the last credentials that verified.
 	// Keyed with a random per-process key so that a memory dump does not give
 	// a fast offline check of the password.
@@ -73,7 +77,7 @@ func OpenReadOnly(path string) (*Store, error) {
 }
 
 func open(path, mirror string, readOnly bool) (*Store, error) {
-	users, err := readUsers(path)
+	c, err := readUsers(path)
 	if err != nil {
 		return nil, err
 	}
@@ -87,7 +91,8 @@ func open(path, mirror string, readOnly bool) (*Store, error) {
 		readOnly:  readOnly,
 		kdf:       argon2id,
 		hashSlots: make(chan struct{}, maxConcurrentHashes),
-		users:     users,
+		users:     c.users,
+		policy:    c.policy,
 		cache:     map[string][]byte{},
 		cacheKey:  key,
 	}, nil
@@ -101,12 +106,13 @@ func (s *Store) Exists() bool {
 	return ok
 }
 
-// MustChange reports whether the admin must choose a new password before
-// doing anything else (after first boot or a reset).
-func (s *Store) MustChange() bool {
+// MustChange reports whether name must choose a new password before doing
+// anything else (after first boot, when an administrator made the account
+// or reset its password).
+func (s *Store) MustChange(name string) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.users[Admin].mustChange
+	return s.users[name].mustChange
 }
 
 // Verify reports whether password is user's. A repeat of the last correct
@@ -118,7 +124,7 @@ func (s *Store) Verify(name, password string) bool {
 	u, ok := s.users[name]
 	cached := s.cache[name]
 	s.mu.RUnlock()
-	if !ok {
+	if !ok || u.disabled {
 		s.matches(hash{p: defaultParams, salt: make([]byte, saltLen), key: make([]byte, keyLen)}, password)
 		return false
 	}
@@ -146,7 +152,7 @@ func (s *Store) Known(name, password string) bool {
 	u, ok := s.users[name]
 	cached := s.cache[name]
 	s.mu.RUnlock()
-	if !ok || cached == nil {
+	if !ok || cached == nil || u.disabled {
 		return false
 	}
 	return subtle.ConstantTimeCompare(cached, s.mac(name, u.hashString, password)) == 1
@@ -174,7 +180,7 @@ func (s *Store) Initialize(password string, mustChange bool) error {
 	if s.readOnly {
 		return ErrReadOnly
 	}
-	if err := ValidatePassword(password); err != nil {
+	if err := s.validate(password); err != nil {
 		return err
 	}
 	s.writeMu.Lock()
@@ -196,7 +202,7 @@ func (s *Store) SetPassword(name, oldPassword, newPassword string) error {
 	if !s.Verify(name, oldPassword) {
 		return ErrWrongPassword
 	}
-	if err := ValidatePassword(newPassword); err != nil {
+	if err := s.validate(newPassword); err != nil {
 		return err
 	}
 	if newPassword == oldPassword {
@@ -207,15 +213,17 @@ func (s *Store) SetPassword(name, oldPassword, newPassword string) error {
 
 // ResetPassword sets user's password without knowing the current one, for
 // the recovery menu (whose own access is the admin password or physical
-// presence). mustChange forces another change at next login.
+// presence) and for an administrator resetting another's. It enables the
+// account (the recovery menu's way back into a disabled admin);
+// mustChange forces another change at next login.
 func (s *Store) ResetPassword(name, password string, mustChange bool) error {
 	if s.readOnly {
 		return ErrReadOnly
 	}
 	if !validName(name) {
-		return fmt.Errorf("users: user name %q is invalid", name)
+		return fmt.Errorf("%w: %q", ErrInvalidName, name)
 	}
-	if err := ValidatePassword(password); err != nil {
+	if err := s.validate(password); err != nil {
 		return err
 	}
 	s.writeMu.Lock()
@@ -234,19 +242,32 @@ func (s *Store) setLocked(name, password string, mustChange bool) error {
 	if err != nil {
 		return fmt.Errorf("users: %w", err) // cannot happen: we just formatted it
 	}
+	return s.changeLocked(name, func(c *contents) error {
+		c.users[name] = user{hashString: hs, hash: h, mustChange: mustChange}
+		return nil
+	})
+}
+
+// changeLocked applies change to a copy of the contents, saves it, and
+// only then takes it into memory, so a failed save changes nothing. It
+// forgets the cached login of the account changed (name; "" for none), so
+// the others' scripts keep their fast path. Callers hold writeMu.
+func (s *Store) changeLocked(name string, change func(c *contents) error) error {
 	s.mu.RLock()
-	next := make(map[string]user, len(s.users)+1)
+	next := contents{users: make(map[string]user, len(s.users)+1), policy: s.policy}
 	for n, u := range s.users {
-		next[n] = u
+		next.users[n] = u
 	}
 	s.mu.RUnlock()
-	next[name] = user{hashString: hs, hash: h, mustChange: mustChange}
+	if err := change(&next); err != nil {
+		return err
+	}
 	data := encodeUsers(next)
 	if err := atomicfile.Write(s.path, data, 0o600); err != nil {
 		return fmt.Errorf("users: save credentials: %w", err)
 	}
 	s.mu.Lock()
-	s.users = next
+	s.users, s.policy = next.users, next.policy
 	delete(s.cache, name)
 	s.mu.Unlock()
 	if s.mirror != "" {
@@ -270,7 +291,7 @@ func (s *Store) SyncMirror() error {
 		s.mu.RUnlock()
 		return nil // nothing to protect yet; leave whatever is there alone
 	}
-	data := encodeUsers(s.users)
+	data := encodeUsers(contents{users: s.users, policy: s.policy})
 	s.mu.RUnlock()
 	if cur, err := os.ReadFile(s.mirror); err == nil && bytes.Equal(cur, data) {
 		return nil

@@ -36,7 +36,7 @@ func TestFirstBootAndPersistence(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "users.json")
 	s := openT(t, path, "")
-	if s.Exists() || s.MustChange() {
+	if s.Exists() || s.MustChange(Admin) {
 		t.Fatal("empty store claims credentials")
 	}
 	if s.Verify(Admin, "anything-at-all") {
@@ -64,7 +64,7 @@ func TestFirstBootAndPersistence(t *testing.T) {
 	}
 
 	s2 := openT(t, path, "")
-	if !s2.Exists() || !s2.MustChange() {
+	if !s2.Exists() || !s2.MustChange(Admin) {
 		t.Fatal("state not persisted")
 	}
 	if !s2.Verify(Admin, "first-password") {
@@ -95,13 +95,13 @@ func TestSetPassword(t *testing.T) {
 			t.Errorf("%s: err = %v, want %v", tc.name, err, tc.want)
 		}
 	}
-	if !s.MustChange() {
+	if !s.MustChange(Admin) {
 		t.Fatal("failed changes cleared must-change")
 	}
 	if err := s.SetPassword(Admin, "initial-pass", "brand-new-pass"); err != nil {
 		t.Fatal(err)
 	}
-	if s.MustChange() {
+	if s.MustChange(Admin) {
 		t.Error("must-change still set after a change")
 	}
 	if s.Verify(Admin, "initial-pass") {
@@ -110,7 +110,7 @@ func TestSetPassword(t *testing.T) {
 	if !s.Verify(Admin, "brand-new-pass") {
 		t.Error("new password refused")
 	}
-	if s2 := openT(t, path, ""); s2.MustChange() || !s2.Verify(Admin, "brand-new-pass") {
+	if s2 := openT(t, path, ""); s2.MustChange(Admin) || !s2.Verify(Admin, "brand-new-pass") {
 		t.Error("change not persisted")
 	}
 }
@@ -257,7 +257,7 @@ func TestResetPassword(t *testing.T) {
 	if err := s.ResetPassword(Admin, "reset-pass-123", true); err != nil {
 		t.Fatal(err)
 	}
-	if s.Verify(Admin, "forgotten-pass") || !s.Verify(Admin, "reset-pass-123") || !s.MustChange() {
+	if s.Verify(Admin, "forgotten-pass") || !s.Verify(Admin, "reset-pass-123") || !s.MustChange(Admin) {
 		t.Error("reset did not take effect")
 	}
 }

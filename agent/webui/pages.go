@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"html/template"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"keel.dev/keel/agent/api"
 	"keel.dev/keel/agent/supervisor"
+	"keel.dev/keel/agent/usersapi"
 )
 
 // page is what every template gets.
@@ -23,13 +26,21 @@ type page struct {
 	User       string // the login form's user name, kept after a failure
 	Status     *statusView
 	Power      *powerView
+	Users      *usersView
+	Network    *networkView
+	Audit      []api.AuditEntry
 }
 
-var pageNames = []string{"login", "password", "status", "power", "error"}
+var pageNames = []string{"login", "password", "status", "power", "error", "users", "network", "audit"}
 
 func (u *UI) parse() error {
 	u.pages = map[string]*template.Template{}
-	funcs := template.FuncMap{"prefix": func() string { return Prefix }}
+	funcs := template.FuncMap{
+		"prefix":       func() string { return Prefix },
+		"join":         func(s []string) string { return strings.Join(s, " ") },
+		"gatewayLines": gatewayLines,
+		"routeLines":   routeLines,
+	}
 	for _, n := range pageNames {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(files, "templates/layout.html", "templates/"+n+".html")
 		if err != nil {
@@ -60,6 +71,7 @@ func (u *UI) render(w http.ResponseWriter, code int, name string, p page) {
 
 var titles = map[string]string{
 	"login": "Log in", "password": "Change password", "status": "Status", "power": "Reboot or shut down", "error": "Refused",
+	"users": "Users", "network": "Networking", "audit": "Audit log",
 }
 
 func (u *UI) loginPage(w http.ResponseWriter, r *http.Request) {
@@ -97,6 +109,7 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 	ses := u.Sessions.New(user)
 	setCookie(w, ses)
 	u.cfg.Log.Info("web login", "user", user, "client", r.RemoteAddr)
+	u.audit(r, user, "login (web)", "ok")
 	if u.cfg.MustChange != nil && u.cfg.MustChange(user) {
 		http.Redirect(w, r, Prefix+"/password", http.StatusSeeOther)
 		return
@@ -108,6 +121,7 @@ func (u *UI) logout(w http.ResponseWriter, r *http.Request, ses Session) {
 	u.Sessions.End(ses.ID)
 	clearCookie(w)
 	u.cfg.Log.Info("web logout", "user", ses.User, "client", r.RemoteAddr)
+	u.audit(r, ses.User, "logout (web)", "ok")
 	u.render(w, http.StatusOK, "login", page{Message: "you are logged out"})
 }
 
@@ -123,8 +137,9 @@ func (u *UI) password(w http.ResponseWriter, r *http.Request, ses Session) {
 		u.render(w, http.StatusBadRequest, "password", page{Session: &ses, MustChange: mc, Error: "the two new passwords differ; type the same one twice"})
 		return
 	}
-	if code, msg := u.cfg.ChangePassword(ses.User, current, next); code != http.StatusOK {
-		u.render(w, code, "password", page{Session: &ses, MustChange: mc, Error: msg})
+	a := u.call(r, ses, http.MethodPost, "/api/v1/users/"+url.PathEscape(ses.User)+"/password", usersapi.PasswordChange{Current: current, New: next})
+	if !a.OK() {
+		u.render(w, a.Code, "password", page{Session: &ses, MustChange: mc, Error: a.Sentence})
 		return
 	}
 	// Every session of the user ends, this one too; the browser that
@@ -134,6 +149,12 @@ func (u *UI) password(w http.ResponseWriter, r *http.Request, ses Session) {
 	setCookie(w, n)
 	u.cfg.Log.Info("password changed on the web interface", "user", ses.User, "client", r.RemoteAddr)
 	u.render(w, http.StatusOK, "password", page{Session: n, Message: "your password was changed; other browsers logged in as " + ses.User + " were logged out"})
+}
+
+func (u *UI) audit(r *http.Request, user, action, outcome string) {
+	if u.cfg.Audit != nil {
+		u.cfg.Audit(r, user, action, outcome)
+	}
 }
 
 // statusView is the Status page's content, read from GET /api/v1/status.

@@ -60,3 +60,30 @@ func clearCookie(w http.ResponseWriter) {
 		Secure: true, HttpOnly: true, SameSite: http.SameSiteStrictMode,
 	})
 }
+
+// TokenHeader carries the session's anti-forgery token on the pages'
+// scripts' calls of the JSON API.
+const TokenHeader = "X-Keel-Token"
+
+// Authenticate is the JSON API's session check (api.Config.Session): a
+// request with a live session cookie is its user's; one that changes
+// state must also carry the session's token in TokenHeader. No cookie:
+// "" and "", so the API asks for Basic auth.
+func (s *Sessions) Authenticate(r *http.Request) (user, refusal string) {
+	c, err := r.Cookie(CookieName)
+	if err != nil {
+		return "", ""
+	}
+	ses, ok := s.Get(c.Value)
+	if !ok {
+		return "", ""
+	}
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+	default:
+		if !ses.ValidToken(r.Header.Get(TokenHeader)) {
+			return "", "this request has the web session's cookie but not its token (" + TokenHeader + "); scripts log in with Basic auth, pages send the token"
+		}
+	}
+	return ses.User, ""
+}

@@ -150,3 +150,11 @@ func (s *Sessions) EndUser(user string) {
 func (ses Session) ValidToken(token string) bool {
 	return token != "" && subtle.ConstantTimeCompare([]byte(token), []byte(ses.Token)) == 1
 }
+
+// SetTimeouts changes the idle and absolute timeouts (the account
+// policy's); sessions already open are held to the new ones.
+func (s *Sessions) SetTimeouts(idle, absolute time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.Idle, s.Absolute = idle, absolute
+}

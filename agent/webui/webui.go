@@ -32,15 +32,18 @@ type Config struct {
 	// queue (api.Server.CheckLogin).
 	Login      func(r *http.Request, user, password string) api.Login
 	MustChange func(user string) bool
-	// ChangePassword changes user's own password, answering like the
-	// API: an HTTP status and a sentence (users.Store.Change).
-	ChangePassword func(user, current, next string) (int, string)
-	Status         func() api.Status
+	Status     func() api.Status
 	// Reboot and Shutdown are the API's power actions, called after the
 	// page answering them was sent.
 	Reboot, Shutdown func() error
-	Log              *slog.Logger
-	Now              func() time.Time
+	// Call runs a JSON API route as a user (api.Server.Call): the pages
+	// make their changes through it.
+	Call Caller
+	// Audit records logins and logouts (api.Server.Audit); the API
+	// records the changes itself.
+	Audit func(r *http.Request, user, action, outcome string)
+	Log   *slog.Logger
+	Now   func() time.Time
 }
 
 // UI is the web interface.
@@ -82,6 +85,13 @@ func (u *UI) routes() {
 	u.mux.Handle("GET "+Prefix+"/status", u.session(u.statusPage, 0))
 	u.mux.Handle("GET "+Prefix+"/power", u.session(u.powerPage, 0))
 	u.mux.Handle("POST "+Prefix+"/power", u.session(u.power, 0))
+	u.mux.Handle("GET "+Prefix+"/users", u.session(u.usersPage, 0))
+	u.mux.Handle("POST "+Prefix+"/users", u.session(u.usersAction, 0))
+	u.mux.Handle("GET "+Prefix+"/audit", u.session(u.auditPage, 0))
+	u.mux.Handle("GET "+Prefix+"/network", u.session(u.networkPage, 0))
+	u.mux.Handle("POST "+Prefix+"/network", u.session(u.networkAction, 0))
+	u.mux.Handle("POST "+Prefix+"/network/confirm", u.session(u.networkConfirm, 0))
+	u.mux.Handle("POST "+Prefix+"/network/floating", u.session(u.floatingAction, 0))
 }
 
 // ServeHTTP answers every page with the security headers.

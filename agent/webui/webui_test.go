@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"keel.dev/keel/agent/api"
+	"keel.dev/keel/agent/audit"
 	"keel.dev/keel/agent/users"
+	"keel.dev/keel/agent/usersapi"
 )
 
 const firstPassword = "first-boot-pass"
@@ -42,6 +44,7 @@ type box struct {
 	clock    *clock
 	reboots  atomic.Int32
 	statusOf api.Status
+	audit    audit.Log // in memory
 }
 
 func newBox(t *testing.T, mustChange bool) *box {
@@ -56,21 +59,30 @@ func newBox(t *testing.T, mustChange bool) *box {
 	b := &box{users: st, clock: &clock{t: time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)}}
 	b.statusOf.Base.Version, b.statusOf.Serial, b.statusOf.Hostname = "1.2.3", "KEEL-TEST-1", "box-1"
 	b.statusOf.Certificate.SHA256 = "AB:CD"
-	mc := func(user string) bool { return user == users.Admin && st.MustChange() }
+	mc := st.MustChange
+	sessions := &Sessions{Now: b.clock.Now}
 	a := api.New(api.Config{
 		Verify: st.Verify, Known: st.Known, MustChange: mc,
-		Status: func() any { return b.statusOf },
-		Sleep:  func(context.Context, time.Duration) {},
+		Status:  func() any { return b.statusOf },
+		Reboot:  func() error { b.reboots.Add(1); return nil },
+		Sleep:   func(context.Context, time.Duration) {},
+		Session: sessions.Authenticate,
+		Now:     b.clock.Now,
+		Lockout: func() (int, time.Duration) { return st.Policy().Lockout() },
+		Audit:   b.audit.Record,
 	})
+	usersapi.Routes{Store: st, EndSessions: sessions.EndUser, SetSessionTimeouts: sessions.SetTimeouts}.Register(a)
+	b.audit.Routes(a)
 	ui, err := New(Config{
-		Sessions:       &Sessions{Now: b.clock.Now},
-		Login:          a.CheckLogin,
-		MustChange:     mc,
-		ChangePassword: st.Change,
-		Status:         func() api.Status { return b.statusOf },
-		Reboot:         func() error { b.reboots.Add(1); return nil },
-		Shutdown:       func() error { return nil },
-		Now:            b.clock.Now,
+		Sessions:   sessions,
+		Login:      a.CheckLogin,
+		MustChange: mc,
+		Call:       a.Call,
+		Audit:      a.Audit,
+		Status:     func() api.Status { return b.statusOf },
+		Reboot:     func() error { b.reboots.Add(1); return nil },
+		Shutdown:   func() error { return nil },
+		Now:        b.clock.Now,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -114,6 +114,36 @@ func checkBrowserFirstLogin(t *testing.T, vm *qemu.VM) bool {
 	shot("status")
 	step("ask to reboot", chromedp.Navigate(base+"/power?action=reboot"), chromedp.WaitVisible(css("button.danger")))
 	shot("power-confirm")
+
+	step("add an account on Users",
+		chromedp.Navigate(base+"/users"), chromedp.WaitVisible(css("#add-name")),
+		chromedp.SendKeys(css("#add-name"), "ops"), chromedp.SendKeys(css("#add-password"), "ops-first-pass"),
+		chromedp.SendKeys(css("#add-again"), "ops-first-pass"), chromedp.Click(css("#add-user button")),
+		chromedp.WaitVisible(css(".message")))
+	usersMsg, usersTable := text(".message"), text("#users")
+	shot("users")
+	step("open Networking", chromedp.Navigate(base+"/network"), chromedp.WaitVisible(css("#hostname")))
+	shot("network")
+	step("change the host name",
+		chromedp.SetValue(css("#hostname"), "keel-browser"), chromedp.Click(css("#network button")),
+		chromedp.WaitVisible(css(".message")))
+	netMsg := text(".message")
+	step("see it on Status", chromedp.Navigate(base+"/status"), chromedp.WaitVisible(css("#hostname")))
+	host := text("#hostname")
+	step("open the audit log", chromedp.Navigate(base+"/audit"), chromedp.WaitVisible(css("#audit")))
+	auditText := text("#audit")
+	shot("audit")
+	if !strings.Contains(usersMsg, "the user ops was added") || !strings.Contains(usersTable, "ops") || !strings.Contains(usersTable, "admin (you)") {
+		t.Errorf("Users after adding ops: %q / %q", usersMsg, usersTable)
+	}
+	if host != "keel-browser" {
+		t.Errorf("Status shows host name %q after Networking set keel-browser (%q)", host, netMsg)
+	}
+	for _, want := range []string{"login (web)", "POST /api/v1/users/admin/password", "POST /api/v1/users", "PUT /api/v1/network"} {
+		if !strings.Contains(auditText, want) {
+			t.Errorf("the audit log lacks %q:\n%s", want, auditText)
+		}
+	}
 	step("log out",
 		chromedp.Navigate(base+"/status"), chromedp.WaitVisible(css(".logout button")),
 		chromedp.Click(css(".logout button")), chromedp.WaitVisible(css("#password")),
@@ -129,7 +159,10 @@ func checkBrowserFirstLogin(t *testing.T, vm *qemu.VM) bool {
 	if version != st.Base.Version || !strings.Contains(slot, "base slot "+st.Base.Slot) {
 		t.Errorf("the Status page shows version %q slot %q; the API says %s slot %s", version, slot, st.Base.Version, st.Base.Slot)
 	}
-	for _, want := range []string{st.Serial, st.Certificate.SHA256, st.Hostname} {
+	if host != st.Hostname {
+		t.Errorf("the Status page shows host name %q, the API %q", host, st.Hostname)
+	}
+	for _, want := range []string{st.Serial, st.Certificate.SHA256} {
 		if !strings.Contains(status, want) {
 			t.Errorf("the Status page lacks %q", want)
 		}
