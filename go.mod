@@ -48,4 +48,5 @@ require (
 	golang.org/x/tools v0.38.0 // indirect
 	mvdan.cc/sh/v3 v3.11.0 // indirect
 	pack.ag/tftp v1.0.1-0.20181129014014-07909dfbde3c // indirect
+	software.sslmate.com/src/go-pkcs12 v0.7.4 // indirect
 )

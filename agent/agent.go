@@ -16,6 +16,7 @@ import (
 	"keel.dev/keel/agent/apps"
 	"keel.dev/keel/agent/audit"
 	"keel.dev/keel/agent/blockdev"
+	"keel.dev/keel/agent/certs"
 	"keel.dev/keel/agent/coldplug"
 	"keel.dev/keel/agent/config"
 	"keel.dev/keel/agent/floatip"
@@ -42,6 +43,7 @@ const (
 	configPath  = keelDir + "/config.json"
 	usersPath   = keelDir + "/users.json"
 	auditPath   = keelDir + "/audit.jsonl"
+	certsPath   = keelDir + "/certs.json"
 	preseedPath = keelDir + "/preseed.json"
 	identityDir = keelDir + "/identity"
 	// The users file is mirrored on the ESP so that recovery mode can still
@@ -76,6 +78,7 @@ type agent struct {
 	loader   *coldplug.Loader
 	web      *webui.UI
 	audit    *audit.Log
+	certs    *certs.Store
 	base     *manifest.Base
 	kernel   string
 	serial   string

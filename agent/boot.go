@@ -25,6 +25,7 @@ import (
 	"keel.dev/keel/agent/atomicfile"
 	"keel.dev/keel/agent/audit"
 	"keel.dev/keel/agent/bootseq"
+	"keel.dev/keel/agent/certs"
 	"keel.dev/keel/agent/coldplug"
 	"keel.dev/keel/agent/config"
 	"keel.dev/keel/agent/datafs"
@@ -534,20 +535,35 @@ func (a *agent) startAPI() error {
 	}
 	reboot := func() error { return a.requestShutdown(pid1.Reboot) }
 	shutdown := func() error { return a.requestShutdown(pid1.PowerOff) }
+	var tlsFor func(*tls.ClientHelloInfo) (*tls.Config, error)
+	if a.dataMounted() {
+		st, err := certs.Open(certsPath, a.id.TLS, nil)
+		if err != nil {
+			// The appliance's own certificate still serves.
+			a.log.Error("the imported certificates cannot be used", "err", err)
+		} else {
+			st.Hostname = func() string { h, _ := os.Hostname(); return h }
+			a.certs, tlsFor = st, st.ConfigForClient
+		}
+	}
 	a.api = api.New(api.Config{
-		Logger:     a.log,
-		Verify:     verify,
-		Known:      known,
-		MustChange: mustChange,
-		Lockout:    lockout,
-		Session:    sessions.Authenticate,
-		Audit:      a.audit.Record,
-		Status:     func() any { return a.status() },
-		Reboot:     reboot,
-		Shutdown:   shutdown,
-		Healthy:    func() error { return nil },
+		Logger:       a.log,
+		Verify:       verify,
+		Known:        known,
+		MustChange:   mustChange,
+		Lockout:      lockout,
+		Session:      sessions.Authenticate,
+		Audit:        a.audit.Record,
+		TLSForClient: tlsFor,
+		Status:       func() any { return a.status() },
+		Reboot:       reboot,
+		Shutdown:     shutdown,
+		Healthy:      func() error { return nil },
 	})
 	a.audit.Routes(a.api)
+	if a.certs != nil {
+		a.certs.Routes(a.api)
+	}
 	// Every route is registered before the server starts serving.
 	if a.users != nil {
 		web, err := webui.New(webui.Config{

@@ -47,6 +47,10 @@ type Config struct {
 	Session func(r *http.Request) (user, refusal string)
 	// Audit records logins that failed and every change. Optional.
 	Audit func(AuditEntry)
+	// TLSForClient picks the certificate and TLS settings for each
+	// connection (certs.Store.ConfigForClient). Optional: without it the
+	// server serves the certificate given to Serve with TLS 1.2 and up.
+	TLSForClient func(*tls.ClientHelloInfo) (*tls.Config, error)
 }
 
 // Server is the API server: a handler plus the http.Server running it.
@@ -115,8 +119,9 @@ func New(cfg Config) *Server {
 		MaxHeaderBytes:    maxHeaderBytes,
 		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: maxStreams},
 		TLSConfig: &tls.Config{
-			MinVersion:     tls.VersionTLS12,
-			GetCertificate: s.getCertificate,
+			MinVersion:         tls.VersionTLS12,
+			GetCertificate:     s.getCertificate,
+			GetConfigForClient: cfg.TLSForClient,
 		},
 		// Failed TLS handshakes (browsers meeting the self-signed
 		// certificate, scanners) are routine: keep them out of the

@@ -7,6 +7,7 @@ import (
 	"html/template"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -28,10 +29,11 @@ type page struct {
 	Power      *powerView
 	Users      *usersView
 	Network    *networkView
+	Security   *securityView
 	Audit      []api.AuditEntry
 }
 
-var pageNames = []string{"login", "password", "status", "power", "error", "users", "network", "audit"}
+var pageNames = []string{"login", "password", "status", "power", "error", "users", "network", "audit", "security"}
 
 func (u *UI) parse() error {
 	u.pages = map[string]*template.Template{}
@@ -40,6 +42,7 @@ func (u *UI) parse() error {
 		"join":         func(s []string) string { return strings.Join(s, " ") },
 		"gatewayLines": gatewayLines,
 		"routeLines":   routeLines,
+		"has":          func(list []string, s string) bool { return slices.Contains(list, s) },
 	}
 	for _, n := range pageNames {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(files, "templates/layout.html", "templates/"+n+".html")
@@ -71,7 +74,7 @@ func (u *UI) render(w http.ResponseWriter, code int, name string, p page) {
 
 var titles = map[string]string{
 	"login": "Log in", "password": "Change password", "status": "Status", "power": "Reboot or shut down", "error": "Refused",
-	"users": "Users", "network": "Networking", "audit": "Audit log",
+	"users": "Users", "network": "Networking", "audit": "Audit log", "security": "Security",
 }
 
 func (u *UI) loginPage(w http.ResponseWriter, r *http.Request) {

@@ -32,6 +32,8 @@ func (u *UI) session(h sessionHandler, flags int) http.Handler {
 			return
 		}
 		if r.Method == http.MethodPost {
+			// Forms are small; a PKCS#12 file is the largest.
+			r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 			if !ses.ValidToken(r.PostFormValue("csrf")) {
 				u.cfg.Log.Warn("web form without its session's token refused", "path", r.URL.Path, "client", r.RemoteAddr)
 				u.render(w, http.StatusForbidden, "error", page{Session: &ses, Error: "this form is out of date or did not come from the appliance's own page; reload the page and try again"})
@@ -45,6 +47,9 @@ func (u *UI) session(h sessionHandler, flags int) http.Handler {
 		h(w, r, ses)
 	})
 }
+
+// maxFormBytes bounds a page's form.
+const maxFormBytes = 1 << 20
 
 // setCookie hands the browser its session.
 func setCookie(w http.ResponseWriter, ses *Session) {

@@ -92,6 +92,10 @@ func (u *UI) routes() {
 	u.mux.Handle("POST "+Prefix+"/network", u.session(u.networkAction, 0))
 	u.mux.Handle("POST "+Prefix+"/network/confirm", u.session(u.networkConfirm, 0))
 	u.mux.Handle("POST "+Prefix+"/network/floating", u.session(u.floatingAction, 0))
+	u.mux.Handle("GET "+Prefix+"/security", u.session(u.securityPage, 0))
+	u.mux.Handle("POST "+Prefix+"/security", u.session(u.securityAction, 0))
+	u.mux.Handle("POST "+Prefix+"/security/export", u.session(u.securityExport, 0))
+	u.mux.Handle("GET "+Prefix+"/security/csr", u.session(u.securityCSR, 0))
 }
 
 // ServeHTTP answers every page with the security headers.

@@ -2,6 +2,7 @@ package webui
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -17,6 +18,8 @@ import (
 
 	"keel.dev/keel/agent/api"
 	"keel.dev/keel/agent/audit"
+	"keel.dev/keel/agent/certs"
+	"keel.dev/keel/agent/identity"
 	"keel.dev/keel/agent/users"
 	"keel.dev/keel/agent/usersapi"
 )
@@ -45,6 +48,7 @@ type box struct {
 	reboots  atomic.Int32
 	statusOf api.Status
 	audit    audit.Log // in memory
+	certs    *certs.Store
 }
 
 func newBox(t *testing.T, mustChange bool) *box {
@@ -61,6 +65,14 @@ func newBox(t *testing.T, mustChange bool) *box {
 	b.statusOf.Certificate.SHA256 = "AB:CD"
 	mc := st.MustChange
 	sessions := &Sessions{Now: b.clock.Now}
+	id, err := identity.LoadOrCreate(t.TempDir(), "KEEL-TEST-1", []string{"localhost"}, b.clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.certs, err = certs.Open(filepath.Join(t.TempDir(), "certs.json"), id.TLS, b.clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
 	a := api.New(api.Config{
 		Verify: st.Verify, Known: st.Known, MustChange: mc,
 		Status:  func() any { return b.statusOf },
@@ -73,6 +85,7 @@ func newBox(t *testing.T, mustChange bool) *box {
 	})
 	usersapi.Routes{Store: st, EndSessions: sessions.EndUser, SetSessionTimeouts: sessions.SetTimeouts}.Register(a)
 	b.audit.Routes(a)
+	b.certs.Routes(a)
 	ui, err := New(Config{
 		Sessions:   sessions,
 		Login:      a.CheckLogin,
@@ -90,7 +103,11 @@ func newBox(t *testing.T, mustChange bool) *box {
 	a.HandlePublic(Prefix, ui)
 	a.HandlePublic(Prefix+"/", ui)
 	b.ui = ui
-	b.srv = httptest.NewTLSServer(a.Handler())
+	b.srv = httptest.NewUnstartedServer(a.Handler())
+	b.srv.TLS = &tls.Config{GetConfigForClient: b.certs.ConfigForClient}
+	b.srv.StartTLS()
+	// The box serves its own certificates, not httptest's.
+	b.srv.Client().Transport.(*http.Transport).TLSClientConfig.InsecureSkipVerify = true
 	t.Cleanup(b.srv.Close)
 	return b
 }

@@ -2,7 +2,16 @@ package vmtest
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +21,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"keel.dev/keel/agent/certs"
 	"keel.dev/keel/agent/webui"
 	"keel.dev/keel/qemu"
 )
@@ -57,6 +67,29 @@ func browserFor(t *testing.T) context.Context {
 	ctx, cancel3 := context.WithTimeout(ctx, 3*time.Minute)
 	t.Cleanup(cancel3)
 	return ctx
+}
+
+// signCSR signs a CSR in PEM with a new test CA, as a company CA would.
+func signCSR(t *testing.T, csrPEM string) (leaf, caPEM string, ca *x509.Certificate) {
+	t.Helper()
+	now := time.Now()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "Test CA"}, NotBefore: now.AddDate(-1, 0, 0), NotAfter: now.AddDate(5, 0, 0), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, caKey.Public(), caKey)
+	ca, _ = x509.ParseCertificate(der)
+	b, _ := pem.Decode([]byte(csrPEM))
+	if b == nil {
+		t.Fatalf("no CSR on the page: %q", csrPEM)
+	}
+	csr, err := x509.ParseCertificateRequest(b.Bytes)
+	if err != nil || csr.CheckSignature() != nil {
+		t.Fatalf("the CSR: %v", err)
+	}
+	lt := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: csr.Subject, DNSNames: csr.DNSNames, IPAddresses: csr.IPAddresses, NotBefore: now.Add(-time.Hour), NotAfter: now.AddDate(1, 0, 0), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	if der, err = x509.CreateCertificate(rand.Reader, lt, ca, csr.PublicKey, caKey); err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw})), ca
 }
 
 // checkBrowserFirstLogin is an operator's first visit in a real browser:
@@ -133,6 +166,57 @@ func checkBrowserFirstLogin(t *testing.T, vm *qemu.VM) bool {
 	step("open the audit log", chromedp.Navigate(base+"/audit"), chromedp.WaitVisible(css("#audit")))
 	auditText := text("#audit")
 	shot("audit")
+
+	// Security: a CSR made on the box, signed by the company's CA,
+	// imported, assigned to the box's address, and served there.
+	step("create a CSR",
+		chromedp.Navigate(base+"/security"), chromedp.WaitVisible(css("#cn")),
+		chromedp.SendKeys(css("#cn"), "keel-browser"), chromedp.SendKeys(css("#sans"), "keel-browser 10.0.2.15"),
+		chromedp.SetValue(css("#keykind"), "rsa-2048"), chromedp.Click(css("#make-csr")),
+		chromedp.WaitVisible(css("#csr-text")))
+	csr, err := chromedp.Run(ctx, chromedp.Value(css("#csr-text")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shot("security-csr")
+	leaf, caPEM, ca := signCSR(t, csr)
+	step("import the signed certificate",
+		chromedp.SetValue(css("#cert_pem"), leaf+caPEM), chromedp.Click(css("#import button")),
+		chromedp.WaitVisible(css(".message")))
+	importMsg := text(".message")
+	var list certs.List
+	if code, body := API(t, vm, "GET", "/api/v1/certificates", TestPassword); code != 200 || json.Unmarshal(body, &list) != nil {
+		t.Fatalf("certificates: %d %s", code, body)
+	}
+	signed := list.Certificates[len(list.Certificates)-1]
+	step("assign it to the box's address",
+		chromedp.SetValue(css("#addr0"), "10.0.2.15"), chromedp.SetValue(css("#addr0_cert"), signed.ID),
+		chromedp.Click(css("#assign button")), chromedp.WaitVisible(css(".message")))
+	assignMsg := text(".message")
+	shot("security")
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", vm.HTTPSPort()), &tls.Config{RootCAs: pool, ServerName: "keel-browser"})
+	if err != nil {
+		t.Errorf("the box does not serve the imported certificate on 10.0.2.15 (%q, %q): %v", importMsg, assignMsg, err)
+	} else {
+		conn.Close()
+	}
+	code, p12 := APIBody(t, vm, "POST", "/api/v1/certificates/"+signed.ID+"/export", TestPassword, `{"format":"pkcs12","passphrase":"export-pass-1"}`)
+	if code != 200 {
+		t.Errorf("export: %d %s", code, p12)
+	} else {
+		f := filepath.Join(t.TempDir(), "box.p12")
+		os.WriteFile(f, p12, 0o600)
+		out, err := exec.Command("openssl", "pkcs12", "-in", f, "-passin", "pass:export-pass-1", "-nodes").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "CN = keel-browser") || !strings.Contains(string(out), "PRIVATE KEY") {
+			t.Errorf("openssl pkcs12 on the export: %v\n%s", err, out)
+		}
+	}
+	// Back to the appliance's own certificate for the tests that follow.
+	if code, body := APIBody(t, vm, "PUT", "/api/v1/certificates/assignments", TestPassword, `{"default":"appliance","by_address":{}}`); code != 200 {
+		t.Errorf("unassign: %d %s", code, body)
+	}
 	if !strings.Contains(usersMsg, "the user ops was added") || !strings.Contains(usersTable, "ops") || !strings.Contains(usersTable, "admin (you)") {
 		t.Errorf("Users after adding ops: %q / %q", usersMsg, usersTable)
 	}
