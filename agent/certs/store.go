@@ -76,8 +76,8 @@ type Store struct {
 	builtin tls.Certificate
 	now     func() time.Time
 
-	mu      sync.Mutex
-	f       file
+	mu     sync.Mutex
+	f      file
 	loaded map[string]*tls.Certificate // id → parsed, for entries with a certificate
 }
 
