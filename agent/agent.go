@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"keel.dev/keel/agent/access"
 	"keel.dev/keel/agent/api"
 	"keel.dev/keel/agent/apps"
 	"keel.dev/keel/agent/audit"
@@ -23,6 +24,7 @@ import (
 	"keel.dev/keel/agent/identity"
 	"keel.dev/keel/agent/install"
 	"keel.dev/keel/agent/netcfg"
+	"keel.dev/keel/agent/peerkey"
 	"keel.dev/keel/agent/pid1"
 	"keel.dev/keel/agent/slots"
 	"keel.dev/keel/agent/supervisor"
@@ -44,6 +46,8 @@ const (
 	usersPath   = keelDir + "/users.json"
 	auditPath   = keelDir + "/audit.jsonl"
 	certsPath   = keelDir + "/certs.json"
+	accessPath  = keelDir + "/access.json"
+	peerKeyPath = keelDir + "/peer.key"
 	preseedPath = keelDir + "/preseed.json"
 	identityDir = keelDir + "/identity"
 	// The users file is mirrored on the ESP so that recovery mode can still
@@ -79,6 +83,8 @@ type agent struct {
 	web      *webui.UI
 	audit    *audit.Log
 	certs    *certs.Store
+	access   *access.Store
+	peerKey  *peerkey.Store
 	base     *manifest.Base
 	kernel   string
 	serial   string

@@ -561,6 +561,10 @@ func (a *agent) startAPI() error {
 		Healthy:      func() error { return nil },
 	})
 	a.audit.Routes(a.api)
+	a.access.Routes(a.api)
+	if a.peerKey != nil {
+		a.peerKey.Routes(a.api)
+	}
 	if a.certs != nil {
 		a.certs.Routes(a.api)
 	}

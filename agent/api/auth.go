@@ -257,3 +257,6 @@ func truncate(s string, n int) string {
 	}
 	return s[:n] + "…"
 }
+
+// ClientAddr is the address of the client that sent r.
+func ClientAddr(r *http.Request) netip.Addr { return clientAddr(r) }

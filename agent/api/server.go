@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime/debug"
 	"sync/atomic"
 	"time"
@@ -51,6 +52,11 @@ type Config struct {
 	// connection (certs.Store.ConfigForClient). Optional: without it the
 	// server serves the certificate given to Serve with TLS 1.2 and up.
 	TLSForClient func(*tls.ClientHelloInfo) (*tls.Config, error)
+	// Allowed says whether a client address may use the admin interface
+	// (access.Store.Allowed): others get 403 with Refused, on every path
+	// but /healthz. Optional (everyone).
+	Allowed func(netip.Addr) bool
+	Refused string
 }
 
 // Server is the API server: a handler plus the http.Server running it.
@@ -196,6 +202,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	defer s.recoverHandler(w, r)
+	if s.cfg.Allowed != nil && r.URL.Path != "/healthz" && r.Context().Value(internalKey{}) == nil && !s.cfg.Allowed(clientAddr(r)) {
+		writeError(w, http.StatusForbidden, s.cfg.Refused)
+		return
+	}
 	// A web page the admin visits must not make the browser send an
 	// install or a shutdown with remembered credentials: a request that
 	// changes state from another origin is refused. Scripts send no

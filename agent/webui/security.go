@@ -9,7 +9,10 @@ import (
 	"strconv"
 	"strings"
 
+	"keel.dev/keel/agent/access"
+	"keel.dev/keel/agent/api"
 	"keel.dev/keel/agent/certs"
+	"keel.dev/keel/agent/peerkey"
 )
 
 // securityView is the Security page: the certificates, where each is
@@ -22,6 +25,13 @@ type securityView struct {
 	CSR       string       // a CSR just made, to copy
 	// Rows are the address assignments, then empty rows to add more.
 	Rows []assignRow
+	// Access is the allowed networks; Client the browser's address.
+	Access access.Rules
+	Client string
+	// PeerKey is the inter-appliance key's state; NewKey a key just
+	// generated, shown this once.
+	PeerKey peerkey.View
+	NewKey  string
 }
 
 type assignRow struct{ Address, ID string }
@@ -31,7 +41,15 @@ func (u *UI) securityPage(w http.ResponseWriter, r *http.Request, ses Session) {
 }
 
 func (u *UI) renderSecurity(w http.ResponseWriter, r *http.Request, ses Session, code int, msg, failed, csr string) {
-	v := &securityView{CSR: csr}
+	u.renderSecurityView(w, r, ses, code, msg, failed, &securityView{CSR: csr})
+}
+
+func (u *UI) renderSecurityView(w http.ResponseWriter, r *http.Request, ses Session, code int, msg, failed string, v *securityView) {
+	v.Client = api.ClientAddr(r).String()
+	if e := u.get(r, ses, "/api/v1/access", &v.Access); e != "" && failed == "" {
+		failed = e
+	}
+	u.get(r, ses, "/api/v1/peer-key", &v.PeerKey) // absent without a data partition
 	if e := u.get(r, ses, "/api/v1/certificates", &v.List); e != "" && failed == "" {
 		failed = e
 	}
@@ -108,6 +126,25 @@ func (u *UI) securityAction(w http.ResponseWriter, r *http.Request, ses Session)
 		a = u.call(r, ses, http.MethodPut, "/api/v1/certificates/assignments", as)
 		if a.OK() {
 			a.Sentence = "the assignments were saved; new connections get them"
+		}
+	case "access":
+		rules := access.Rules{Default: access.Action(r.PostFormValue("default_action")), Accept: fields(r.PostFormValue("accept")), Reject: fields(r.PostFormValue("reject"))}
+		a = u.call(r, ses, http.MethodPut, "/api/v1/access", rules)
+		if a.OK() {
+			a.Sentence = "the allowed networks were saved"
+		}
+	case "peer-generate":
+		a = u.call(r, ses, http.MethodPost, "/api/v1/peer-key/generate", nil)
+		if a.OK() {
+			var k peerkey.View
+			json.Unmarshal(a.Body, &k)
+			u.renderSecurityView(w, r, ses, http.StatusOK, "a new inter-appliance key was made: copy it now into the other appliance; it is not shown again", "", &securityView{NewKey: k.Key})
+			return
+		}
+	case "peer-set":
+		a = u.call(r, ses, http.MethodPut, "/api/v1/peer-key", map[string]string{"key": r.PostFormValue("peer_key")})
+		if a.OK() {
+			a.Sentence = "the inter-appliance key was saved; compare its fingerprint with the other appliance's"
 		}
 	case "tls":
 		t := certs.TLSSettings{MinVersion: r.PostFormValue("min_version"), CipherSuites: r.PostForm["suite"]}

@@ -11,6 +11,7 @@ import (
 	"html"
 	"math/big"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
@@ -19,6 +20,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"keel.dev/keel/agent/access"
+	"keel.dev/keel/agent/peerkey"
 )
 
 var csrRE = regexp.MustCompile(`(?s)<textarea id="csr-text"[^>]*>(.*?)</textarea>`)
@@ -101,5 +105,44 @@ func TestSecurityPageCSRImportAssignExport(t *testing.T) {
 	if c, err := tls.Dial("tcp", strings.TrimPrefix(b.srv.URL, "https://"), &tls.Config{InsecureSkipVerify: true, MaxVersion: tls.VersionTLS12}); err == nil {
 		c.Close()
 		t.Fatal("TLS 1.2 still connects")
+	}
+}
+
+var newKeyRE = regexp.MustCompile(`id="new-peer-key" class="mono" value="([^"]+)"`)
+
+func TestAllowedNetworksAndThePeerKey(t *testing.T) {
+	b := newBox(t, false)
+	br := b.browser(t)
+	br.login(firstPassword)
+	a := br.form(Prefix+"/security", url.Values{"do": {"access"}, "default_action": {"reject"}, "accept": {"10.0.0.0/8"}})
+	if a.code != http.StatusBadRequest || !strings.Contains(a.body, "would shut out your own address 127.0.0.1") {
+		t.Fatalf("rules that shut out the browser: %d", a.code)
+	}
+	a = br.form(Prefix+"/security", url.Values{"do": {"access"}, "default_action": {"reject"}, "accept": {"127.0.0.0/8 10.0.0.0/8"}, "reject": {"127.0.0.2"}})
+	if a.code != http.StatusOK || !strings.Contains(a.body, "the allowed networks were saved") {
+		t.Fatalf("rules: %d %s", a.code, a.body)
+	}
+	if !b.access.Allowed(netip.MustParseAddr("127.0.0.1")) || b.access.Allowed(netip.MustParseAddr("127.0.0.2")) || b.access.Allowed(netip.MustParseAddr("192.0.2.1")) {
+		t.Fatal("the rules saved are not the rules asked for")
+	}
+	// A client outside them is refused before anything else, the login
+	// page too.
+	b.access.Set(access.Rules{Default: access.Reject, Accept: []string{"192.0.2.0/24"}}, netip.Addr{})
+	if a := br.do("GET", Prefix+"/login", nil); a.code != http.StatusForbidden || !strings.Contains(a.body, "not among the networks allowed") {
+		t.Fatalf("a refused address: %d %s", a.code, a.body)
+	}
+	b.access.Reset()
+
+	a = br.form(Prefix+"/security", url.Values{"do": {"peer-generate"}})
+	m := newKeyRE.FindStringSubmatch(a.body)
+	if a.code != http.StatusOK || m == nil || m[1] != b.peer.Key() {
+		t.Fatalf("generate: %d", a.code)
+	}
+	if a := br.do("GET", Prefix+"/security", nil); strings.Contains(a.body, m[1]) || !strings.Contains(a.body, peerkey.Fingerprint(m[1])) {
+		t.Fatal("the key shows again after it was generated, or its fingerprint does not")
+	}
+	a = br.form(Prefix+"/security", url.Values{"do": {"peer-set"}, "peer_key": {"short"}})
+	if a.code != http.StatusBadRequest {
+		t.Fatalf("a short key: %d", a.code)
 	}
 }

@@ -16,10 +16,12 @@ import (
 	"testing"
 	"time"
 
+	"keel.dev/keel/agent/access"
 	"keel.dev/keel/agent/api"
 	"keel.dev/keel/agent/audit"
 	"keel.dev/keel/agent/certs"
 	"keel.dev/keel/agent/identity"
+	"keel.dev/keel/agent/peerkey"
 	"keel.dev/keel/agent/users"
 	"keel.dev/keel/agent/usersapi"
 )
@@ -49,6 +51,8 @@ type box struct {
 	statusOf api.Status
 	audit    audit.Log // in memory
 	certs    *certs.Store
+	access   *access.Store
+	peer     *peerkey.Store
 }
 
 func newBox(t *testing.T, mustChange bool) *box {
@@ -73,8 +77,13 @@ func newBox(t *testing.T, mustChange bool) *box {
 	if err != nil {
 		t.Fatal(err)
 	}
+	b.access = &access.Store{}
+	b.access.Load()
+	b.peer = &peerkey.Store{Path: filepath.Join(t.TempDir(), "peer.key")}
 	a := api.New(api.Config{
-		Verify: st.Verify, Known: st.Known, MustChange: mc,
+		Allowed: b.access.Allowed,
+		Refused: access.Refusal,
+		Verify:  st.Verify, Known: st.Known, MustChange: mc,
 		Status:  func() any { return b.statusOf },
 		Reboot:  func() error { b.reboots.Add(1); return nil },
 		Sleep:   func(context.Context, time.Duration) {},
@@ -86,6 +95,8 @@ func newBox(t *testing.T, mustChange bool) *box {
 	usersapi.Routes{Store: st, EndSessions: sessions.EndUser, SetSessionTimeouts: sessions.SetTimeouts}.Register(a)
 	b.audit.Routes(a)
 	b.certs.Routes(a)
+	b.access.Routes(a)
+	b.peer.Routes(a)
 	ui, err := New(Config{
 		Sessions:   sessions,
 		Login:      a.CheckLogin,
