@@ -19,6 +19,9 @@ func (s *Server) Call(from *http.Request, user, method, path string, body io.Rea
 	if err != nil {
 		return http.StatusBadRequest, mustJSON(Error{Error: "the page asked for an invalid request (" + err.Error() + "); reload it"})
 	}
+	if body != nil && r.ContentLength == 0 {
+		r.ContentLength = -1 // a stream of unknown length, such as an upload's file
+	}
 	r.RemoteAddr = from.RemoteAddr
 	r.Host = from.Host
 	r.TLS = from.TLS

@@ -30,10 +30,11 @@ type page struct {
 	Users      *usersView
 	Network    *networkView
 	Security   *securityView
+	Support    *supportView
 	Audit      []api.AuditEntry
 }
 
-var pageNames = []string{"login", "password", "status", "power", "error", "users", "network", "audit", "security"}
+var pageNames = []string{"login", "password", "status", "power", "error", "users", "network", "audit", "security", "support"}
 
 func (u *UI) parse() error {
 	u.pages = map[string]*template.Template{}
@@ -43,6 +44,7 @@ func (u *UI) parse() error {
 		"gatewayLines": gatewayLines,
 		"routeLines":   routeLines,
 		"has":          func(list []string, s string) bool { return slices.Contains(list, s) },
+		"percent":      func(f float64) string { return strconv.Itoa(int(f*100+0.5)) + "%" },
 	}
 	for _, n := range pageNames {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(files, "templates/layout.html", "templates/"+n+".html")
@@ -74,7 +76,7 @@ func (u *UI) render(w http.ResponseWriter, code int, name string, p page) {
 
 var titles = map[string]string{
 	"login": "Log in", "password": "Change password", "status": "Status", "power": "Reboot or shut down", "error": "Refused",
-	"users": "Users", "network": "Networking", "audit": "Audit log", "security": "Security",
+	"users": "Users", "network": "Networking", "audit": "Audit log", "security": "Security", "support": "Support",
 }
 
 func (u *UI) loginPage(w http.ResponseWriter, r *http.Request) {

@@ -11,6 +11,10 @@ type sessionHandler func(w http.ResponseWriter, r *http.Request, ses Session)
 // open: changing it, and logging out.
 const allowMustChange = 1
 
+// streamedForm marks a form the handler reads as a stream (an upload),
+// checking the token itself: the session neither bounds nor parses it.
+const streamedForm = 2
+
 // session runs h for a logged-in browser. Without a live session it sends
 // the browser to the login page; a POST must carry the session's token;
 // a user who must change the first-boot password gets 403 and the change
@@ -31,7 +35,7 @@ func (u *UI) session(h sessionHandler, flags int) http.Handler {
 			http.Redirect(w, r, Prefix+"/login", http.StatusSeeOther)
 			return
 		}
-		if r.Method == http.MethodPost {
+		if r.Method == http.MethodPost && flags&streamedForm == 0 {
 			// Forms are small; a PKCS#12 file is the largest.
 			r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 			if !ses.ValidToken(r.PostFormValue("csrf")) {

@@ -96,6 +96,9 @@ func (u *UI) routes() {
 	u.mux.Handle("POST "+Prefix+"/security", u.session(u.securityAction, 0))
 	u.mux.Handle("POST "+Prefix+"/security/export", u.session(u.securityExport, 0))
 	u.mux.Handle("GET "+Prefix+"/security/csr", u.session(u.securityCSR, 0))
+	u.mux.Handle("GET "+Prefix+"/support", u.session(u.supportPage, 0))
+	u.mux.Handle("POST "+Prefix+"/support", u.session(u.supportAction, 0))
+	u.mux.Handle("POST "+Prefix+"/support/install", u.session(u.supportUpload, streamedForm))
 }
 
 // ServeHTTP answers every page with the security headers.

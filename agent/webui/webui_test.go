@@ -24,6 +24,7 @@ import (
 	"keel.dev/keel/agent/peerkey"
 	"keel.dev/keel/agent/users"
 	"keel.dev/keel/agent/usersapi"
+	"keel.dev/keel/agent/utilities"
 )
 
 const firstPassword = "first-boot-pass"
@@ -97,6 +98,7 @@ func newBox(t *testing.T, mustChange bool) *box {
 	b.certs.Routes(a)
 	b.access.Routes(a)
 	b.peer.Routes(a)
+	utilities.Routes(a, nil)
 	ui, err := New(Config{
 		Sessions:   sessions,
 		Login:      a.CheckLogin,

@@ -69,6 +69,53 @@ func browserFor(t *testing.T) context.Context {
 	return ctx
 }
 
+// browser is one headless chromium on a box's web interface.
+type browser struct {
+	t     *testing.T
+	ctx   context.Context
+	base  string // https://127.0.0.1:PORT/appliance
+	shots string
+}
+
+func newBrowser(t *testing.T, vm *qemu.VM) *browser {
+	return &browser{t: t, ctx: browserFor(t), base: fmt.Sprintf("https://127.0.0.1:%d%s", vm.HTTPSPort(), webui.Prefix), shots: screenshotDir(t)}
+}
+
+func (b *browser) step(what string, steps ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	if err := chromedp.Do(b.ctx, steps...); err != nil {
+		b.t.Fatalf("browser: %s: %v", what, err)
+	}
+}
+
+func (b *browser) text(sel string) string {
+	b.t.Helper()
+	v, err := chromedp.Run(b.ctx, chromedp.Text(chromedp.CSS(sel)))
+	if err != nil {
+		b.t.Fatalf("browser: read %s: %v", sel, err)
+	}
+	return v
+}
+
+func (b *browser) shot(name string) {
+	b.t.Helper()
+	png, err := chromedp.Run(b.ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		b.t.Fatalf("browser: screenshot %s: %v", name, err)
+	}
+	if err := os.WriteFile(filepath.Join(b.shots, name+".png"), png, 0o644); err != nil {
+		b.t.Fatal(err)
+	}
+}
+
+// login logs in as admin with password, which must not need changing.
+func (b *browser) login(password string) {
+	b.t.Helper()
+	b.step("log in", chromedp.Navigate(b.base+"/login"), chromedp.WaitVisible(chromedp.CSS("#password")),
+		chromedp.SendKeys(chromedp.CSS("#password"), password), chromedp.Submit(chromedp.CSS("#password")),
+		chromedp.WaitVisible(chromedp.CSS("#version")))
+}
+
 // signCSR signs a CSR in PEM with a new test CA, as a company CA would.
 func signCSR(t *testing.T, csrPEM string) (leaf, caPEM string, ca *x509.Certificate) {
 	t.Helper()
@@ -103,34 +150,10 @@ func checkBrowserFirstLogin(t *testing.T, vm *qemu.VM) bool {
 		t.Log("the image has a preseeded password; the browser's first login is not checked")
 		return false
 	}
-	ctx := browserFor(t)
-	shots := screenshotDir(t)
-	base := fmt.Sprintf("https://127.0.0.1:%d%s", vm.HTTPSPort(), webui.Prefix)
+	br := newBrowser(t, vm)
+	ctx, base, step, text, shot := br.ctx, br.base, br.step, br.text, br.shot
 	css := func(s string) chromedp.CSS { return chromedp.CSS(s) }
-	step := func(what string, steps ...chromedp.Action[chromedp.Void]) {
-		t.Helper()
-		if err := chromedp.Do(ctx, steps...); err != nil {
-			t.Fatalf("browser: %s: %v", what, err)
-		}
-	}
-	text := func(sel string) string {
-		t.Helper()
-		v, err := chromedp.Run(ctx, chromedp.Text(css(sel)))
-		if err != nil {
-			t.Fatalf("browser: read %s: %v", sel, err)
-		}
-		return v
-	}
-	shot := func(name string) {
-		t.Helper()
-		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-		if err != nil {
-			t.Fatalf("browser: screenshot %s: %v", name, err)
-		}
-		if err := os.WriteFile(filepath.Join(shots, name+".png"), png, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	shots := br.shots
 	step("open the login page", chromedp.Navigate(base), chromedp.WaitVisible(css("#password")))
 	shot("login")
 	step("log in with the first-boot password",
@@ -180,7 +203,10 @@ func checkBrowserFirstLogin(t *testing.T, vm *qemu.VM) bool {
 	}
 	shot("security-csr")
 	leaf, caPEM, ca := signCSR(t, csr)
+	// Each form starts from a fresh page, so that the message waited for
+	// is the new one.
 	step("import the signed certificate",
+		chromedp.Navigate(base+"/security"), chromedp.WaitVisible(css("#cert_pem")),
 		chromedp.SetValue(css("#cert_pem"), leaf+caPEM), chromedp.Click(css("#import button")),
 		chromedp.WaitVisible(css(".message")))
 	importMsg := text(".message")
@@ -190,6 +216,7 @@ func checkBrowserFirstLogin(t *testing.T, vm *qemu.VM) bool {
 	}
 	signed := list.Certificates[len(list.Certificates)-1]
 	step("assign it to the box's address",
+		chromedp.Navigate(base+"/security"), chromedp.WaitVisible(css("#addr0")),
 		chromedp.SetValue(css("#addr0"), "10.0.2.15"), chromedp.SetValue(css("#addr0_cert"), signed.ID),
 		chromedp.Click(css("#assign button")), chromedp.WaitVisible(css(".message")))
 	assignMsg := text(".message")

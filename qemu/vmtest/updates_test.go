@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"keel.dev/keel/agent/apps"
 	"keel.dev/keel/agent/inventory"
 	"keel.dev/keel/agent/updates"
@@ -411,14 +412,39 @@ func TestUploadedAppHoldsTheWait(t *testing.T) {
 	vm := Boot(t, qemu.Config{Image: img, HostLoopback: true})
 	WaitReady(t, vm)
 	before := time.Now()
-	code, body := upload(t, vm, "", mustRead(t, filepath.Join(srv.dir, "packages", "demo-app-1.1.0.kpkg")))
-	if code != http.StatusAccepted {
-		t.Fatalf("upload demo 1.1.0: %d %s", code, body)
+	// The operator uploads it on the Support page and watches both bars.
+	br := newBrowser(t, vm)
+	br.login(TestPassword)
+	br.step("upload demo 1.1.0 on Support",
+		chromedp.Navigate(br.base+"/support"), chromedp.WaitVisible(chromedp.CSS("#package")),
+		chromedp.SetUploadFiles(chromedp.CSS("#package"), []string{filepath.Join(srv.dir, "packages", "demo-app-1.1.0.kpkg")}),
+		chromedp.Click(chromedp.CSS("#upload button")), chromedp.WaitVisible(chromedp.CSS("#progress")))
+	var seen []float64
+	for deadline := time.Now().Add(2 * time.Minute); ; {
+		v, err := chromedp.Run(br.ctx, chromedp.Evaluate[float64](`document.getElementById("install-bar").value`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(seen) == 0 || seen[len(seen)-1] != v {
+			seen = append(seen, v)
+		}
+		st, _ := chromedp.Run(br.ctx, chromedp.Evaluate[string](`document.getElementById("install-state").dataset.state`))
+		if st == "done" || st == "failed" || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
+	state := br.text("#install-state")
+	up, _ := chromedp.Run(br.ctx, chromedp.Evaluate[float64](`document.getElementById("upload-bar").value`))
+	br.shot("support-install")
+	if !strings.HasPrefix(state, "done") || seen[len(seen)-1] != 1 || up != 1 {
+		t.Fatalf("the install's progress: %q, install bar went %v, upload bar %v", state, seen, up)
+	}
+	t.Logf("install bar: %v", seen)
 	if code, body := APIBody(t, vm, "PUT", "/api/v1/updates/config", TestPassword, fmt.Sprintf(`{"server":%q}`, srv.guestURL())); code != http.StatusOK {
 		t.Fatalf("PUT /api/v1/updates/config: %d %s", code, body)
 	}
-	code, body = API(t, vm, "POST", "/api/v1/updates/check", TestPassword)
+	code, body := API(t, vm, "POST", "/api/v1/updates/check", TestPassword)
 	var l updates.Listing
 	if err := json.Unmarshal(body, &l); code != http.StatusOK || err != nil {
 		t.Fatalf("check: %d %v %s", code, err, body)
@@ -453,5 +479,10 @@ func TestUploadedAppHoldsTheWait(t *testing.T) {
 	if c := app.Confinement; c == nil || c.Data == nil || c.Data.Limit < 150<<20 || c.Data.Limit > 300<<20 || c.Data.Used <= 0 || c.Data.Used > c.Data.Limit {
 		t.Errorf("app data volume %+v", c)
 	}
+	br.step("see the held update on Support", chromedp.Navigate(br.base+"/support"), chromedp.WaitVisible(chromedp.CSS("#updates")))
+	if list := br.text("#updates"); !strings.Contains(list, "2.0.0") || !strings.Contains(list, "installable at") {
+		t.Errorf("the Support page's update list: %q", list)
+	}
+	br.shot("support")
 	PowerOff(t, vm)
 }
