@@ -168,6 +168,17 @@ func checkBrowserFirstLogin(t *testing.T, vm *qemu.VM) bool {
 	step("open Status", chromedp.Navigate(base+"/status"), chromedp.WaitVisible(css("#version")))
 	status, version, slot := text("main"), text("#version"), text("#slot")
 	shot("status")
+	// Readable at phone width: nothing wider than the screen.
+	step("Status at phone width", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile), chromedp.Navigate(base+"/status"), chromedp.WaitVisible(css("#version")))
+	phoneWidth, err := chromedp.Run(ctx, chromedp.Evaluate[float64](`document.documentElement.scrollWidth`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shot("status-phone")
+	step("back to 1280x800", chromedp.EmulateReset(), chromedp.EmulateViewport(1280, 800))
+	if phoneWidth > 400 {
+		t.Errorf("at 390 px wide the Status page is %v px wide", phoneWidth)
+	}
 	step("ask to reboot", chromedp.Navigate(base+"/power?action=reboot"), chromedp.WaitVisible(css("button.danger")))
 	shot("power-confirm")
 
