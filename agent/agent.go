@@ -16,6 +16,7 @@ import (
 	"keel.dev/keel/agent/api"
 	"keel.dev/keel/agent/apps"
 	"keel.dev/keel/agent/audit"
+	"keel.dev/keel/agent/backup"
 	"keel.dev/keel/agent/blockdev"
 	"keel.dev/keel/agent/certs"
 	"keel.dev/keel/agent/coldplug"
@@ -75,16 +76,21 @@ type agent struct {
 	ctx   context.Context
 	stop  context.CancelFunc
 
-	started  time.Time
-	boot0    slots.Boot
-	bootSt   *bootstate.State // as GRUB left it, before the agent changed anything
-	esp      *slots.Store
-	loader   *coldplug.Loader
-	web      *webui.UI
-	audit    *audit.Log
-	certs    *certs.Store
-	access   *access.Store
-	peerKey  *peerkey.Store
+	started time.Time
+	boot0   slots.Boot
+	bootSt  *bootstate.State // as GRUB left it, before the agent changed anything
+	esp     *slots.Store
+	loader  *coldplug.Loader
+	web     *webui.UI
+	audit   *audit.Log
+	certs   *certs.Store
+	access  *access.Store
+	peerKey *peerkey.Store
+	backups *backup.Service
+	jobs    *install.Jobs // every job: installs, backups, restores, resets
+	// restored is a restore applied at this boot, whose network change
+	// may wait for confirmation.
+	restored *backup.Journal
 	base     *manifest.Base
 	kernel   string
 	serial   string

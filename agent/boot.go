@@ -24,14 +24,17 @@ import (
 	"keel.dev/keel/agent/apps"
 	"keel.dev/keel/agent/atomicfile"
 	"keel.dev/keel/agent/audit"
+	"keel.dev/keel/agent/backup"
 	"keel.dev/keel/agent/bootseq"
 	"keel.dev/keel/agent/certs"
 	"keel.dev/keel/agent/coldplug"
 	"keel.dev/keel/agent/config"
 	"keel.dev/keel/agent/datafs"
 	"keel.dev/keel/agent/identity"
+	"keel.dev/keel/agent/install"
 	"keel.dev/keel/agent/pid1"
 	"keel.dev/keel/agent/powerbutton"
+	"keel.dev/keel/agent/reset"
 	"keel.dev/keel/agent/sandbox"
 	"keel.dev/keel/agent/slots"
 	"keel.dev/keel/agent/supervisor"
@@ -76,7 +79,9 @@ func (a *agent) phases() []bootseq.Phase {
 		{Name: "boot disk", Needs: r(resDrivers), Provides: r(resDisk), Run: run(a.findBootDisk)},
 		{Name: "boot state", Needs: r(resDisk), Provides: r(resBootState), Run: run(a.readBootState)},
 		{Name: "base slot", Needs: r(resBootState), Provides: r(resBase), Run: run(a.mountBase)},
-		{Name: "data partition", Needs: r(resDisk), Provides: r(resData), Run: run(a.mountData)},
+		// A factory reset asked for is on the ESP, read before the data
+		// partition is mounted.
+		{Name: "data partition", Needs: r(resDisk, resBootState), Provides: r(resData), Run: run(a.mountData)},
 		{Name: "configuration", Needs: r(resData), Provides: r(resConfig), Run: run(a.loadConfig)},
 		// The users file is mirrored on the ESP for recovery mode.
 		{Name: "credentials", Needs: r(resData, resBootState), Provides: r(resUsers), Run: run(a.loadUsers)},
@@ -258,6 +263,11 @@ func (a *agent) mountData() error {
 		a.setData("missing")
 		return err
 	}
+	if err := a.runPendingReset(part.Device, part.Size); err != nil {
+		a.setRecovery("a factory reset could not finish: " + err.Error())
+		a.setData("unusable")
+		return err
+	}
 	out, err := datafs.Prepare(part.Device, part.Size, dataDir, datafs.Linux())
 	if err != nil {
 		a.setRecovery(err.Error())
@@ -280,7 +290,13 @@ func (a *agent) mountData() error {
 	}
 	// The agent's keys and users live there: nobody else reads it, also
 	// on a data partition an older version made.
-	return os.Chmod(keelDir, 0o700)
+	if err := os.Chmod(keelDir, 0o700); err != nil {
+		return err
+	}
+	// A restore staged before the restart goes in place before anything
+	// reads its configuration.
+	a.applyRestore()
+	return nil
 }
 
 func (a *agent) dataMounted() bool {
@@ -561,6 +577,18 @@ func (a *agent) startAPI() error {
 		Healthy:      func() error { return nil },
 	})
 	a.audit.Routes(a.api)
+	a.jobs = install.NewJobs(install.DefaultJobs)
+	// A box whose data partition is damaged can still be reset.
+	reset.Store{Dir: espKeelDir}.Routes(a.api, a.serial, reboot)
+	if a.dataMounted() && a.id != nil {
+		a.backups = &backup.Service{
+			Sections: a.backupSections, Key: a.id.Key, Meta: a.backupMeta, Jobs: a.jobs,
+			StageDir: restoreDir, Dir: backupDir, Adjust: a.adjustRestore, Compatible: a.compatibleBackup,
+			Restart: reboot, Log: a.log,
+		}
+		a.backups.Routes(a.api)
+		a.sup.Start(a.ctx, supervisor.Service{Name: "daily backup", Run: a.backups.Daily})
+	}
 	a.access.Routes(a.api)
 	if a.peerKey != nil {
 		a.peerKey.Routes(a.api)
@@ -575,6 +603,7 @@ func (a *agent) startAPI() error {
 			Login:      a.api.CheckLogin,
 			MustChange: mustChange,
 			Call:       a.api.Call,
+			Do:         a.api.Do,
 			Audit:      a.api.Audit,
 			Status:     a.status,
 			Reboot:     reboot,

@@ -59,6 +59,7 @@ func (a *agent) startNetwork() error {
 		}
 	}
 	a.network = nm
+	a.awaitRestoredNetwork(nm)
 	if len(nm.Config().Interfaces) == 0 {
 		links, err := netcfg.PhysicalLinks(3 * time.Second)
 		if err != nil {

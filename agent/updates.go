@@ -50,6 +50,10 @@ func (a *agent) startInstaller() error {
 		OpenSlot:  install.BlockDevices(a.blocks),
 		Reboot:    func() error { return a.requestShutdown(pid1.Reboot) },
 		Log:       a.log,
+		Jobs:      a.jobs,
+	}
+	if a.backups != nil {
+		in.BeforeInstall = a.backups.BeforeInstall
 	}
 	// App packages need the application runtime (and so the data
 	// partition); without it they are refused.

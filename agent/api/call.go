@@ -14,26 +14,33 @@ import (
 // the same checks, the same audit entry and the same sentence on failure.
 // from is the browser's request, for its client address and context.
 func (s *Server) Call(from *http.Request, user, method, path string, body io.Reader, contentType string) (int, []byte) {
-	ctx := context.WithValue(from.Context(), internalKey{}, user)
-	r, err := http.NewRequestWithContext(ctx, method, path, body)
+	r, err := http.NewRequest(method, path, body)
 	if err != nil {
 		return http.StatusBadRequest, mustJSON(Error{Error: "the page asked for an invalid request (" + err.Error() + "); reload it"})
 	}
-	if body != nil && r.ContentLength == 0 {
+	if contentType != "" {
+		r.Header.Set("Content-Type", contentType)
+	}
+	var rec recorder
+	s.Do(&rec, from, user, r)
+	if rec.code == 0 {
+		rec.code = http.StatusOK
+	}
+	return rec.code, rec.body.Bytes()
+}
+
+// Do is Call with a request the caller prepared (its own headers) and
+// the answer written to w as it comes: a download streams through to the
+// browser, memory flat.
+func (s *Server) Do(w http.ResponseWriter, from *http.Request, user string, r *http.Request) {
+	r = r.WithContext(context.WithValue(from.Context(), internalKey{}, user))
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength == 0 {
 		r.ContentLength = -1 // a stream of unknown length, such as an upload's file
 	}
 	r.RemoteAddr = from.RemoteAddr
 	r.Host = from.Host
 	r.TLS = from.TLS
-	if contentType != "" {
-		r.Header.Set("Content-Type", contentType)
-	}
-	var rec recorder
-	s.ServeHTTP(&rec, r)
-	if rec.code == 0 {
-		rec.code = http.StatusOK
-	}
-	return rec.code, rec.body.Bytes()
+	s.ServeHTTP(w, r)
 }
 
 // recorder keeps an answer in memory; Call's answers are small JSON.

@@ -52,7 +52,7 @@ const (
 // shows it.
 type Job struct {
 	ID       string   `json:"id"`
-	Kind     string   `json:"kind"` // "install", or "bundle" for an offline bundle
+	Kind     string   `json:"kind"` // "install", "bundle" (an offline bundle), "backup", "restore" or "reset"
 	State    JobState `json:"state"`
 	Progress float64  `json:"progress"` // 0..1
 	Message  string   `json:"message"`  // a sentence

@@ -199,9 +199,13 @@ func (in *Installer) StartBundle(ctx context.Context, body io.Reader, opts Optio
 		}
 	}
 
+	before := in.before(ctx, fmt.Sprintf("a bundle of %d packages", n))
 	j := newJob(steps[0].e.Version.String(), "")
 	j.kind = "bundle"
 	j.message = fmt.Sprintf("starting the install of a bundle of %d packages", n)
+	if before != "" {
+		j.message += "; " + before
+	}
 	in.jobs().add(j)
 	in.current.Store(j)
 	defer in.current.Store(nil)

@@ -171,6 +171,10 @@ type Installer struct {
 	Log      *slog.Logger // nil: discard
 	Tries    int          // trial boots for a new slot; 0 means bootstate.DefaultTries
 	Jobs     *Jobs        // nil: a registry of the last DefaultJobs jobs
+	// BeforeInstall runs once a package has been checked and before
+	// anything is written (the automatic backup before every install);
+	// what it says goes into the job's first message. Optional.
+	BeforeInstall func(ctx context.Context, what string) string
 
 	// Applications. Without AppSlots, OpenAppSlot and SwitchApp, app
 	// packages are refused.
@@ -258,6 +262,13 @@ func (in *Installer) log() *slog.Logger {
 	return in.Log
 }
 
+func (in *Installer) before(ctx context.Context, what string) string {
+	if in.BeforeInstall == nil {
+		return ""
+	}
+	return in.BeforeInstall(ctx, what)
+}
+
 func (in *Installer) jobs() *Jobs {
 	in.jobsOnce.Do(func() {
 		if in.Jobs == nil {
@@ -312,6 +323,7 @@ func (in *Installer) Start(ctx context.Context, body io.Reader, opts Options) (*
 	if err := in.check(p, opts); err != nil {
 		return nil, err
 	}
+	before := in.before(ctx, fmt.Sprintf("%s %s %s", m.Kind, m.Name, m.Version))
 	tries := 0
 	if m.Kind == kpkg.KindBase {
 		if tries, err = in.tries(); err != nil {
@@ -328,6 +340,9 @@ func (in *Installer) Start(ctx context.Context, body io.Reader, opts Options) (*
 
 	j := newJob(m.Version.String(), sl.label)
 	j.pkg = m.Kind
+	if before != "" {
+		j.message += "; " + before
+	}
 	in.jobs().add(j)
 	in.current.Store(j)
 	defer in.current.Store(nil)

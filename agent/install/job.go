@@ -144,3 +144,28 @@ func (js *Jobs) List() []*Job {
 	}
 	return out
 }
+
+// Begin registers a job of another kind (a backup, a restore, a factory
+// reset), so that GET /api/v1/jobs follows it like an install.
+func (js *Jobs) Begin(kind, message string) *Job {
+	j := newJob("", "")
+	j.kind, j.message = kind, message
+	js.add(j)
+	return j
+}
+
+// Progress sets a job's progress (0..1).
+func (j *Job) Progress(p float64) { j.setProgress(p) }
+
+// Say sets the job's message.
+func (j *Job) Say(msg string) { j.setMessage(msg) }
+
+// End ends the job: done with msg when err is nil, else failed with err's
+// sentence.
+func (j *Job) End(err error, msg string) {
+	if err != nil {
+		j.finish(Failed, err.Error())
+		return
+	}
+	j.finish(Done, msg)
+}

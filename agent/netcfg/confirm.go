@@ -29,6 +29,30 @@ type pending struct {
 	deadline time.Time
 	prev     Config // the last confirmed configuration, restored on rollback
 	timer    *time.Timer
+	// after, when set, is told how the wait ended: confirmed (or
+	// superseded by a deliberate change) or rolled back.
+	after func(confirmed bool)
+}
+
+// AwaitConfirmation makes the configuration in force (one a restore put
+// in place before the boot) wait for confirmation like a client's
+// change: unless Confirm(token) comes within timeout, prev is applied and
+// saved. after, when not nil, is told how it ended.
+func (m *Manager) AwaitConfirmation(prev Config, token string, timeout time.Duration, after func(confirmed bool)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.pending != nil {
+		m.pending.timer.Stop()
+	}
+	p := &pending{token: token, deadline: time.Now().Add(timeout), prev: prev, after: after}
+	p.timer = time.AfterFunc(timeout, func() { m.rollback(token) })
+	m.pending = p
+}
+
+func (p *pending) ended(confirmed bool) {
+	if p.after != nil {
+		go p.after(confirmed)
+	}
 }
 
 // PendingStatus is what Status shows of a change awaiting confirmation;
@@ -90,10 +114,12 @@ func (m *Manager) ApplyFrom(c Config, local netip.Addr, announce func(*Pending))
 		timeout = DefaultConfirmTimeout
 	}
 	m.mu.Lock()
+	var after func(bool)
 	if m.pending != nil {
 		m.pending.timer.Stop()
+		after = m.pending.after // the new change carries the wait on
 	}
-	p := &pending{token: token, deadline: time.Now().Add(timeout), prev: old}
+	p := &pending{token: token, deadline: time.Now().Add(timeout), prev: old, after: after}
 	// The timer starts before the change is applied: a client cut off
 	// half-way through a slow apply gets no more time than one cut off
 	// at the end.
@@ -131,6 +157,7 @@ func (m *Manager) Confirm(token string) error {
 	m.pending = nil
 	cfg := m.cfg
 	m.mu.Unlock()
+	p.ended(true)
 	m.log.Info("network change confirmed")
 	return m.save(cfg)
 }
@@ -142,6 +169,7 @@ func (m *Manager) settle() {
 	defer m.mu.Unlock()
 	if m.pending != nil {
 		m.pending.timer.Stop()
+		m.pending.ended(true)
 		m.pending = nil
 	}
 }
@@ -160,6 +188,7 @@ func (m *Manager) rollback(token string) {
 	m.pending = nil
 	m.rolled = time.Now()
 	m.mu.Unlock()
+	p.ended(false)
 	m.log.Warn("network change not confirmed in time; restoring the previous configuration")
 	// Saved too, although the file should hold it already: it may have
 	// been written by hand meanwhile, and the box must come back the

@@ -255,3 +255,41 @@ func TestConfirmedChangeStays(t *testing.T) {
 		t.Errorf("status: pending %+v, rolled back %v", st.Pending, st.RolledBackAt)
 	}
 }
+
+// A configuration a restore put in place (applied as the box came up)
+// waits for its confirmation like a client's change: unconfirmed, the one
+// from before the restore comes back and is saved; confirmed, it stays.
+func TestRestoredConfigurationWaitsForConfirmation(t *testing.T) {
+	const timeout = time.Second
+	l := newConfirmLab(t, cfgYOnly, timeout)
+	ended := make(chan bool, 1)
+	l.m.AwaitConfirmation(mustConfig(t, cfgXOnly), "restore-token", timeout, func(ok bool) { ended <- ok })
+	if st := l.m.Status(); st.Pending == nil {
+		t.Fatal("no confirmation awaited")
+	}
+	select {
+	case ok := <-ended:
+		if ok {
+			t.Fatal("reported confirmed")
+		}
+	case <-time.After(timeout + 5*time.Second):
+		t.Fatal("the wait did not end")
+	}
+	if !nstest.Eventually(3*time.Second, func() bool { return strings.Contains(l.boxAddrs(), "10.8.0.1/24") }) {
+		t.Fatalf("the configuration from before the restore did not come back:\n%s", l.boxAddrs())
+	}
+	if b, _ := os.ReadFile(l.path); !strings.Contains(string(b), "10.8.0.1/24") {
+		t.Fatalf("the rollback was not saved: %s", b)
+	}
+
+	l.m.AwaitConfirmation(mustConfig(t, cfgYOnly), "second", time.Minute, func(ok bool) { ended <- ok })
+	if err := l.m.Confirm("wrong"); err == nil {
+		t.Fatal("a wrong token confirmed")
+	}
+	if err := l.m.Confirm("second"); err != nil {
+		t.Fatal(err)
+	}
+	if ok := <-ended; !ok {
+		t.Fatal("reported rolled back")
+	}
+}

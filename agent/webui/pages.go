@@ -31,10 +31,11 @@ type page struct {
 	Network    *networkView
 	Security   *securityView
 	Support    *supportView
+	Backup     *backupView
 	Audit      []api.AuditEntry
 }
 
-var pageNames = []string{"login", "password", "status", "power", "error", "users", "network", "audit", "security", "support"}
+var pageNames = []string{"login", "password", "status", "power", "error", "users", "network", "audit", "security", "support", "backup"}
 
 func (u *UI) parse() error {
 	u.pages = map[string]*template.Template{}
@@ -76,7 +77,7 @@ func (u *UI) render(w http.ResponseWriter, code int, name string, p page) {
 
 var titles = map[string]string{
 	"login": "Log in", "password": "Change password", "status": "Status", "power": "Reboot or shut down", "error": "Refused",
-	"users": "Users", "network": "Networking", "audit": "Audit log", "security": "Security", "support": "Support",
+	"users": "Users", "network": "Networking", "audit": "Audit log", "security": "Security", "support": "Support", "backup": "Backup",
 }
 
 func (u *UI) loginPage(w http.ResponseWriter, r *http.Request) {

@@ -39,6 +39,9 @@ type Config struct {
 	// Call runs a JSON API route as a user (api.Server.Call): the pages
 	// make their changes through it.
 	Call Caller
+	// Do is api.Server.Do: a call with its own request, its answer
+	// streamed (downloads, uploads with headers).
+	Do func(w http.ResponseWriter, from *http.Request, user string, r *http.Request)
 	// Audit records logins and logouts (api.Server.Audit); the API
 	// records the changes itself.
 	Audit func(r *http.Request, user, action, outcome string)
@@ -99,6 +102,11 @@ func (u *UI) routes() {
 	u.mux.Handle("GET "+Prefix+"/support", u.session(u.supportPage, 0))
 	u.mux.Handle("POST "+Prefix+"/support", u.session(u.supportAction, 0))
 	u.mux.Handle("POST "+Prefix+"/support/install", u.session(u.supportUpload, streamedForm))
+	u.mux.Handle("GET "+Prefix+"/backup", u.session(u.backupPage, 0))
+	u.mux.Handle("POST "+Prefix+"/backup", u.session(u.backupAction, 0))
+	u.mux.Handle("POST "+Prefix+"/backup/download", u.session(u.backupDownload, 0))
+	u.mux.Handle("POST "+Prefix+"/backup/restore", u.session(u.backupRestore, streamedForm))
+	u.mux.Handle("POST "+Prefix+"/reset", u.session(u.resetAction, 0))
 }
 
 // ServeHTTP answers every page with the security headers.

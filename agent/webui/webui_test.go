@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"keel.dev/keel/agent/access"
 	"keel.dev/keel/agent/api"
 	"keel.dev/keel/agent/audit"
+	"keel.dev/keel/agent/backup"
 	"keel.dev/keel/agent/certs"
 	"keel.dev/keel/agent/identity"
 	"keel.dev/keel/agent/peerkey"
@@ -54,6 +56,7 @@ type box struct {
 	certs    *certs.Store
 	access   *access.Store
 	peer     *peerkey.Store
+	backups  *backup.Service
 }
 
 func newBox(t *testing.T, mustChange bool) *box {
@@ -99,11 +102,23 @@ func newBox(t *testing.T, mustChange bool) *box {
 	b.access.Routes(a)
 	b.peer.Routes(a)
 	utilities.Routes(a, nil)
+	cfgDir := t.TempDir()
+	os.WriteFile(filepath.Join(cfgDir, "network.json"), []byte(`{"hostname":"box-1"}`), 0o600)
+	b.backups = &backup.Service{
+		Sections: func(bool) []backup.Section {
+			return []backup.Section{{Name: "network", Kind: backup.Config, Path: filepath.Join(cfgDir, "network.json")}}
+		},
+		Key:      id.Key,
+		Meta:     func() (string, string, *backup.App) { return "KEEL-TEST-1", "1.2.3", nil },
+		StageDir: filepath.Join(cfgDir, "restore"), Dir: filepath.Join(cfgDir, "backup"),
+	}
+	b.backups.Routes(a)
 	ui, err := New(Config{
 		Sessions:   sessions,
 		Login:      a.CheckLogin,
 		MustChange: mc,
 		Call:       a.Call,
+		Do:         a.Do,
 		Audit:      a.Audit,
 		Status:     func() api.Status { return b.statusOf },
 		Reboot:     func() error { b.reboots.Add(1); return nil },

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"html/template"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -98,7 +99,78 @@ func (a *app) handler() http.Handler {
 	mux.HandleFunc("POST /count", a.postCount)
 	mux.HandleFunc("GET /healthz", a.healthz)
 	mux.HandleFunc("GET /api/info", a.info)
+	mux.HandleFunc("PUT /files/{name}", a.putFile)
+	mux.HandleFunc("GET /files/{name}", a.getFile)
+	mux.HandleFunc("POST /history", a.postHistory)
 	return mux
+}
+
+// The demo's file store (files/) and history (history/log): what a real
+// application keeps and what the appliance's backup treats by the guide's
+// rules (the store's small files; the history only when asked).
+func fileName(w http.ResponseWriter, r *http.Request) (string, bool) {
+	n := r.PathValue("name")
+	ok := n != "" && len(n) <= 64 && n[0] != '.'
+	for _, c := range n {
+		ok = ok && (c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-')
+	}
+	if !ok {
+		http.Error(w, "a file name is 1 to 64 letters, digits, '.', '_' or '-'", http.StatusBadRequest)
+	}
+	return n, ok
+}
+
+func (a *app) putFile(w http.ResponseWriter, r *http.Request) {
+	n, ok := fileName(w, r)
+	if !ok {
+		return
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 4<<20))
+	if err != nil {
+		http.Error(w, "at most 4 MiB", http.StatusRequestEntityTooLarge)
+		return
+	}
+	dir := filepath.Join(a.dir, "files")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	if err := writeAtomic(filepath.Join(dir, n), b); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *app) getFile(w http.ResponseWriter, r *http.Request) {
+	n, ok := fileName(w, r)
+	if !ok {
+		return
+	}
+	http.ServeFile(w, r, filepath.Join(a.dir, "files", n))
+}
+
+func (a *app) postHistory(w http.ResponseWriter, r *http.Request) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
+	if err != nil {
+		http.Error(w, "at most 64 KiB", http.StatusRequestEntityTooLarge)
+		return
+	}
+	dir := filepath.Join(a.dir, "history")
+	os.MkdirAll(dir, 0o755)
+	f, err := os.OpenFile(filepath.Join(dir, "log"), os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err == nil {
+		_, err = f.Write(append(b, '\n'))
+		if err == nil {
+			err = f.Sync()
+		}
+		f.Close()
+	}
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 var pageTmpl = template.Must(template.New("page").Parse(`<!doctype html>
