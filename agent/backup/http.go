@@ -146,4 +146,3 @@ func (s *Service) serveRestore(w http.ResponseWriter, r *http.Request) {
 		})
 	}
 }
-

@@ -45,8 +45,8 @@ type Service struct {
 	// Compatible refuses a backup this box cannot take (from a newer base
 	// or application), naming both versions. Optional.
 	Compatible func(m *Manifest) error
-	Log     *slog.Logger
-	Now     func() time.Time
+	Log        *slog.Logger
+	Now        func() time.Time
 
 	mu      sync.Mutex // one backup or restore at a time
 	running bool
