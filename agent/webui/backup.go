@@ -2,7 +2,6 @@ package webui
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -66,54 +65,37 @@ func (u *UI) backupDownload(w http.ResponseWriter, r *http.Request, ses Session)
 // backupRestore streams an uploaded backup to POST /api/v1/restore: the
 // form is multipart with its fields first and the file last.
 func (u *UI) backupRestore(w http.ResponseWriter, r *http.Request, ses Session) {
-	mr, err := r.MultipartReader()
-	if err != nil {
-		u.renderBackup(w, r, ses, http.StatusBadRequest, "", "send the backup with the page's restore form", &backupView{})
+	fields, p, ok := u.streamedForm(w, r, ses, "file", func(msg string) {
+		u.renderBackup(w, r, ses, http.StatusBadRequest, "", msg, &backupView{})
+	})
+	if !ok {
 		return
 	}
-	fields := map[string]string{}
-	for {
-		p, err := mr.NextPart()
-		if err != nil {
-			u.renderBackup(w, r, ses, http.StatusBadRequest, "", "the restore form arrived without its file; choose the backup file and try again", &backupView{})
-			return
-		}
-		if p.FormName() != "file" {
-			b, _ := io.ReadAll(io.LimitReader(p, 4<<10))
-			fields[p.FormName()] = string(b)
-			continue
-		}
-		if !ses.ValidToken(fields["csrf"]) {
-			u.render(w, http.StatusForbidden, "error", page{Session: &ses, Error: "this form is out of date or did not come from the appliance's own page; reload the page and try again"})
-			return
-		}
-		q := url.Values{}
-		dry := fields["apply"] != "1"
-		if dry {
-			q.Set("dry_run", "1")
-		}
-		if fields["carry_identity"] == "1" {
-			q.Set("carry_identity", "1")
-		}
-		req, _ := http.NewRequest(http.MethodPost, "/api/v1/restore?"+q.Encode(), p)
-		req.Header.Set(backup.PasswordHeader, fields["password"])
-		req.Header.Set("Content-Type", "application/octet-stream")
-		var rec captured
-		u.cfg.Do(&rec, r, ses.User, req)
-		a := rec.reply()
-		if !a.OK() {
-			u.renderBackup(w, r, ses, a.Code, "", a.Sentence, &backupView{})
-			return
-		}
-		v := &backupView{Plan: &backup.Plan{}, Applied: !dry}
-		json.Unmarshal(a.Body, v.Plan)
-		msg := "the backup was checked: nothing was changed; below is what a restore would change"
-		if !dry {
-			msg = "the backup was checked and staged: the appliance restarts now to put it in place"
-		}
-		u.renderBackup(w, r, ses, a.Code, msg, "", v)
+	q := url.Values{}
+	dry := fields["apply"] != "1"
+	if dry {
+		q.Set("dry_run", "1")
+	}
+	if fields["carry_identity"] == "1" {
+		q.Set("carry_identity", "1")
+	}
+	req, _ := http.NewRequest(http.MethodPost, "/api/v1/restore?"+q.Encode(), p)
+	req.Header.Set(backup.PasswordHeader, fields["password"])
+	req.Header.Set("Content-Type", "application/octet-stream")
+	var rec captured
+	u.cfg.Do(&rec, r, ses.User, req)
+	a := rec.reply()
+	if !a.OK() {
+		u.renderBackup(w, r, ses, a.Code, "", a.Sentence, &backupView{})
 		return
 	}
+	v := &backupView{Plan: &backup.Plan{}, Applied: !dry}
+	json.Unmarshal(a.Body, v.Plan)
+	msg := "the backup was checked: nothing was changed; below is what a restore would change"
+	if !dry {
+		msg = "the backup was checked and staged: the appliance restarts now to put it in place"
+	}
+	u.renderBackup(w, r, ses, a.Code, msg, "", v)
 }
 
 // resetAction asks for a factory reset (from the Status page).

@@ -40,6 +40,12 @@ func (u *UI) callRaw(r *http.Request, ses Session, method, path string, body io.
 		return reply{Code: http.StatusNotImplemented, Sentence: "this appliance's web interface cannot reach its API; use the JSON API"}
 	}
 	code, b := u.cfg.Call(r, ses.User, method, path, body, ct)
+	return replyOf(code, b)
+}
+
+// replyOf reads the API's sentence out of its answer: its error, or its
+// message.
+func replyOf(code int, b []byte) reply {
 	a := reply{Code: code, Body: b}
 	var e struct {
 		Error   string `json:"error"`

@@ -2,8 +2,8 @@ package webui
 
 import (
 	"bytes"
-	"encoding/json"
 	"io"
+	"mime/multipart"
 	"net/http"
 )
 
@@ -40,21 +40,36 @@ func (c *captured) reply() reply {
 	if code == 0 {
 		code = http.StatusOK
 	}
-	a := reply{Code: code, Body: c.body.Bytes()}
-	var e struct {
-		Error   string `json:"error"`
-		Message string `json:"message"`
+	return replyOf(code, c.body.Bytes())
+}
+
+// streamedForm reads a multipart form's fields up to its file part
+// (named file), checking the session's token, which the form sends
+// first; the part is left to stream. A false return has answered.
+func (u *UI) streamedForm(w http.ResponseWriter, r *http.Request, ses Session, file string, refused func(msg string)) (map[string]string, *multipart.Part, bool) {
+	mr, err := r.MultipartReader()
+	if err != nil {
+		refused("send the file with the page's form")
+		return nil, nil, false
 	}
-	if json.Unmarshal(a.Body, &e) == nil {
-		a.Sentence = e.Message
-		if !a.OK() && e.Error != "" {
-			a.Sentence = e.Error
+	fields := map[string]string{}
+	for {
+		p, err := mr.NextPart()
+		if err != nil {
+			refused("the form arrived without its file; choose the file and try again")
+			return nil, nil, false
 		}
+		if p.FormName() != file {
+			b, _ := io.ReadAll(io.LimitReader(p, 4<<10))
+			fields[p.FormName()] = string(b)
+			continue
+		}
+		if !ses.ValidToken(fields["csrf"]) {
+			u.render(w, http.StatusForbidden, "error", page{Session: &ses, Error: "this form is out of date or did not come from the appliance's own page; reload the page and try again"})
+			return nil, nil, false
+		}
+		return fields, p, true
 	}
-	if !a.OK() && a.Sentence == "" {
-		a.Sentence = "the appliance answered " + http.StatusText(code) + "; try again"
-	}
-	return a
 }
 
 // passThrough sends a successful answer straight to the browser and

@@ -3,7 +3,6 @@ package webui
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"mime/multipart"
 	"net/http"
 	"strconv"
@@ -110,29 +109,11 @@ func (u *UI) supportAction(w http.ResponseWriter, r *http.Request, ses Session) 
 // streamed to the installer as it arrives, never held whole.
 func (u *UI) supportUpload(w http.ResponseWriter, r *http.Request, ses Session) {
 	v := &supportView{Tool: "ping"}
-	mr, err := r.MultipartReader()
-	if err != nil {
-		u.renderSupport(w, r, ses, http.StatusBadRequest, "", "send the package with the page's upload form", v)
-		return
-	}
-	fields := map[string]string{}
-	for {
-		p, err := mr.NextPart()
-		if err != nil {
-			u.renderSupport(w, r, ses, http.StatusBadRequest, "", "the upload form arrived without its package; choose the file and try again", v)
-			return
-		}
-		if p.FormName() != "package" {
-			b, _ := io.ReadAll(io.LimitReader(p, 4<<10))
-			fields[p.FormName()] = string(b)
-			continue
-		}
-		if !ses.ValidToken(fields["csrf"]) {
-			u.render(w, http.StatusForbidden, "error", page{Session: &ses, Error: "this form is out of date or did not come from the appliance's own page; reload the page and try again"})
-			return
-		}
+	fields, p, ok := u.streamedForm(w, r, ses, "package", func(msg string) {
+		u.renderSupport(w, r, ses, http.StatusBadRequest, "", msg, v)
+	})
+	if ok {
 		u.install(w, r, ses, v, p, fields["reboot"])
-		return
 	}
 }
 
