@@ -116,6 +116,34 @@ func (a *agent) adjustRestore(st *backup.Staged, j *backup.Journal) ([]string, e
 	if err != nil {
 		return nil, err
 	}
+	notes := placeInterfaces(&c, links)
+	out, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if err := atomicfile.Write(path, append(out, '\n'), 0o600); err != nil {
+		return nil, err
+	}
+	cur, err := os.ReadFile(networkPath)
+	if err == nil && string(cur) == string(append(out, '\n')) {
+		return notes, nil
+	}
+	// The network changes: keep what is in force now to come back to.
+	prev := filepath.Join(st.Dir, "network.previous.json")
+	if err != nil {
+		cur = []byte("{}\n") // none yet: DHCP on every link
+	}
+	if err := atomicfile.Write(prev, cur, 0o600); err != nil {
+		return nil, err
+	}
+	j.Network = &backup.NetworkChange{Token: backup.NewToken(), PreviousPath: prev}
+	notes = append(notes, "the network configuration changes: after the restart, confirm it within 10 minutes (POST /api/v1/network/confirm with the network_confirm_token, or the Networking page), or the one in force now comes back")
+	return notes, nil
+}
+
+// placeInterfaces fits a configuration's interfaces to links: by name,
+// then by MAC; one that fits neither stays, unused, and is reported.
+func placeInterfaces(c *netcfg.Config, links []net.Interface) []string {
 	byName, byMAC := map[string]net.Interface{}, map[string]net.Interface{}
 	for _, l := range links {
 		byName[l.Name] = l
@@ -145,28 +173,7 @@ func (a *agent) adjustRestore(st *backup.Staged, j *backup.Journal) ([]string, e
 			notes = append(notes, fmt.Sprintf("interface %s (MAC %s) of the backup is not on this appliance: it stays in the network configuration, unused, for hardware that has it", it.Name, it.MAC))
 		}
 	}
-	out, err := json.MarshalIndent(c, "", "  ")
-	if err != nil {
-		return nil, err
-	}
-	if err := atomicfile.Write(path, append(out, '\n'), 0o600); err != nil {
-		return nil, err
-	}
-	cur, err := os.ReadFile(networkPath)
-	if err == nil && string(cur) == string(append(out, '\n')) {
-		return notes, nil
-	}
-	// The network changes: keep what is in force now to come back to.
-	prev := filepath.Join(st.Dir, "network.previous.json")
-	if err != nil {
-		cur = []byte("{}\n") // none yet: DHCP on every link
-	}
-	if err := atomicfile.Write(prev, cur, 0o600); err != nil {
-		return nil, err
-	}
-	j.Network = &backup.NetworkChange{Token: backup.NewToken(), PreviousPath: prev}
-	notes = append(notes, "the network configuration changes: after the restart, confirm it within 10 minutes (POST /api/v1/network/confirm with the network_confirm_token, or the Networking page), or the one in force now comes back")
-	return notes, nil
+	return notes
 }
 
 // applyRestore puts a staged restore in place, at boot before any

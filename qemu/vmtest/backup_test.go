@@ -346,3 +346,39 @@ func findInFile(t *testing.T, path string, needle []byte) int64 {
 		}
 	}
 }
+
+// A power cut in the middle of a factory reset: the next boot finishes
+// the reset (never the old configuration), says it resumed, and boots as
+// a new box.
+func TestResetFinishesAfterAPowerCut(t *testing.T) {
+	e := Require(t)
+	t.Parallel()
+	vm := Boot(t, qemu.Config{Image: e.Image})
+	WaitReady(t, vm)
+	Password(t, vm)
+	setHostname(t, vm, "before-reset")
+	serial := GetStatus(t, vm, TestPassword).Serial
+	if code, body := APIBody(t, vm, "POST", "/api/v1/factory-reset", TestPassword, fmt.Sprintf(`{"mode":"secure","then":"reboot","confirm":%q}`, serial)); code != http.StatusAccepted {
+		t.Fatalf("factory reset: %d %s", code, body)
+	}
+	if _, err := vm.Expect(`factory reset \(secure\) in progress`, 3*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // into the overwrite
+	if err := vm.PowerCut(); err != nil {
+		t.Fatal(err)
+	}
+	nvm := Restart(t, vm)
+	if _, err := nvm.Expect(`factory reset \(secure\) finished[^\n]*finished after a power cut`, 3*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	WaitReady(t, nvm)
+	if FirstPassword(nvm) == "" {
+		t.Fatal("no first-boot password after the resumed reset")
+	}
+	Password(t, nvm)
+	if h := hostname(t, nvm); h == "before-reset" {
+		t.Fatal("the old configuration came back")
+	}
+	PowerOff(t, nvm)
+}
