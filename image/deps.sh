@@ -22,7 +22,7 @@ PACKAGES=(
 	kmod e2fsprogs squashfs-tools mtools dosfstools
 	iproute2 ca-certificates
 	dnsmasq-base chrony
-	python3 curl
+	python3 curl openssl
 	iputils-arping
 	chromium
 )
