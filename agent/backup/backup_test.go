@@ -1,6 +1,7 @@
 package backup
 
 import (
+	"archive/tar"
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"filippo.io/age"
 )
 
 // box is a small data partition: a configuration file, an app folder
@@ -185,5 +188,41 @@ func TestDamagedOrForeignFilesAreRefusedWithNothingLeft(t *testing.T) {
 	}
 	if _, err := Write(&bytes.Buffer{}, Options{Password: "", Key: k}); !errors.Is(err, ErrNoPassword) {
 		t.Fatalf("no password: %v", err)
+	}
+}
+
+// A crafted file (with its password: the signature is only checked at
+// the end) cannot write through a symlink it made, or outside its
+// staging folder.
+func TestCraftedEntriesCannotWriteOutside(t *testing.T) {
+	outside := t.TempDir()
+	for name, entries := range map[string][]tar.Header{
+		"through a link": {
+			{Name: "sections/app/x", Typeflag: tar.TypeSymlink, Linkname: outside},
+			{Name: "sections/app/x/owned", Typeflag: tar.TypeReg, Size: 2, Mode: 0o644},
+		},
+		"dot dot":  {{Name: "sections/../../owned", Typeflag: tar.TypeReg, Size: 2, Mode: 0o644}},
+		"absolute": {{Name: "/owned", Typeflag: tar.TypeReg, Size: 2, Mode: 0o644}},
+	} {
+		var b bytes.Buffer
+		r, _ := age.NewScryptRecipient("backup-pass")
+		r.SetWorkFactor(10)
+		aw, _ := age.Encrypt(&b, r)
+		tw := tar.NewWriter(aw)
+		for _, h := range entries {
+			tw.WriteHeader(&h)
+			if h.Typeflag == tar.TypeReg {
+				tw.Write([]byte("hi"))
+			}
+		}
+		tw.Close()
+		aw.Close()
+		dir := filepath.Join(t.TempDir(), "stage")
+		if _, err := Stage(&b, "backup-pass", dir, nil); !errors.Is(err, ErrRefused) {
+			t.Errorf("%s: %v", name, err)
+		}
+		if _, err := os.Stat(filepath.Join(outside, "owned")); err == nil {
+			t.Fatalf("%s: a file was written outside the staging folder", name)
+		}
 	}
 }

@@ -85,6 +85,7 @@ func stage(r io.Reader, password, dir string, own ed25519.PublicKey) (*Staged, e
 		f    File
 	}
 	staged := map[string]got{} // "section/path" → what arrived
+	links := map[string]bool{} // the symlinks among them
 	var manifest, sig []byte
 	tr := tar.NewReader(dec)
 	buf := make([]byte, 256<<10)
@@ -114,6 +115,17 @@ func stage(r io.Reader, password, dir string, own ed25519.PublicKey) (*Staged, e
 		if !ok || rel == "" || path.Clean(rel) != rel || strings.HasPrefix(rel, "../") || path.IsAbs(rel) {
 			return nil, refuse("the file holds an entry %q outside its sections; it is not a keel backup", h.Name)
 		}
+		// Nothing is written through a symlink the file itself made: the
+		// signature is only checked at the end, so until then every entry
+		// is an attacker's to choose.
+		for l := range links {
+			if strings.HasPrefix(rel, l+"/") {
+				return nil, refuse("the entry %q lies under a symbolic link of the same file; it is not a keel backup", h.Name)
+			}
+		}
+		if _, dup := staged[rel]; dup {
+			return nil, refuse("the entry %q comes twice; it is not a keel backup", h.Name)
+		}
 		target := filepath.Join(dir, "sections", filepath.FromSlash(rel))
 		if err := os.MkdirAll(filepath.Dir(target), 0o700); err != nil {
 			return nil, err
@@ -130,6 +142,7 @@ func stage(r io.Reader, password, dir string, own ed25519.PublicKey) (*Staged, e
 			if err := os.Symlink(h.Linkname, target); err != nil {
 				return nil, err
 			}
+			links[rel] = true
 		case tar.TypeReg:
 			sum, n, err := writeHashed(target, tr, buf)
 			if err != nil {

@@ -60,6 +60,10 @@ func (u *UI) streamedForm(w http.ResponseWriter, r *http.Request, ses Session, f
 			return nil, nil, false
 		}
 		if p.FormName() != file {
+			if len(fields) >= 16 {
+				refused("the form has more fields than the page sends; reload the page and try again")
+				return nil, nil, false
+			}
 			b, _ := io.ReadAll(io.LimitReader(p, 4<<10))
 			fields[p.FormName()] = string(b)
 			continue
