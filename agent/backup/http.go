@@ -25,6 +25,7 @@ type Request struct {
 //
 //	POST /api/v1/backup                 {"password", "include_history"} → 200 the file (application/octet-stream)
 //	GET  /api/v1/backups                200 {"backups": [{"name", "created", "reason", "base_version", "app", "size"}]}
+//	POST /api/v1/backups                201 the backup taken now and kept on the box (with the automatic backups' password)
 //	GET  /api/v1/backups/{name}         200 the file
 //	GET  /api/v1/backup/settings        200 {"password_set", "keep", "daily", "include_history"}
 //	PUT  /api/v1/backup/settings        {"password", "keep", "daily", "include_history"} → 200 the settings
@@ -33,6 +34,19 @@ func (s *Service) Routes(mux api.Mux) {
 	mux.Handle("POST /api/v1/backup", http.HandlerFunc(s.serveBackup))
 	mux.Handle("GET /api/v1/backups", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		api.WriteJSON(w, http.StatusOK, map[string][]Stored{"backups": s.List()})
+	}))
+	mux.Handle("POST /api/v1/backups", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		st, err := s.Auto("taken by " + api.AuthenticatedUser(r.Context()))
+		switch {
+		case errors.Is(err, ErrBusy):
+			api.WriteError(w, http.StatusConflict, err.Error())
+		case errors.Is(err, ErrNoAutoPassword):
+			api.WriteError(w, http.StatusConflict, err.Error())
+		case err != nil:
+			api.WriteError(w, http.StatusInternalServerError, "the backup could not be written ("+err.Error()+"); check the free space on the data partition")
+		default:
+			api.WriteJSON(w, http.StatusCreated, st)
+		}
 	}))
 	mux.Handle("GET /api/v1/backups/{name}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f, err := s.Open(r.PathValue("name"))

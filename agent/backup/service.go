@@ -52,6 +52,9 @@ type Service struct {
 	running bool
 }
 
+// ErrNoAutoPassword: backups kept on the box need their password set.
+var ErrNoAutoPassword = errors.New("no backup kept on the appliance: set the automatic backups' password on the Backup page first")
+
 // ErrBusy: a backup or restore is already running.
 var ErrBusy = errors.New("a backup or a restore is running; wait until its job is done (GET /api/v1/jobs)")
 
@@ -461,14 +464,14 @@ func (s *Service) autoDir() string { return filepath.Join(s.Dir, "auto") }
 func (s *Service) Auto(reason string) (*Stored, error) {
 	set := s.LoadSettings()
 	if set.Password == "" {
-		return nil, errors.New("no automatic backup: set a backup password on the Backup page first")
+		return nil, ErrNoAutoPassword
 	}
 	dir := s.autoDir()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
 	now := s.now().UTC()
-	name := now.Format("20060102-150405") + ".age"
+	name := now.Format("20060102-150405.000000") + ".age"
 	tmp := filepath.Join(dir, "."+name+".tmp")
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {

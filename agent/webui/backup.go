@@ -34,8 +34,17 @@ func (u *UI) renderBackup(w http.ResponseWriter, r *http.Request, ses Session, c
 	u.render(w, code, "backup", page{Session: &ses, Backup: v, Message: msg, Error: failed})
 }
 
-// backupAction saves the automatic backups' settings.
+// backupAction saves the automatic backups' settings, or takes one now.
 func (u *UI) backupAction(w http.ResponseWriter, r *http.Request, ses Session) {
+	if r.PostFormValue("do") == "keep-now" {
+		a := u.call(r, ses, http.MethodPost, "/api/v1/backups", nil)
+		if !a.OK() {
+			u.renderBackup(w, r, ses, a.Code, "", a.Sentence, &backupView{})
+			return
+		}
+		u.renderBackup(w, r, ses, http.StatusOK, "a backup was taken and kept on the appliance", "", &backupView{})
+		return
+	}
 	keep, _ := strconv.Atoi(r.PostFormValue("keep"))
 	a := u.call(r, ses, http.MethodPut, "/api/v1/backup/settings", backup.Settings{
 		Password: r.PostFormValue("password"), Keep: keep, Daily: r.PostFormValue("daily") == "1", IncludeHistory: r.PostFormValue("include_history") == "1"})

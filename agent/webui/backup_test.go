@@ -49,6 +49,18 @@ func TestBackupPageDownloadsAndDryRunsARestore(t *testing.T) {
 		t.Fatalf("download: %d %s %.40q", a.code, a.header.Get("Content-Type"), a.body)
 	}
 	file := []byte(a.body)
+	if a := br.form(Prefix+"/backup", url.Values{"do": {"keep-now"}}); a.code != http.StatusConflict || !strings.Contains(a.body, "set the automatic backups") {
+		t.Fatalf("kept backup without a password: %d", a.code)
+	}
+	br.form(Prefix+"/backup", url.Values{"password": {"auto-pass-1"}, "keep": {"2"}})
+	for range 3 {
+		if a := br.form(Prefix+"/backup", url.Values{"do": {"keep-now"}}); a.code != http.StatusOK {
+			t.Fatalf("kept backup: %d %s", a.code, a.body)
+		}
+	}
+	if got := b.backups.List(); len(got) != 2 || !strings.HasPrefix(got[0].Reason, "taken by admin") {
+		t.Fatalf("kept backups (keep 2): %+v", got)
+	}
 	r := br.restoreForm(file, map[string]string{"password": "wrong-pass"})
 	if r.code != http.StatusBadRequest || !strings.Contains(r.body, "the password does not open this backup") {
 		t.Fatalf("wrong password: %d %s", r.code, r.body)
