@@ -46,9 +46,23 @@ func TestConnCapClosesIdleConnectionsFirst(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for i := 0; capped.open() != 2; i++ {
+	// Both must be open and marked idle by the server (its ConnState
+	// hook runs after the client has its answer): otherwise the older one
+	// may be the only idle one when the newcomer arrives.
+	idle := func() int {
+		capped.mu.Lock()
+		defer capped.mu.Unlock()
+		n := 0
+		for _, st := range capped.conns {
+			if st == http.StateIdle {
+				n++
+			}
+		}
+		return n
+	}
+	for i := 0; capped.open() != 2 || idle() != 2; i++ {
 		if i == 500 {
-			t.Fatalf("%d connections open, want 2", capped.open())
+			t.Fatalf("%d connections open, %d idle, want 2 and 2", capped.open(), idle())
 		}
 		time.Sleep(time.Millisecond)
 	}
