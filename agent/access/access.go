@@ -49,18 +49,13 @@ type compiled struct {
 	accept, reject []netip.Prefix
 }
 
-// FieldError names the field at fault.
-type FieldError struct{ Field, Problem string }
-
-func (e *FieldError) Error() string { return e.Field + ": " + e.Problem }
-
 func (r Rules) compile() (compiled, error) {
 	c := compiled{def: r.Default}
 	if c.def == "" {
 		c.def = Accept
 	}
 	if c.def != Accept && c.def != Reject {
-		return c, &FieldError{Field: "default", Problem: "use accept or reject"}
+		return c, api.FieldError{Field: "default", Problem: "use accept or reject"}
 	}
 	for _, l := range []struct {
 		field string
@@ -72,7 +67,7 @@ func (r Rules) compile() (compiled, error) {
 			if err != nil {
 				a, aerr := netip.ParseAddr(s)
 				if aerr != nil {
-					return c, &FieldError{Field: l.field, Problem: fmt.Sprintf("%q is not a network (CIDR such as 192.0.2.0/24) or an address", s)}
+					return c, api.FieldError{Field: l.field, Problem: fmt.Sprintf("%q is not a network (CIDR such as 192.0.2.0/24) or an address", s)}
 				}
 				p = netip.PrefixFrom(a, a.BitLen())
 			}
@@ -167,7 +162,7 @@ func (s *Store) Set(r Rules, from netip.Addr) error {
 		return err
 	}
 	if from.IsValid() && c.decide(from) != Accept {
-		return &FieldError{Field: "accept", Problem: fmt.Sprintf("these rules would shut out your own address %s; accept it (or a network holding it) first", from.Unmap())}
+		return api.FieldError{Field: "accept", Problem: fmt.Sprintf("these rules would shut out your own address %s; accept it (or a network holding it) first", from.Unmap())}
 	}
 	return s.save(r, c)
 }
@@ -210,10 +205,10 @@ func (s *Store) Routes(mux api.Mux) {
 			return
 		}
 		err := s.Set(rules, api.ClientAddr(r))
-		var fe *FieldError
+		var fe api.FieldError
 		switch {
 		case errors.As(err, &fe):
-			api.WriteJSON(w, http.StatusBadRequest, api.Error{Error: fe.Error(), Fields: []api.FieldError{{Field: fe.Field, Problem: fe.Problem}}})
+			api.WriteJSON(w, http.StatusBadRequest, api.Error{Error: fe.Error(), Fields: []api.FieldError{fe}})
 		case err != nil:
 			api.WriteError(w, http.StatusInternalServerError, "the allowed networks could not be saved ("+err.Error()+"); try again")
 		default:

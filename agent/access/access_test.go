@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"path/filepath"
 	"testing"
+
+	"keel.dev/keel/agent/api"
 )
 
 func TestMostSpecificWinsAndNobodyLocksThemselvesOut(t *testing.T) {
@@ -18,7 +20,7 @@ func TestMostSpecificWinsAndNobodyLocksThemselvesOut(t *testing.T) {
 		t.Fatal("a new box refuses")
 	}
 	rules := Rules{Default: Reject, Accept: []string{"10.0.0.0/8", "192.0.2.7"}, Reject: []string{"10.1.0.0/16", "192.0.2.0/24"}}
-	var fe *FieldError
+	var fe api.FieldError
 	if err := s.Set(rules, me); !errors.As(err, &fe) || fe.Field != "accept" {
 		t.Fatalf("rules that shut out the client: %v", err)
 	}

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"keel.dev/keel/agent/api"
 	"keel.dev/keel/agent/identity"
 )
 
@@ -176,7 +177,7 @@ func TestImportRefusesAForeignKeyAndWarns(t *testing.T) {
 	leaf := ca.sign(t, csr, 10)
 	otherKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	kp, _ := keyPEM(otherKey)
-	var fe *FieldError
+	var fe api.FieldError
 	if _, err := s.Import(Import{CertPEM: leaf, KeyPEM: kp}); !errors.As(err, &fe) || fe.Field != "key_pem" {
 		t.Fatalf("a certificate with another key: %v", err)
 	}
@@ -218,7 +219,7 @@ func TestPKCS12RoundTripOpensWithOpenSSL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var fe *FieldError
+	var fe api.FieldError
 	if _, _, _, err := s.Export(info.ID, Export{Format: FormatPKCS12, Passphrase: "short"}); !errors.As(err, &fe) {
 		t.Fatalf("a short passphrase: %v", err)
 	}

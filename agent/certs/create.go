@@ -14,6 +14,8 @@ import (
 	"net"
 	"strings"
 	"time"
+
+	"keel.dev/keel/agent/api"
 )
 
 // KeyKind is the key a new certificate or CSR gets.
@@ -36,7 +38,7 @@ func newKey(k KeyKind) (crypto.Signer, error) {
 	case RSA3072:
 		return rsa.GenerateKey(rand.Reader, 3072)
 	}
-	return nil, &FieldError{Field: "key", Problem: fmt.Sprintf("%q is not offered; use %s, %s or %s", k, ECDSAP256, RSA2048, RSA3072)}
+	return nil, api.FieldError{Field: "key", Problem: fmt.Sprintf("%q is not offered; use %s, %s or %s", k, ECDSAP256, RSA2048, RSA3072)}
 }
 
 // Request is what a new self-signed certificate or CSR names.
@@ -51,13 +53,13 @@ type Request struct {
 func (r *Request) check() ([]string, []net.IP, error) {
 	r.CN = strings.TrimSpace(r.CN)
 	if r.CN == "" || len(r.CN) > 64 {
-		return nil, nil, &FieldError{Field: "cn", Problem: "give a common name of 1 to 64 characters, usually the appliance's host name"}
+		return nil, nil, api.FieldError{Field: "cn", Problem: "give a common name of 1 to 64 characters, usually the appliance's host name"}
 	}
 	if r.Name = strings.TrimSpace(r.Name); r.Name == "" {
 		r.Name = r.CN
 	}
 	if len(r.Name) > 100 {
-		return nil, nil, &FieldError{Field: "name", Problem: "use at most 100 characters"}
+		return nil, nil, api.FieldError{Field: "name", Problem: "use at most 100 characters"}
 	}
 	var dns []string
 	var ips []net.IP
@@ -70,7 +72,7 @@ func (r *Request) check() ([]string, []net.IP, error) {
 		case validDNSName(s):
 			dns = append(dns, s)
 		default:
-			return nil, nil, &FieldError{Field: "sans", Problem: fmt.Sprintf("%q is neither a DNS name nor an IP address", s)}
+			return nil, nil, api.FieldError{Field: "sans", Problem: fmt.Sprintf("%q is neither a DNS name nor an IP address", s)}
 		}
 	}
 	if len(dns) == 0 && len(ips) == 0 {
@@ -85,7 +87,7 @@ func (r *Request) check() ([]string, []net.IP, error) {
 		r.Days = 397 // the longest browsers accept from a public CA
 	}
 	if r.Days < 1 || r.Days > 3650 {
-		return nil, nil, &FieldError{Field: "days", Problem: "use 1 to 3650 days"}
+		return nil, nil, api.FieldError{Field: "days", Problem: "use 1 to 3650 days"}
 	}
 	return dns, ips, nil
 }

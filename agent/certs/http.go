@@ -140,12 +140,12 @@ func decode(w http.ResponseWriter, r *http.Request, v any, limit int64) bool {
 
 // answerError writes err's refusal and reports whether there was one.
 func answerError(w http.ResponseWriter, err error) bool {
-	var fe *FieldError
+	var fe api.FieldError
 	switch {
 	case err == nil:
 		return false
 	case errors.As(err, &fe):
-		api.WriteJSON(w, http.StatusBadRequest, api.Error{Error: fe.Error(), Fields: []api.FieldError{{Field: fe.Field, Problem: fe.Problem}}})
+		api.WriteJSON(w, http.StatusBadRequest, api.Error{Error: fe.Error(), Fields: []api.FieldError{fe}})
 	case errors.Is(err, ErrUnknown):
 		api.WriteError(w, http.StatusNotFound, err.Error())
 	case errors.Is(err, ErrBuiltin), errors.Is(err, ErrInUse):

@@ -7,6 +7,9 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
+
+	"keel.dev/keel/agent/api"
 )
 
 // TLSSettings is the HTTPS server's protocol settings.
@@ -25,7 +28,7 @@ func DefaultTLS() TLSSettings { return TLSSettings{MinVersion: "1.2", CipherSuit
 func Suites() []string {
 	var out []string
 	for _, c := range tls.CipherSuites() {
-		if slices.Contains(c.SupportedVersions, tls.VersionTLS12) && len(c.Name) > 10 && c.Name[:10] == "TLS_ECDHE_" {
+		if slices.Contains(c.SupportedVersions, tls.VersionTLS12) && strings.HasPrefix(c.Name, "TLS_ECDHE_") {
 			out = append(out, c.Name)
 		}
 	}
@@ -40,19 +43,21 @@ func (t TLSSettings) check() ([]uint16, uint16, error) {
 	case "1.3":
 		min = tls.VersionTLS13
 	default:
-		return nil, 0, &FieldError{Field: "min_version", Problem: "use 1.2 or 1.3"}
+		return nil, 0, api.FieldError{Field: "min_version", Problem: "use 1.2 or 1.3"}
+	}
+	offered := map[string]uint16{}
+	for _, c := range tls.CipherSuites() {
+		if slices.Contains(c.SupportedVersions, tls.VersionTLS12) && strings.HasPrefix(c.Name, "TLS_ECDHE_") {
+			offered[c.Name] = c.ID
+		}
 	}
 	var ids []uint16
 	for _, n := range t.CipherSuites {
-		found := false
-		for _, c := range tls.CipherSuites() {
-			if c.Name == n && slices.Contains(Suites(), n) {
-				ids, found = append(ids, c.ID), true
-			}
+		id, ok := offered[n]
+		if !ok {
+			return nil, 0, api.FieldError{Field: "cipher_suites", Problem: fmt.Sprintf("%q is not offered; choose from %v", n, Suites())}
 		}
-		if !found {
-			return nil, 0, &FieldError{Field: "cipher_suites", Problem: fmt.Sprintf("%q is not offered; choose from %v", n, Suites())}
-		}
+		ids = append(ids, id)
 	}
 	return ids, min, nil
 }
@@ -93,12 +98,8 @@ func (s *Store) ConfigForClient(hello *tls.ClientHelloInfo) (*tls.Config, error)
 		return nil, err
 	}
 	s.mu.Lock()
-	t := s.f.TLS
+	suites, min := s.suites, s.minVersion
 	s.mu.Unlock()
-	suites, min, err := t.check()
-	if err != nil {
-		suites, min = nil, tls.VersionTLS12 // the file was edited by hand: stay safe and reachable
-	}
 	return &tls.Config{
 		MinVersion:   min,
 		CipherSuites: suites,

@@ -24,6 +24,7 @@ import (
 	"sync"
 	"time"
 
+	"keel.dev/keel/agent/api"
 	"keel.dev/keel/agent/atomicfile"
 )
 
@@ -79,6 +80,10 @@ type Store struct {
 	mu     sync.Mutex
 	f      file
 	loaded map[string]*tls.Certificate // id → parsed, for entries with a certificate
+	// suites and minVersion are f.TLS parsed, once per change rather
+	// than at every handshake.
+	suites     []uint16
+	minVersion uint16
 }
 
 // Open loads path (missing: only the appliance's own certificate, which
@@ -124,6 +129,11 @@ func (s *Store) parseAll() error {
 		loaded[e.ID] = &c
 	}
 	s.loaded = loaded
+	var err error
+	if s.suites, s.minVersion, err = s.f.TLS.check(); err != nil {
+		// The file was edited by hand: stay safe and reachable.
+		s.suites, s.minVersion = nil, tls.VersionTLS12
+	}
 	return nil
 }
 
@@ -145,14 +155,15 @@ func (s *Store) change(f func(*file) error) error {
 	if err != nil {
 		return fmt.Errorf("certs: encode: %w", err)
 	}
-	prev, prevLoaded := s.f, s.loaded
+	prev, prevLoaded, prevSuites, prevMin := s.f, s.loaded, s.suites, s.minVersion
+	restore := func() { s.f, s.loaded, s.suites, s.minVersion = prev, prevLoaded, prevSuites, prevMin }
 	s.f = next
 	if err := s.parseAll(); err != nil {
-		s.f, s.loaded = prev, prevLoaded
+		restore()
 		return err
 	}
 	if err := atomicfile.Write(s.path, append(data, '\n'), 0o600); err != nil {
-		s.f, s.loaded = prev, prevLoaded
+		restore()
 		return fmt.Errorf("certs: save %s: %w", s.path, err)
 	}
 	return nil
@@ -206,16 +217,16 @@ func (s *Store) Assign(a Assignments) error {
 			return i >= 0 && f.Entries[i].CertPEM != ""
 		}
 		if !usable(a.Default) {
-			return &FieldError{Field: "default", Problem: "certificate " + a.Default + " does not exist or waits for its signed certificate"}
+			return api.FieldError{Field: "default", Problem: "certificate " + a.Default + " does not exist or waits for its signed certificate"}
 		}
 		by := map[string]string{}
 		for addr, id := range a.ByAddress {
 			ip, err := netip.ParseAddr(addr)
 			if err != nil {
-				return &FieldError{Field: "by_address", Problem: fmt.Sprintf("%q is not an IP address", addr)}
+				return api.FieldError{Field: "by_address", Problem: fmt.Sprintf("%q is not an IP address", addr)}
 			}
 			if !usable(id) {
-				return &FieldError{Field: "by_address", Problem: "certificate " + id + " (for " + addr + ") does not exist or waits for its signed certificate"}
+				return api.FieldError{Field: "by_address", Problem: "certificate " + id + " (for " + addr + ") does not exist or waits for its signed certificate"}
 			}
 			by[ip.Unmap().String()] = id
 		}
@@ -223,11 +234,6 @@ func (s *Store) Assign(a Assignments) error {
 		return nil
 	})
 }
-
-// FieldError names the request field at fault.
-type FieldError struct{ Field, Problem string }
-
-func (e *FieldError) Error() string { return e.Field + ": " + e.Problem }
 
 // Assignments returns the assignments in force.
 func (s *Store) Assignments() Assignments {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 
+	"keel.dev/keel/agent/api"
 	"software.sslmate.com/src/go-pkcs12"
 )
 
@@ -32,19 +33,19 @@ func (s *Store) Import(in Import) (Info, error) {
 	switch {
 	case len(in.PKCS12) > 0:
 		if len(in.PKCS12) > maxImport {
-			return Info{}, &FieldError{Field: "pkcs12", Problem: "the file is larger than 256 KiB; it is not a certificate bundle"}
+			return Info{}, api.FieldError{Field: "pkcs12", Problem: "the file is larger than 256 KiB; it is not a certificate bundle"}
 		}
 		k, leaf, cas, err := pkcs12.DecodeChain(in.PKCS12, in.Passphrase)
 		if errors.Is(err, pkcs12.ErrIncorrectPassword) {
-			return Info{}, &FieldError{Field: "passphrase", Problem: "the passphrase does not open this PKCS#12 file"}
+			return Info{}, api.FieldError{Field: "passphrase", Problem: "the passphrase does not open this PKCS#12 file"}
 		}
 		if err != nil {
-			return Info{}, &FieldError{Field: "pkcs12", Problem: "the file is not a PKCS#12 bundle with one key and its certificate (" + err.Error() + ")"}
+			return Info{}, api.FieldError{Field: "pkcs12", Problem: "the file is not a PKCS#12 bundle with one key and its certificate (" + err.Error() + ")"}
 		}
 		key, certs = k, append([]*x509.Certificate{leaf}, cas...)
 	case strings.TrimSpace(in.CertPEM) != "":
 		if len(in.CertPEM)+len(in.KeyPEM) > maxImport {
-			return Info{}, &FieldError{Field: "cert_pem", Problem: "the text is larger than 256 KiB; it is not a certificate and chain"}
+			return Info{}, api.FieldError{Field: "cert_pem", Problem: "the text is larger than 256 KiB; it is not a certificate and chain"}
 		}
 		var err error
 		certs, key, err = parsePEM(in.CertPEM + "\n" + in.KeyPEM)
@@ -52,10 +53,10 @@ func (s *Store) Import(in Import) (Info, error) {
 			return Info{}, err
 		}
 	default:
-		return Info{}, &FieldError{Field: "cert_pem", Problem: "paste the certificate (with its chain) in PEM, or upload a PKCS#12 file"}
+		return Info{}, api.FieldError{Field: "cert_pem", Problem: "paste the certificate (with its chain) in PEM, or upload a PKCS#12 file"}
 	}
 	if len(certs) == 0 {
-		return Info{}, &FieldError{Field: "cert_pem", Problem: "no certificate was found; paste the text from -----BEGIN CERTIFICATE----- on"}
+		return Info{}, api.FieldError{Field: "cert_pem", Problem: "no certificate was found; paste the text from -----BEGIN CERTIFICATE----- on"}
 	}
 
 	var result string
@@ -68,7 +69,7 @@ func (s *Store) Import(in Import) (Info, error) {
 				}
 			}
 			if leafAt < 0 {
-				return &FieldError{Field: "key_pem", Problem: "the key does not belong to any of the certificates given; import the certificate with its own key"}
+				return api.FieldError{Field: "key_pem", Problem: "the key does not belong to any of the certificates given; import the certificate with its own key"}
 			}
 			kp, err := keyPEM(key)
 			if err != nil {
@@ -92,7 +93,7 @@ func (s *Store) Import(in Import) (Info, error) {
 				}
 			}
 			if leafAt < 0 {
-				return &FieldError{Field: "key_pem", Problem: "no key for this certificate: it answers none of the CSRs made here; import it with its key (PEM or PKCS#12)"}
+				return api.FieldError{Field: "key_pem", Problem: "no key for this certificate: it answers none of the CSRs made here; import it with its key (PEM or PKCS#12)"}
 			}
 		}
 		chain := orderChain(certs, leafAt)
@@ -167,19 +168,19 @@ func parsePEM(text string) ([]*x509.Certificate, crypto.PrivateKey, error) {
 		case b.Type == "CERTIFICATE":
 			c, err := x509.ParseCertificate(b.Bytes)
 			if err != nil {
-				return nil, nil, &FieldError{Field: "cert_pem", Problem: "a certificate in the text cannot be read (" + err.Error() + ")"}
+				return nil, nil, api.FieldError{Field: "cert_pem", Problem: "a certificate in the text cannot be read (" + err.Error() + ")"}
 			}
 			certs = append(certs, c)
 		case strings.HasSuffix(b.Type, "PRIVATE KEY"):
 			if key != nil {
-				return nil, nil, &FieldError{Field: "key_pem", Problem: "give one private key, not several"}
+				return nil, nil, api.FieldError{Field: "key_pem", Problem: "give one private key, not several"}
 			}
 			if b.Type == "ENCRYPTED PRIVATE KEY" || b.Headers["Proc-Type"] != "" {
-				return nil, nil, &FieldError{Field: "key_pem", Problem: "the key is encrypted; decrypt it first (openssl pkey -in key.pem -out plain.pem) or import a PKCS#12 file with its passphrase"}
+				return nil, nil, api.FieldError{Field: "key_pem", Problem: "the key is encrypted; decrypt it first (openssl pkey -in key.pem -out plain.pem) or import a PKCS#12 file with its passphrase"}
 			}
 			k, err := parseKey(pem.EncodeToMemory(b))
 			if err != nil {
-				return nil, nil, &FieldError{Field: "key_pem", Problem: err.Error()}
+				return nil, nil, api.FieldError{Field: "key_pem", Problem: err.Error()}
 			}
 			key = k
 		}
@@ -242,13 +243,13 @@ func (s *Store) Export(id string, ex Export) ([]byte, string, string, error) {
 	}
 	s.mu.Unlock()
 	if chainPEM == "" {
-		return nil, "", "", &FieldError{Field: "id", Problem: "this entry waits for its signed certificate; there is nothing to export yet (its CSR is on the Security page)"}
+		return nil, "", "", api.FieldError{Field: "id", Problem: "this entry waits for its signed certificate; there is nothing to export yet (its CSR is on the Security page)"}
 	}
 	certs := parseChain(chainPEM)
 	switch ex.Format {
 	case FormatPKCS12:
 		if len(ex.Passphrase) < 8 {
-			return nil, "", "", &FieldError{Field: "passphrase", Problem: "choose a passphrase of at least 8 characters: the file holds the private key"}
+			return nil, "", "", api.FieldError{Field: "passphrase", Problem: "choose a passphrase of at least 8 characters: the file holds the private key"}
 		}
 		key, err := parseKey([]byte(kp))
 		if err != nil {
@@ -266,7 +267,7 @@ func (s *Store) Export(id string, ex Export) ([]byte, string, string, error) {
 		}
 		return []byte(out), "application/x-pem-file", id + ".pem", nil
 	}
-	return nil, "", "", &FieldError{Field: "format", Problem: "use pkcs12 or pem"}
+	return nil, "", "", api.FieldError{Field: "format", Problem: "use pkcs12 or pem"}
 }
 
 // CSRText is the CSR of an entry that waits for its certificate.
@@ -278,7 +279,7 @@ func (s *Store) CSRText(id string) (string, error) {
 		return "", ErrUnknown
 	}
 	if s.f.Entries[i].CSRPEM == "" {
-		return "", &FieldError{Field: "id", Problem: "this certificate has no CSR waiting"}
+		return "", api.FieldError{Field: "id", Problem: "this certificate has no CSR waiting"}
 	}
 	return s.f.Entries[i].CSRPEM, nil
 }

@@ -1,6 +1,7 @@
 package webui
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -63,7 +64,7 @@ func (u *UI) backupDownload(w http.ResponseWriter, r *http.Request, ses Session)
 		req, _ = http.NewRequest(http.MethodGet, "/api/v1/backups/"+url.PathEscape(name), nil)
 	} else {
 		body, _ := json.Marshal(backup.Request{Password: r.PostFormValue("password"), IncludeHistory: r.PostFormValue("include_history") == "1"})
-		req, _ = http.NewRequest(http.MethodPost, "/api/v1/backup", bytesReader(body))
+		req, _ = http.NewRequest(http.MethodPost, "/api/v1/backup", bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 	}
 	u.stream(w, r, ses, req, func(code int, sentence string) {

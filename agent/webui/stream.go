@@ -7,8 +7,6 @@ import (
 	"net/http"
 )
 
-func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
-
 // captured keeps an API answer in memory.
 type captured struct {
 	h    http.Header
