@@ -38,8 +38,8 @@ const (
 	// the disk, unreachable.
 	Quick Mode = "quick"
 	// Secure is NIST SP 800-88 Clear: the device's secure discard where
-	// it has one, otherwise an overwrite pass with zeros, then random
-	// blocks read back to verify.
+	// it has one, else zeros written by the device, else an overwrite
+	// pass with zeros, then random blocks read back to verify.
 	Secure Mode = "secure"
 )
 
@@ -70,7 +70,7 @@ type Request struct {
 // Report is what a reset did, kept on the ESP.
 type Report struct {
 	Mode     Mode      `json:"mode"`
-	Method   string    `json:"method"` // "new file system", "secure discard", "overwrite with zeros"
+	Method   string    `json:"method"` // "new file system", "secure discard", "device write zeroes", "overwrite with zeros"
 	Level    string    `json:"level"`  // "Clear" (NIST SP 800-88) for secure, "" for quick
 	Bytes    int64     `json:"bytes"`
 	Verified int       `json:"blocks_verified"` // random 4 KiB blocks read back as zeros
@@ -245,16 +245,23 @@ func zeroHead(dev Device) error {
 // back.
 const verifyBlocks = 256
 
-// clear wipes the whole partition: the device's secure discard when it
-// does it and then reads back zeros, else an overwrite pass with zeros.
-// Either way random blocks are read back to verify.
+// clear wipes the whole partition, by the first of these the device
+// does: its secure discard (when discarded blocks then read back as
+// zeros); zeros written by the device itself (BLKZEROOUT: NVMe Write
+// Zeroes, SCSI WRITE SAME, virtio-blk WRITE_ZEROES; the kernel asks the
+// device not to merely unmap, and writes zero pages itself where the
+// device cannot); an overwrite pass with zeros from here. Either way
+// random blocks are read back to verify.
+//
+// The disk's own sanitize commands (NVMe Format or Sanitize, ATA
+// SECURITY ERASE UNIT) are not used: they erase the whole device, and the
+// data partition shares it with the boot slots the box boots from next.
 func clear(dev Device, progress func(float64)) (string, int, error) {
 	f, err := os.OpenFile(dev.Path, os.O_RDWR, 0)
 	if err != nil {
 		return "", 0, err
 	}
 	defer f.Close()
-	method := "overwrite with zeros"
 	rng := [2]uint64{0, uint64(dev.Size)}
 	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.BLKSECDISCARD, uintptr(unsafe.Pointer(&rng))); e == 0 {
 		if n, err := verify(f, dev.Size); err == nil {
@@ -262,22 +269,11 @@ func clear(dev Device, progress func(float64)) (string, int, error) {
 		}
 		// Discarded blocks that do not read as zeros: overwrite them too.
 	}
-	buf := make([]byte, 4<<20)
-	var off int64
-	for off < dev.Size {
-		n := int64(len(buf))
-		if dev.Size-off < n {
-			n = dev.Size - off
-		}
-		if _, err := f.WriteAt(buf[:n], off); err != nil {
-			return method, 0, fmt.Errorf("overwrite at %d: %w", off, err)
-		}
-		off += n
-		if off%(256<<20) == 0 {
-			f.Sync()
-			if progress != nil {
-				progress(float64(off) / float64(dev.Size))
-			}
+	method := "device write zeroes"
+	if err := zeroOut(f, dev.Size, progress); err != nil {
+		method = "overwrite with zeros"
+		if err := overwrite(f, dev.Size, progress); err != nil {
+			return method, 0, err
 		}
 	}
 	if err := f.Sync(); err != nil {
@@ -287,6 +283,44 @@ func clear(dev Device, progress func(float64)) (string, int, error) {
 	unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
 	n, err := verify(f, dev.Size)
 	return method, n, err
+}
+
+// clearChunk is how much is cleared between progress reports.
+const clearChunk = 256 << 20
+
+// zeroOut has the device write zeros over the partition, a chunk at a
+// time; it fails at once on what is not a block device.
+func zeroOut(f *os.File, size int64, progress func(float64)) error {
+	for off := int64(0); off < size; off += clearChunk {
+		rng := [2]uint64{uint64(off), uint64(min(clearChunk, size-off))}
+		if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.BLKZEROOUT, uintptr(unsafe.Pointer(&rng))); e != 0 {
+			return fmt.Errorf("zero out at %d: %w", off, e)
+		}
+		if progress != nil {
+			progress(float64(off+int64(rng[1])) / float64(size))
+		}
+	}
+	return nil
+}
+
+// overwrite writes zeros over the partition from here.
+func overwrite(f *os.File, size int64, progress func(float64)) error {
+	buf := make([]byte, 4<<20)
+	var off int64
+	for off < size {
+		n := min(int64(len(buf)), size-off)
+		if _, err := f.WriteAt(buf[:n], off); err != nil {
+			return fmt.Errorf("overwrite at %d: %w", off, err)
+		}
+		off += n
+		if off%clearChunk == 0 {
+			f.Sync()
+			if progress != nil {
+				progress(float64(off) / float64(size))
+			}
+		}
+	}
+	return nil
 }
 
 func verify(f *os.File, size int64) (int, error) {

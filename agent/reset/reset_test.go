@@ -3,7 +3,9 @@ package reset
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -103,5 +105,44 @@ func TestZeroFreeClearsDeletedData(t *testing.T) {
 	unix.Statfs(dir, &st)
 	if st.Bfree*uint64(st.Bsize) < 3<<20 {
 		t.Fatal("the fill file stayed")
+	}
+}
+
+// On a block device the device writes the zeros (BLKZEROOUT), and what
+// was on it is gone from the file behind it.
+func TestSecureResetOnABlockDevice(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for a loop device")
+	}
+	dir := t.TempDir()
+	back := filepath.Join(dir, "data.img")
+	marker := []byte("MARKER-keel-loop-5678")
+	img := bytes.Repeat([]byte("y"), 8<<20)
+	copy(img[5<<20:], marker)
+	os.WriteFile(back, img, 0o600)
+	out, err := exec.Command("losetup", "--find", "--show", back).Output()
+	if err != nil {
+		t.Skipf("losetup: %v", err)
+	}
+	dev := strings.TrimSpace(string(out))
+	defer exec.Command("losetup", "-d", dev).Run()
+	s := Store{Dir: filepath.Join(dir, "esp"), ZeroFree: func(string) error { return nil }}
+	os.MkdirAll(s.Dir, 0o700)
+	s.Ask(Request{Mode: Secure})
+	r, _ := s.Pending()
+	var seen []float64
+	rep, err := s.Run(r, Device{Path: dev, Size: int64(len(img))}, nil, func(p float64) { seen = append(seen, p) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Method != "device write zeroes" || rep.Verified != verifyBlocks {
+		t.Fatalf("report %+v", rep)
+	}
+	if len(seen) == 0 || seen[len(seen)-1] != 1 {
+		t.Errorf("progress %v, want it to end at 1", seen)
+	}
+	after, _ := os.ReadFile(back)
+	if bytes.Contains(after, marker) || bytes.Count(after, []byte{0}) != len(after) {
+		t.Fatal("the marker survived on the loop device's file")
 	}
 }
