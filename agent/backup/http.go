@@ -30,6 +30,7 @@ type Request struct {
 //	GET  /api/v1/backup/settings        200 {"password_set", "keep", "daily", "include_history"}
 //	PUT  /api/v1/backup/settings        {"password", "keep", "daily", "include_history"} → 200 the settings
 //	POST /api/v1/restore[?dry_run=1][&carry_identity=1]   the file, password in X-Backup-Password → Plan (200 dry run, 202 staged: the box restarts)
+//	POST /api/v1/restore?backup=NAME[&dry_run=1]…           the same from a backup kept on the box (no body; its password by default)
 func (s *Service) Routes(mux api.Mux) {
 	mux.Handle("POST /api/v1/backup", http.HandlerFunc(s.serveBackup))
 	mux.Handle("GET /api/v1/backups", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -133,7 +134,23 @@ func (s *Service) serveRestore(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	o := RestoreOptions{Password: r.Header.Get(PasswordHeader), DryRun: q.Get("dry_run") == "1", CarryIdentity: q.Get("carry_identity") == "1"}
 	o.Compatible = s.Compatible
-	plan, err := s.Restore(r.Context(), r.Body, o)
+	var from io.Reader = r.Body
+	if name := q.Get("backup"); name != "" {
+		// One of the backups kept on the box: no upload, and the
+		// automatic backups' password unless another is given (the
+		// settings' password may have changed since it was taken).
+		f, err := s.Open(name)
+		if err != nil {
+			api.WriteError(w, http.StatusNotFound, "there is no backup named "+name+" on the appliance; GET /api/v1/backups lists them")
+			return
+		}
+		defer f.Close()
+		from = f
+		if o.Password == "" {
+			o.Password = s.LoadSettings().Password
+		}
+	}
+	plan, err := s.Restore(r.Context(), from, o)
 	switch {
 	case errors.Is(err, ErrBusy):
 		api.WriteError(w, http.StatusConflict, err.Error())
