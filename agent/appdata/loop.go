@@ -6,6 +6,8 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"keel.dev/keel/image/dataformat"
 )
 
 // attach binds image to a free loop device. The device clears itself
@@ -55,5 +57,5 @@ func attach(image string) (string, func(), error) {
 
 // mount mounts a volume's loop device on dir.
 func mount(dev, dir string) error {
-	return unix.Mount(dev, dir, "ext4", unix.MS_NOATIME|unix.MS_NOSUID|unix.MS_NODEV, "errors=remount-ro")
+	return unix.Mount(dev, dir, "ext4", unix.MS_NOATIME|unix.MS_NOSUID|unix.MS_NODEV, dataformat.MountOptions)
 }

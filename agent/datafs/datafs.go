@@ -48,7 +48,7 @@ func Linux() Ops {
 			if err := os.MkdirAll(dir, 0o755); err != nil {
 				return err
 			}
-			return unix.Mount(dev, dir, "ext4", unix.MS_NOATIME, "errors=remount-ro")
+			return unix.Mount(dev, dir, "ext4", unix.MS_NOATIME, dataformat.MountOptions)
 		},
 		Format: format,
 		Reserve: func(dev string) (bool, error) {

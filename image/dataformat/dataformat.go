@@ -21,8 +21,47 @@ func Create(b backend.Storage, start, size int64) (*ext4.FileSystem, error) {
 // CreateLabeled makes the same file system with another volume name (the
 // applications' data volumes use it).
 func CreateLabeled(b backend.Storage, start, size int64, label string) (*ext4.FileSystem, error) {
+	spb, count := geometry(size)
 	return ext4.Create(b, size, start, 512, &ext4.Params{
-		VolumeName: label,
-		Features:   []ext4.FeatureOpt{ext4.WithFeatureReservedGDTBlocksForExpansion(false)},
+		VolumeName:      label,
+		SectorsPerBlock: spb,
+		InodeCount:      count,
+		Features:        []ext4.FeatureOpt{ext4.WithFeatureReservedGDTBlocksForExpansion(false)},
 	})
+}
+
+// MountOptions are the data options every mount of these file systems
+// takes. noinit_itable: go-diskfs writes the inode tables zeroed, so the
+// kernel's lazy init would only write them again (gigabytes in the
+// background on a large disk), and on a file system made before geometry
+// below it finds the half-block tables and makes the file system
+// read-only.
+const MountOptions = "errors=remount-ro,noinit_itable"
+
+// inodeSize is go-diskfs's, and inodeRatio its default bytes per inode.
+const (
+	inodeSize  = 256
+	inodeRatio = 8192
+)
+
+// geometry is the block size (in 512-byte sectors: 1 KiB below 512 MiB,
+// else 4 KiB, as go-diskfs picks) and an inode count that gives every
+// block group an inode table of whole blocks. go-diskfs rounds the inodes
+// per group up to a multiple of 8 only; with 4 KiB blocks (16 inodes a
+// block) a size that is not a power of two then gets tables that end in
+// the middle of a block, which the kernel's ext4lazyinit takes for
+// corruption: "Something is wrong with group 0", and the file system goes
+// read-only.
+func geometry(size int64) (sectorsPerBlock uint8, inodes uint32) {
+	sectorsPerBlock = 8
+	if size < 512<<20 {
+		sectorsPerBlock = 2
+	}
+	block := int64(sectorsPerBlock) * 512
+	perGroup := block * 8 // blocks per group: one block of bitmap
+	groups := (size/block + perGroup - 1) / perGroup
+	per := (size/inodeRatio + groups - 1) / groups
+	multiple := max(8, block/inodeSize)
+	per = (per + multiple - 1) / multiple * multiple
+	return sectorsPerBlock, uint32(per * groups)
 }
