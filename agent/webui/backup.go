@@ -16,6 +16,7 @@ type backupView struct {
 	Stored   []backup.Stored
 	Plan     *backup.Plan // a restore's dry run or answer
 	Applied  bool         // the restore was staged: the box restarts
+	Kept     string       // the plan is of this backup kept on the box
 	Serial   string
 }
 
@@ -94,12 +95,26 @@ func (u *UI) backupRestore(w http.ResponseWriter, r *http.Request, ses Session) 
 	req.Header.Set("Content-Type", "application/octet-stream")
 	var rec captured
 	u.cfg.Do(&rec, r, ses.User, req)
-	a := rec.reply()
+	u.restoreAnswer(w, r, ses, rec.reply(), dry, "")
+}
+
+// backupRestoreKept restores, or checks, a backup kept on the box.
+func (u *UI) backupRestoreKept(w http.ResponseWriter, r *http.Request, ses Session) {
+	q := url.Values{"backup": {r.PostFormValue("name")}}
+	dry := r.PostFormValue("apply") != "1"
+	if dry {
+		q.Set("dry_run", "1")
+	}
+	u.restoreAnswer(w, r, ses, u.call(r, ses, http.MethodPost, "/api/v1/restore?"+q.Encode(), nil), dry, r.PostFormValue("name"))
+}
+
+// restoreAnswer shows a restore's plan, or its refusal.
+func (u *UI) restoreAnswer(w http.ResponseWriter, r *http.Request, ses Session, a reply, dry bool, kept string) {
 	if !a.OK() {
 		u.renderBackup(w, r, ses, a.Code, "", a.Sentence, &backupView{})
 		return
 	}
-	v := &backupView{Plan: &backup.Plan{}, Applied: !dry}
+	v := &backupView{Plan: &backup.Plan{}, Applied: !dry, Kept: kept}
 	json.Unmarshal(a.Body, v.Plan)
 	msg := "the backup was checked: nothing was changed; below is what a restore would change"
 	if !dry {

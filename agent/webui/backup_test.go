@@ -69,4 +69,16 @@ func TestBackupPageDownloadsAndDryRunsARestore(t *testing.T) {
 	if r.code != http.StatusOK || !strings.Contains(r.body, "nothing was changed") || !strings.Contains(r.body, "<td>network</td><td>unchanged</td>") || !strings.Contains(r.body, "(this appliance)") {
 		t.Fatalf("dry run: %d %s", r.code, r.body)
 	}
+	if strings.Contains(r.body, `id="restore-kept"`) {
+		t.Fatal("an uploaded file's dry run offers to restore a kept backup")
+	}
+	// A kept backup: checked first, and only then offered for restore.
+	kept := b.backups.List()[0].Name
+	a = br.form(Prefix+"/backup/restore-kept", url.Values{"name": {kept}})
+	if a.code != http.StatusOK || !strings.Contains(a.body, "nothing was changed") || !strings.Contains(a.body, `id="restore-kept"`) || !strings.Contains(a.body, `value="`+kept+`"`) {
+		t.Fatalf("check of a kept backup: %d %s", a.code, a.body)
+	}
+	if a := br.form(Prefix+"/backup/restore-kept", url.Values{"name": {"gone.age"}}); a.code != http.StatusNotFound || !strings.Contains(a.body, "GET /api/v1/backups") {
+		t.Fatalf("an unknown kept backup: %d %s", a.code, a.body)
+	}
 }

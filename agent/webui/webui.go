@@ -106,6 +106,7 @@ func (u *UI) routes() {
 	u.mux.Handle("POST "+Prefix+"/backup", u.session(u.backupAction, 0))
 	u.mux.Handle("POST "+Prefix+"/backup/download", u.session(u.backupDownload, 0))
 	u.mux.Handle("POST "+Prefix+"/backup/restore", u.session(u.backupRestore, streamedForm))
+	u.mux.Handle("POST "+Prefix+"/backup/restore-kept", u.session(u.backupRestoreKept, 0))
 	u.mux.Handle("POST "+Prefix+"/reset", u.session(u.resetAction, 0))
 }
 
