@@ -102,6 +102,9 @@ func (a *app) handler() http.Handler {
 	mux.HandleFunc("PUT /files/{name}", a.putFile)
 	mux.HandleFunc("GET /files/{name}", a.getFile)
 	mux.HandleFunc("POST /history", a.postHistory)
+	mux.HandleFunc("POST /bulk", a.fillBulk)
+	mux.HandleFunc("GET /bulk", a.answerBulk)
+	mux.HandleFunc("DELETE /bulk", a.deleteBulk)
 	return mux
 }
 

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -92,5 +94,43 @@ func TestInfoAndErrors(t *testing.T) {
 	c, _ := newApp(ro, "1.0.0", false)
 	if w := do(t, c.handler(), "GET", "/count?inc=1"); w.Code != 500 || c.count() != 0 {
 		t.Errorf("unwritable: %d, counter %d", w.Code, c.count())
+	}
+}
+
+func TestBulkFillsReadsBackAndEmpties(t *testing.T) {
+	a, err := newApp(t.TempDir(), "1.0.0", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := a.handler()
+	if w := do(t, h, "POST", "/bulk?mib=0"); w.Code != http.StatusBadRequest {
+		t.Fatalf("mib=0: %d", w.Code)
+	}
+	w := do(t, h, "POST", "/bulk?mib=20")
+	var made, read, gone bulkAnswer
+	if err := json.Unmarshal(w.Body.Bytes(), &made); err != nil || w.Code != http.StatusOK {
+		t.Fatalf("fill: %d %s", w.Code, w.Body)
+	}
+	if made.Files != 2 || made.Bytes != 20<<20 {
+		t.Fatalf("fill %+v", made)
+	}
+	json.Unmarshal(do(t, h, "GET", "/bulk").Body.Bytes(), &read)
+	if read != made {
+		t.Fatalf("read back %+v, made %+v", read, made)
+	}
+	b, _ := os.ReadFile(filepath.Join(a.dir, bulkDir, "part-0000"))
+	var c bytes.Buffer
+	zw := gzip.NewWriter(&c)
+	zw.Write(b)
+	zw.Close()
+	if c.Len() < len(b)*99/100 {
+		t.Fatalf("the bulk data compresses to %d of %d bytes", c.Len(), len(b))
+	}
+	if w := do(t, h, "DELETE", "/bulk"); w.Code != http.StatusNoContent {
+		t.Fatalf("delete: %d", w.Code)
+	}
+	json.Unmarshal(do(t, h, "GET", "/bulk").Body.Bytes(), &gone)
+	if gone.Files != 0 || gone.SHA256 == made.SHA256 {
+		t.Fatalf("after delete %+v", gone)
 	}
 }

@@ -12,6 +12,10 @@
 //	POST /count           increments the counter, then back to the page
 //	GET  /healthz         200 "ok" (500 when broken)
 //	GET  /api/info        {"version", "counter", "uid", "gid", "broken"}
+//	PUT  /files/{name}    a file into its file store (files/), GET reads it
+//	POST /history         a line appended to history/log
+//	POST /bulk?mib=N      bulk/ replaced by N MiB of incompressible data
+//	GET  /bulk            {"files", "bytes", "sha256"} of bulk/; DELETE empties it
 //
 // It listens on $PORT (default 8080) and refuses to run as root: the box
 // runs it as an unprivileged user.
