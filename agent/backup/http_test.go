@@ -71,3 +71,38 @@ func TestRestoreFromAKeptBackup(t *testing.T) {
 		t.Fatalf("journal %+v %v", j, err)
 	}
 }
+
+// compare reads the manifest, not the staged copy, and the box's files
+// only as far as it must.
+func TestCompareAgainstTheManifest(t *testing.T) {
+	root, sections := box(t)
+	os.RemoveAll(filepath.Join(root, "apps/demo/files")) // no store limits in play
+	_, m := write(t, sections, key(t), false)
+	var app SectionFiles
+	for _, s := range m.Sections {
+		if s.Name == "app-data" {
+			app = s
+		}
+	}
+	local := sections[2]
+	if got := compare(app, local); got != "unchanged" {
+		t.Fatalf("the same folder: %s", got)
+	}
+	os.WriteFile(filepath.Join(root, "apps/demo/history/rec-2"), []byte("new"), 0o600)
+	if got := compare(app, local); got != "unchanged" {
+		t.Fatalf("a new history file (a section of its own) changed the app data: %s", got)
+	}
+	os.WriteFile(filepath.Join(root, "apps/demo/counter"), []byte("42"), 0o600) // same size
+	if got := compare(app, local); got != "changed" {
+		t.Fatalf("a changed file of the same size: %s", got)
+	}
+	os.WriteFile(filepath.Join(root, "apps/demo/counter"), []byte("41"), 0o600)
+	os.WriteFile(filepath.Join(root, "apps/demo/extra"), []byte("x"), 0o600)
+	if got := compare(app, local); got != "changed" {
+		t.Fatalf("an extra file: %s", got)
+	}
+	os.RemoveAll(filepath.Join(root, "apps/demo"))
+	if got := compare(app, local); got != "added" {
+		t.Fatalf("no folder: %s", got)
+	}
+}

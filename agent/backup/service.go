@@ -241,7 +241,7 @@ func (s *Service) restore(r io.Reader, o RestoreOptions) (*Plan, error) {
 			if err := keepSkipped(st, local, here); err != nil {
 				return nil, err
 			}
-			c.What = compare(st.SectionPath(sec.Name), local.Path)
+			c.What = compare(sec, local)
 			if c.What != "unchanged" {
 				j.Targets = append(j.Targets, Target{Section: sec.Name, Path: local.Path, Discard: local.Discard})
 			}
@@ -348,43 +348,100 @@ func copyTree(src, dst string) error {
 	})
 }
 
-// compare says whether the staged content differs from the box's.
-func compare(staged, local string) string {
-	a, errA := digest(staged)
-	b, errB := digest(local)
+// compare says whether the box's copy of a section differs from the
+// backup's, from the manifest: staging hashed every file as it arrived,
+// so the staged side is not read again, and the box's side is read only
+// when names, kinds and sizes all match. The local section's skipped
+// folders (the history, a section of its own) are left out.
+func compare(sec SectionFiles, local Section) string {
+	st, err := os.Lstat(local.Path)
 	switch {
-	case errB != nil && errors.Is(errB, fs.ErrNotExist):
+	case errors.Is(err, fs.ErrNotExist):
 		return "added"
-	case errA != nil || errB != nil || a != b:
+	case err != nil:
 		return "changed"
+	case !sec.Dir:
+		if len(sec.Files) != 1 || !st.Mode().IsRegular() || st.Size() != sec.Files[0].Size {
+			return "changed"
+		}
+		if sum, err := fileSum(local.Path); err != nil || sum != sec.Files[0].SHA256 {
+			return "changed"
+		}
+		return "unchanged"
+	case !st.IsDir():
+		return "changed"
+	}
+	want := map[string]File{}
+	for _, f := range sec.Files {
+		want[f.Path] = f
+	}
+	var hash []string
+	seen := 0
+	differs := errors.New("differs")
+	err = filepath.WalkDir(local.Path, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(local.Path, p)
+		rel = filepath.ToSlash(rel)
+		if rel == "." {
+			return nil
+		}
+		for _, sk := range append(local.Skip, "lost+found") {
+			if rel == sk || strings.HasPrefix(rel, sk+"/") {
+				if d.IsDir() {
+					return fs.SkipDir
+				}
+				return nil
+			}
+		}
+		f, ok := want[rel]
+		if !ok {
+			return differs
+		}
+		seen++
+		switch {
+		case d.IsDir():
+			if !f.Dir {
+				return differs
+			}
+		case d.Type()&fs.ModeSymlink != 0:
+			if l, _ := os.Readlink(p); l != f.Link || f.Link == "" {
+				return differs
+			}
+		case d.Type().IsRegular():
+			info, err := d.Info()
+			if err != nil || f.Dir || f.Link != "" || info.Size() != f.Size {
+				return differs
+			}
+			hash = append(hash, rel)
+		default:
+			return differs
+		}
+		return nil
+	})
+	if err != nil || seen != len(want) {
+		return "changed"
+	}
+	for _, rel := range hash {
+		if sum, err := fileSum(filepath.Join(local.Path, filepath.FromSlash(rel))); err != nil || sum != want[rel].SHA256 {
+			return "changed"
+		}
 	}
 	return "unchanged"
 }
 
-// digest hashes a file or a folder's names, links and contents.
-func digest(p string) (string, error) {
+func fileSum(p string) (string, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
 	h := sha256.New()
-	err := filepath.WalkDir(p, func(q string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(p, q)
-		fmt.Fprintf(h, "%s\x00", rel)
-		switch {
-		case d.Type()&fs.ModeSymlink != 0:
-			l, _ := os.Readlink(q)
-			fmt.Fprintf(h, "L%s\x00", l)
-		case d.Type().IsRegular():
-			f, err := os.Open(q)
-			if err != nil {
-				return err
-			}
-			io.Copy(h, f)
-			f.Close()
-		}
-		return nil
-	})
-	return hex.EncodeToString(h.Sum(nil)), err
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // NewToken is a confirmation token.
