@@ -82,6 +82,17 @@ type Pending struct {
 // A change made while another awaits confirmation replaces it; the
 // rollback still goes back to the last confirmed configuration.
 func (m *Manager) ApplyFrom(c Config, local netip.Addr, announce func(*Pending)) (Result, *Pending, error) {
+	return m.applyFrom(c, local, false, announce)
+}
+
+// ApplyGuarded applies c to be confirmed whatever it changes: the
+// console's changes, whose operator may be at the box or may be on a
+// terminal server reached through the very network being changed.
+func (m *Manager) ApplyGuarded(c Config, announce func(*Pending)) (Result, *Pending, error) {
+	return m.applyFrom(c, netip.Addr{}, true, announce)
+}
+
+func (m *Manager) applyFrom(c Config, local netip.Addr, always bool, announce func(*Pending)) (Result, *Pending, error) {
 	if err := c.Validate(); err != nil {
 		return Result{}, nil, err
 	}
@@ -94,6 +105,9 @@ func (m *Manager) ApplyFrom(c Config, local netip.Addr, announce func(*Pending))
 	}
 	m.mu.Unlock()
 	guard, err := m.NeedsConfirm(old, c, local)
+	if always {
+		guard, err = true, nil
+	}
 	if err != nil {
 		// Not knowing which link the client uses is a reason for more
 		// care, not less.

@@ -293,3 +293,31 @@ func TestRestoredConfigurationWaitsForConfirmation(t *testing.T) {
 		t.Fatal("reported rolled back")
 	}
 }
+
+// The console's changes wait for confirmation whatever they change: a
+// DNS-only change, which a client's PUT applies at once, rolls back
+// unconfirmed.
+func TestGuardedChangeAlwaysWaits(t *testing.T) {
+	const timeout = time.Second
+	l := newConfirmLab(t, cfgYOnly, timeout)
+	_, p, err := l.m.ApplyGuarded(mustConfig(t, cfgYAndNS), nil)
+	if err != nil || p == nil || p.Token == "" {
+		t.Fatalf("pending %+v, err %v", p, err)
+	}
+	if b, _ := os.ReadFile(l.path); strings.Contains(string(b), "10.8.0.53") {
+		t.Fatalf("the unconfirmed change was saved: %s", b)
+	}
+	if !nstest.Eventually(timeout+5*time.Second, func() bool { return l.m.Status().RolledBackAt != nil }) {
+		t.Fatal("the unconfirmed change was not rolled back")
+	}
+	_, p, err = l.m.ApplyGuarded(mustConfig(t, cfgYAndNS), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.m.Confirm(p.Token); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(l.path); !strings.Contains(string(b), "10.8.0.53") {
+		t.Fatalf("the confirmed change was not saved: %s", b)
+	}
+}
