@@ -11,7 +11,7 @@ NIC ?= virtio
 export KEEL_ADMIN_PASSWORD
 export GOAMD64 = v1
 
-GO_SRC := $(shell find agent initramfs image hwtest \( -name '*.go' -o -path '*/templates/*' -o -path '*/static/*' \) -type f 2>/dev/null) go.mod go.sum
+GO_SRC := $(shell find agent initramfs image hwtest \( -name '*.go' -o -path '*/templates/*' -o -path '*/static/*' -o -path '*/profiles/*' \) -type f 2>/dev/null) go.mod go.sum
 KERNEL := build/kernel/version
 INITRAMFS := build/initramfs.cpio.zst
 
