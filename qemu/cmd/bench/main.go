@@ -50,10 +50,10 @@ func main() {
 	runs := flag.Int("runs", 3, "boots per boot figure (the median is printed)")
 	skipCold := flag.Bool("skip-cold", false, "skip the cold-cache build (it takes minutes)")
 	vendorKey := flag.String("vendor-key", envOr("KEEL_VENDOR_KEY", "build/keys/vendor.key"), "vendor signing key the image trusts (install figures)")
-	only := flag.String("only", "", `run only these figures: "install", "apps" or "reset"`)
+	only := flag.String("only", "", `run only these figures: "install", "apps", "backup" or "reset"`)
 	flag.Parse()
-	if *only != "" && *only != "install" && *only != "apps" && *only != "reset" {
-		fmt.Fprintf(os.Stderr, "bench: -only %q: want install, apps or reset\n", *only)
+	if *only != "" && *only != "install" && *only != "apps" && *only != "backup" && *only != "reset" {
+		fmt.Fprintf(os.Stderr, "bench: -only %q: want install, apps, backup or reset\n", *only)
 		os.Exit(2)
 	}
 	b := &bench{image: *image, kernelDir: *kernelDir, initramfs: *initramfs, runs: *runs, vendorKey: *vendorKey, only: *only}
@@ -68,7 +68,7 @@ type bench struct {
 	runs                        int
 	work                        string
 	vendorKey                   string
-	only                        string // "" (all), "install", "apps" or "reset"
+	only                        string // "" (all), "install", "apps", "backup" or "reset"
 }
 
 func (b *bench) run(skipCold bool) error {
@@ -83,6 +83,8 @@ func (b *bench) run(skipCold bool) error {
 		return b.installFigures()
 	case "apps":
 		return b.appFigures()
+	case "backup":
+		return b.backupFigures()
 	case "reset":
 		return b.resetFigures()
 	}
@@ -128,6 +130,9 @@ func (b *bench) run(skipCold bool) error {
 	}
 	if err := b.appFigures(); err != nil {
 		return fmt.Errorf("app figures: %w", err)
+	}
+	if err := b.backupFigures(); err != nil {
+		return fmt.Errorf("backup figures: %w", err)
 	}
 	if err := b.resetFigures(); err != nil {
 		return fmt.Errorf("reset figures: %w", err)
