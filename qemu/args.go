@@ -17,6 +17,9 @@ type runFiles struct {
 	OVMFCode string // read-only firmware; empty with BIOS
 	OVMFVars string // this VM's copy of the UEFI variables; empty with BIOS
 	QMP      string // QMP unix socket
+	// Blkdebug is the blkdebug rules file that fails reads of
+	// Config.ReadErrors; empty without them.
+	Blkdebug string
 }
 
 // buildArgs returns QEMU's arguments (without the program name) for c, which
@@ -65,6 +68,10 @@ func buildArgs(c Config, f runFiles, httpsPort int) []string {
 
 	if f.Overlay != "" {
 		drive := "file=" + escape(f.Overlay) + ",format=qcow2"
+		if f.Blkdebug != "" {
+			// blkdebug above the format: its rules name guest sectors.
+			drive = "driver=blkdebug,config=" + escape(f.Blkdebug) + ",image.driver=qcow2,image.file.driver=file,image.file.filename=" + escape(f.Overlay)
+		}
 		switch c.DiskBus {
 		case "virtio":
 			a = append(a, "-drive", drive+",if=virtio")

@@ -257,3 +257,17 @@ func TestSocketDirShort(t *testing.T) {
 		t.Errorf("short dir moved to %s", dir)
 	}
 }
+
+// A disk with read errors goes through blkdebug, above the qcow2 format
+// so that its rules name guest sectors.
+func TestArgsReadErrors(t *testing.T) {
+	c, err := Config{Image: "x", ReadErrors: []int64{2056}}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := buildArgs(c, runFiles{Overlay: "/w/disk.qcow2", Blkdebug: "/w/blkdebug.conf", QMP: "/w/qmp"}, 8443)
+	want := "driver=blkdebug,config=/w/blkdebug.conf,image.driver=qcow2,image.file.driver=file,image.file.filename=/w/disk.qcow2,if=virtio"
+	if !hasSeq(a, "-drive", want) {
+		t.Errorf("drive: %q", a)
+	}
+}

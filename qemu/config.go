@@ -36,6 +36,9 @@ type Config struct {
 	WorkDir string
 	// DiskBus is how the disk is attached: "virtio" (default), "ahci" or "nvme".
 	DiskBus string
+	// ReadErrors are guest disk sectors (512 bytes) whose reads fail
+	// with EIO, through QEMU's blkdebug: a disk going bad.
+	ReadErrors []int64
 	// NIC is the network card model: "virtio" (default) or "e1000".
 	NIC string
 	// MAC is the NIC's MAC address; empty keeps QEMU's default

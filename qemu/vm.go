@@ -132,6 +132,16 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 			return nil, err
 		}
 	}
+	if len(c.ReadErrors) > 0 && files.Overlay != "" {
+		var rules strings.Builder
+		for _, sec := range c.ReadErrors {
+			fmt.Fprintf(&rules, "[inject-error]\nevent = \"none\"\niotype = \"read\"\nsector = \"%d\"\nerrno = \"5\"\n\n", sec)
+		}
+		files.Blkdebug = filepath.Join(workDir, "blkdebug.conf")
+		if err := os.WriteFile(files.Blkdebug, []byte(rules.String()), 0o644); err != nil {
+			return nil, fmt.Errorf("qemu: blkdebug rules: %w", err)
+		}
+	}
 	if !c.BIOS {
 		files.OVMFCode = OVMFCode
 		files.OVMFVars = filepath.Join(workDir, "OVMF_VARS.fd")
