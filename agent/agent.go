@@ -21,6 +21,7 @@ import (
 	"keel.dev/keel/agent/certs"
 	"keel.dev/keel/agent/coldplug"
 	"keel.dev/keel/agent/config"
+	"keel.dev/keel/agent/console"
 	"keel.dev/keel/agent/floatip"
 	"keel.dev/keel/agent/identity"
 	"keel.dev/keel/agent/install"
@@ -88,6 +89,9 @@ type agent struct {
 	peerKey *peerkey.Store
 	backups *backup.Service
 	jobs    *install.Jobs // every job: installs, backups, restores, resets
+	// logRing keeps the agent's log for the console menu.
+	logRing  *console.Ring
+	selftest *selfTest
 	// restored is a restore applied at this boot, whose network change
 	// may wait for confirmation.
 	restored *backup.Journal
@@ -132,6 +136,7 @@ func newAgent(log *slog.Logger, con io.Writer) *agent {
 		shutdown: make(chan pid1.Action, 1),
 	}
 	a.health = a.healthCheck
+	a.selftest = &selfTest{a: a}
 	return a
 }
 

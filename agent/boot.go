@@ -205,7 +205,10 @@ func (a *agent) findBootDisk() error {
 func (a *agent) readBootState() error {
 	a.boot0 = slots.ParseCmdline(readTrim("/proc/cmdline"))
 	a.kernel = kernelRelease()
-	if a.boot0.Recovery {
+	switch {
+	case a.boot0.Operator:
+		a.setRecovery("the recovery console was chosen at the GRUB menu")
+	case a.boot0.Recovery:
 		a.setRecovery("GRUB found no bootable base slot and booted the last good one in recovery mode")
 	}
 	esp, err := a.blocks.Wait(layout.ESP, 10*time.Second)
@@ -578,6 +581,7 @@ func (a *agent) startAPI() error {
 	})
 	a.audit.Routes(a.api)
 	a.jobs = install.NewJobs(install.DefaultJobs)
+	a.selftest.routes(a.api)
 	// A box whose data partition is damaged can still be reset.
 	reset.Store{Dir: espKeelDir}.Routes(a.api, a.serial, reboot)
 	if a.dataMounted() && a.id != nil {

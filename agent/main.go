@@ -6,15 +6,18 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/u-root/u-root/pkg/libinit"
 	"golang.org/x/sys/unix"
 
+	"keel.dev/keel/agent/console"
 	"keel.dev/keel/agent/pid1"
 	"keel.dev/keel/agent/sandbox"
 )
@@ -39,9 +42,12 @@ func main() {
 	pid1.ReapOrphans()
 
 	con := pid1.OpenConsoles("/dev/ttyS0", "/dev/tty0")
-	log := slog.New(slog.NewTextHandler(con, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	a := newAgent(log, con)
-	a.console = con
+	// The console menu pages through what the consoles showed.
+	ring := console.NewRing(256 << 10)
+	out := io.MultiWriter(con, ring)
+	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	a := newAgent(log, out)
+	a.console, a.logRing = con, ring
 	defer func() {
 		// Nothing may take PID 1 down: a panic here still ends in a clean
 		// shutdown rather than a kernel panic.
@@ -51,6 +57,10 @@ func main() {
 		}
 	}()
 	a.boot()
+	a.startConsole()
+	if strings.Contains(" "+readTrim("/proc/cmdline")+" ", " keel.hwtest=1 ") {
+		go a.bootSelfTest()
+	}
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGUSR1, unix.SIGUSR2)

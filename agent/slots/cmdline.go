@@ -15,6 +15,9 @@ type Boot struct {
 	Mode     Mode
 	Tries    string // tries left after GRUB took this boot's try
 	Recovery bool
+	// Operator: the recovery console was chosen at GRUB's menu while a
+	// slot was bootable, so someone is at the box.
+	Operator bool
 	EnvFrom  Copy // which boot state copy GRUB used
 	// ESP is the partition GUID of the ESP GRUB was loaded from: it
 	// names the boot disk ("" when GRUB did not say).
@@ -46,7 +49,8 @@ func ParseCmdline(cmdline string) Boot {
 		case "keel.tries":
 			b.Tries = v
 		case "keel.recovery":
-			b.Recovery = v == "1"
+			b.Recovery = v == "1" || v == "operator"
+			b.Operator = v == "operator"
 		case "keel.bootenv":
 			b.EnvFrom = Copy(v)
 		case "keel.esp":

@@ -17,6 +17,9 @@ func Describe(b Boot, st *bootstate.State, version string) string {
 	if b.EnvFrom == Backup {
 		copyNote = " The primary copy of the boot state was damaged; it was repaired from the backup copy."
 	}
+	if b.Operator {
+		return fmt.Sprintf("The recovery console was chosen at the GRUB menu; slot %s (%s) runs in recovery mode (nothing is committed; reboot to leave it).%s", b.Slot, version, copyNote)
+	}
 	if b.Recovery {
 		return fmt.Sprintf("No base slot was bootable; GRUB booted the last good slot %s (%s) in recovery mode.%s", b.Slot, version, copyNote)
 	}

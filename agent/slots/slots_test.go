@@ -294,8 +294,12 @@ func TestDescribe(t *testing.T) {
 		t.Errorf("fallback sentence: %s", got)
 	}
 	got = Describe(ParseCmdline("keel.slot=a keel.mode=recovery keel.recovery=1"), &st, "1.0.0")
-	if !strings.Contains(got, "recovery mode") {
+	if !strings.Contains(got, "No base slot was bootable") {
 		t.Errorf("recovery sentence: %s", got)
+	}
+	b := ParseCmdline("keel.slot=a keel.mode=recovery keel.recovery=operator")
+	if got = Describe(b, &st, "1.0.0"); !b.Recovery || !b.Operator || !strings.Contains(got, "The recovery console was chosen at the GRUB menu") {
+		t.Errorf("operator's recovery: %+v %s", b, got)
 	}
 }
 

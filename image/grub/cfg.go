@@ -87,9 +87,15 @@ function keel_boot_{{.Name}} {
       keel_save
     fi
   fi
-  if [ "$1" = recovery ]; then set keel_mode=recovery; fi
   set keel_extra=""
-  if [ "$keel_mode" = recovery ]; then set keel_extra="keel.recovery=1"; fi
+  if [ "$1" = recovery ]; then
+    set keel_mode=recovery
+    # Chosen at the menu while a slot was bootable: someone is at the box.
+    if [ -n "$keel_pick" ]; then set keel_extra="keel.recovery=operator"; fi
+  fi
+  if [ "$keel_mode" = recovery ]; then
+    if [ -z "$keel_extra" ]; then set keel_extra="keel.recovery=1"; fi
+  fi
   echo "keel: booting slot {{.Name}} ($keel_{{.Name}}_ver), $keel_mode, boot state from $keel_envsrc"
   linux ($keel_disk,gpt{{.Part}})/vmlinuz keel.slot={{.Name}} keel.mode=$keel_mode keel.tries=$keel_{{.Name}}_tries keel.bootenv=$keel_envsrc keel.esp=$keel_esp $keel_extra {{$.Cmdline}}
   initrd ($keel_disk,gpt{{.Part}})/initramfs
@@ -113,6 +119,7 @@ for s in $keel_order; do
     fi
   fi
 done
+export keel_pick
 if [ -n "$keel_pick" ]; then
   set default=slot-$keel_pick
 else
@@ -123,7 +130,7 @@ fi
 # A slot that never held a base gets no entry.
 if [ -n "$keel_a_ver" ]; then menuentry "keel ${keel_a_ver} (slot A)" --id slot-a { keel_boot_a }; fi
 if [ -n "$keel_b_ver" ]; then menuentry "keel ${keel_b_ver} (slot B)" --id slot-b { keel_boot_b }; fi
-menuentry "keel recovery (slot ${keel_last_good})" --id recovery {
+menuentry "keel recovery console (slot ${keel_last_good})" --id recovery {
   if [ "$keel_last_good" = b ]; then keel_boot_b recovery; else keel_boot_a recovery; fi
 }
 `

@@ -4,6 +4,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"keel.dev/keel/image/bootstate"
 	"keel.dev/keel/image/diskimage"
@@ -28,6 +29,7 @@ func TestGRUBStateMachine(t *testing.T) {
 		result    string // in boot.last_result
 		committed bool
 		after     func(t *testing.T, st *bootstate.State)
+		console   func(t *testing.T, vm *qemu.VM) // at the serial console, before the power-off
 	}{
 		{
 			name: "committed slot boots", state: func(s *bootstate.State) {},
@@ -63,6 +65,19 @@ func TestGRUBStateMachine(t *testing.T) {
 				s.A.Bootable, s.B.Bootable = false, false
 			},
 			slot: "a", version: "1.0.0", recovery: true, result: "recovery mode",
+			// The console's banner says what happened, and the
+			// network can still be reset to DHCP from there.
+			console: func(t *testing.T, vm *qemu.VM) {
+				expect(t, vm, `RECOVERY MODE: `+words("GRUB found no bootable base slot and booted the last good one in recovery mode"), time.Minute)
+				consoleLogin(t, vm, TestPassword)
+				send(t, vm, "6\r")
+				expect(t, vm, `Type yes to do it: `, time.Minute)
+				send(t, vm, "yes\r")
+				expect(t, vm, `every interface now asks DHCP for its address`, time.Minute)
+				expect(t, vm, `keep it\? `, time.Minute)
+				send(t, vm, "yes\r")
+				expect(t, vm, `confirmed and saved`, time.Minute)
+			},
 		},
 		{
 			name:  "corrupted primary copy still boots",
@@ -99,6 +114,9 @@ func TestGRUBStateMachine(t *testing.T) {
 			}
 			if c.recovery && !strings.Contains(vm.Output(), "RECOVERY MODE") {
 				t.Error("the console does not say the box is in recovery mode")
+			}
+			if c.console != nil {
+				c.console(t, vm)
 			}
 			PowerOff(t, vm)
 			if c.after != nil {
