@@ -218,7 +218,11 @@ func (a *agent) readBootState() error {
 	if err := os.MkdirAll(espDir, 0o755); err != nil {
 		return err
 	}
-	if err := unix.Mount(esp.Device, espDir, "vfat", unix.MS_NOATIME|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "umask=077,quiet"); err != nil {
+	// Synchronous: FAT has no journal, and a power cut with a FAT update
+	// still in the cache leaves chains that the next mount finds broken
+	// and turns read-only (seen in a reset cut by the power). The ESP
+	// holds only small files, written seldom.
+	if err := unix.Mount(esp.Device, espDir, "vfat", unix.MS_SYNCHRONOUS|unix.MS_NOATIME|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "umask=077,quiet"); err != nil {
 		return fmt.Errorf("mount the ESP %s: %w", esp.Device, err)
 	}
 	a.addMount(espDir)

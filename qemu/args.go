@@ -74,7 +74,8 @@ func buildArgs(c Config, f runFiles, httpsPort int) []string {
 		}
 		switch c.DiskBus {
 		case "virtio":
-			a = append(a, "-drive", drive+",if=virtio")
+			// id=d0 on every bus: ThrottleWrites names the drive.
+			a = append(a, "-drive", drive+",if=virtio,id=d0")
 		case "ahci":
 			a = append(a,
 				"-device", "ahci,id=ahci",

@@ -46,7 +46,7 @@ func TestArgsDefaults(t *testing.T) {
 		{"-serial", "stdio"},
 		{"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + OVMFCode},
 		{"-drive", "if=pflash,format=raw,unit=1,file=/w/OVMF_VARS.fd"},
-		{"-drive", "file=/w/disk.qcow2,format=qcow2,if=virtio"},
+		{"-drive", "file=/w/disk.qcow2,format=qcow2,if=virtio,id=d0"},
 		{"-netdev", "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:8443-:443"},
 		{"-device", "virtio-net-pci,netdev=n0"},
 		{"-smbios", "type=1,serial=KEEL-VM-0001"},
@@ -89,7 +89,7 @@ func TestArgsKVMOnlyWhenAsked(t *testing.T) {
 
 func TestArgsDiskBuses(t *testing.T) {
 	cases := map[string][][]string{
-		"virtio": {{"-drive", "file=/w/disk.qcow2,format=qcow2,if=virtio"}},
+		"virtio": {{"-drive", "file=/w/disk.qcow2,format=qcow2,if=virtio,id=d0"}},
 		"ahci": {
 			{"-device", "ahci,id=ahci"},
 			{"-drive", "file=/w/disk.qcow2,format=qcow2,if=none,id=d0"},
@@ -222,7 +222,7 @@ func TestArgsEscapeCommas(t *testing.T) {
 	f.QMP = "/a,b/qmp.sock"
 	c, _ := Config{Image: "x"}.withDefaults()
 	a := buildArgs(c, f, 1)
-	if !hasSeq(a, "-drive", "file=/a,,b/disk.qcow2,format=qcow2,if=virtio") ||
+	if !hasSeq(a, "-drive", "file=/a,,b/disk.qcow2,format=qcow2,if=virtio,id=d0") ||
 		!hasSeq(a, "-chardev", "socket,id=qmp0,path=/a,,b/qmp.sock,server=on,wait=off") {
 		t.Errorf("commas not escaped: %q", a)
 	}
@@ -266,7 +266,7 @@ func TestArgsReadErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := buildArgs(c, runFiles{Overlay: "/w/disk.qcow2", Blkdebug: "/w/blkdebug.conf", QMP: "/w/qmp"}, 8443)
-	want := "driver=blkdebug,config=/w/blkdebug.conf,image.driver=qcow2,image.file.driver=file,image.file.filename=/w/disk.qcow2,if=virtio"
+	want := "driver=blkdebug,config=/w/blkdebug.conf,image.driver=qcow2,image.file.driver=file,image.file.filename=/w/disk.qcow2,if=virtio,id=d0"
 	if !hasSeq(a, "-drive", want) {
 		t.Errorf("drive: %q", a)
 	}

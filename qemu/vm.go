@@ -396,6 +396,19 @@ func (vm *VM) QMP(command string, args any) (json.RawMessage, error) {
 // WATCHDOG, ...), oldest first.
 func (vm *VM) Events() []Event { return vm.qmp.eventsSoFar() }
 
+// ThrottleWrites limits the disk's writes (write-zeroes included) to bps
+// bytes a second, 0 lifts the limit: a slow disk, so that a test can cut
+// the power in the middle of a long write. It lasts until QEMU exits.
+func (vm *VM) ThrottleWrites(bps int64) error {
+	_, err := vm.QMP("block_set_io_throttle", map[string]any{
+		"device": "d0", "bps": 0, "bps_rd": 0, "bps_wr": bps, "iops": 0, "iops_rd": 0, "iops_wr": 0,
+	})
+	if err != nil {
+		return fmt.Errorf("qemu: throttle the disk's writes: %w", err)
+	}
+	return nil
+}
+
 // PowerButton presses the ACPI power button; the guest decides what to do.
 func (vm *VM) PowerButton() error {
 	_, err := vm.QMP("system_powerdown", nil)

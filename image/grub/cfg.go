@@ -96,6 +96,7 @@ function keel_boot_{{.Name}} {
   if [ "$keel_mode" = recovery ]; then
     if [ -z "$keel_extra" ]; then set keel_extra="keel.recovery=1"; fi
   fi
+  if [ "$1" = hwtest ]; then set keel_extra="$keel_extra keel.hwtest=1"; fi
   echo "keel: booting slot {{.Name}} ($keel_{{.Name}}_ver), $keel_mode, boot state from $keel_envsrc"
   linux ($keel_disk,gpt{{.Part}})/vmlinuz keel.slot={{.Name}} keel.mode=$keel_mode keel.tries=$keel_{{.Name}}_tries keel.bootenv=$keel_envsrc keel.esp=$keel_esp $keel_extra {{$.Cmdline}}
   initrd ($keel_disk,gpt{{.Part}})/initramfs
@@ -132,6 +133,9 @@ if [ -n "$keel_a_ver" ]; then menuentry "keel ${keel_a_ver} (slot A)" --id slot-
 if [ -n "$keel_b_ver" ]; then menuentry "keel ${keel_b_ver} (slot B)" --id slot-b { keel_boot_b }; fi
 menuentry "keel recovery console (slot ${keel_last_good})" --id recovery {
   if [ "$keel_last_good" = b ]; then keel_boot_b recovery; else keel_boot_a recovery; fi
+}
+menuentry "keel hardware self-test (slot ${keel_last_good})" --id hwtest {
+  if [ "$keel_last_good" = b ]; then keel_boot_b hwtest; else keel_boot_a hwtest; fi
 }
 `
 

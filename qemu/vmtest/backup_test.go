@@ -274,6 +274,11 @@ func TestHardwareReturn(t *testing.T) {
 	}
 	APIBody(t, vm, "POST", "/api/v1/users/markeruserq7z/disable", TestPassword, "") // in the audit log
 	serial := GetStatus(t, vm, TestPassword).Serial
+	// Write zeroes is quick on a virtual disk: a slow one keeps the wipe
+	// going long enough to cut the power in its middle.
+	if err := vm.ThrottleWrites(8 << 20); err != nil {
+		t.Fatal(err)
+	}
 	if code, body := APIBody(t, vm, "POST", "/api/v1/factory-reset", TestPassword, `{"mode":"secure","then":"poweroff","confirm":"wrong"}`); code != http.StatusBadRequest {
 		t.Fatalf("a reset without the serial: %d %s", code, body)
 	}
@@ -358,13 +363,20 @@ func TestResetFinishesAfterAPowerCut(t *testing.T) {
 	Password(t, vm)
 	setHostname(t, vm, "before-reset")
 	serial := GetStatus(t, vm, TestPassword).Serial
+	// Write zeroes is quick on a virtual disk: a slow one keeps the wipe
+	// going long enough to cut the power in its middle.
+	if err := vm.ThrottleWrites(8 << 20); err != nil {
+		t.Fatal(err)
+	}
 	if code, body := APIBody(t, vm, "POST", "/api/v1/factory-reset", TestPassword, fmt.Sprintf(`{"mode":"secure","then":"reboot","confirm":%q}`, serial)); code != http.StatusAccepted {
 		t.Fatalf("factory reset: %d %s", code, body)
 	}
 	if _, err := vm.Expect(`factory reset \(secure\) in progress`, 3*time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second) // into the overwrite
+	if _, err := vm.Expect(`factory reset: [1-9][0-9]?%`, 3*time.Minute); err != nil {
+		t.Fatal(err)
+	}
 	if err := vm.PowerCut(); err != nil {
 		t.Fatal(err)
 	}
