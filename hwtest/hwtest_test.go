@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // fakeBox is a sysfs, procfs and /dev of a small VM in a folder: one
@@ -176,5 +178,26 @@ func TestMatchPicksTheProfileOfThePresentHardware(t *testing.T) {
 	os.RemoveAll(filepath.Join(o.Sys, "block"))
 	if p := Match(o); p.Name != "generic" {
 		t.Fatalf("matched %q with no disk", p.Name)
+	}
+}
+
+// The RTC is read through sysfs, so a clock the agent holds open still
+// tests: a ticking one passes, a stuck one fails saying so.
+func TestRTCThroughSysfs(t *testing.T) {
+	o := fakeBox(t, "40000")
+	o.Profile.RTC = true
+	epoch := filepath.Join(o.Sys, "class/rtc/rtc0/since_epoch")
+	os.MkdirAll(filepath.Dir(epoch), 0o755)
+	now := time.Now().Unix()
+	os.WriteFile(epoch, []byte(strconv.FormatInt(now, 10)+"\n"), 0o644)
+	if c := checkRTC(context.Background(), o); c.Status != Fail || !strings.Contains(c.Sentence, "does not tick") {
+		t.Errorf("a stuck RTC: %+v", c)
+	}
+	go func() {
+		time.Sleep(500 * time.Millisecond)
+		os.WriteFile(epoch, []byte(strconv.FormatInt(now+1, 10)+"\n"), 0o644)
+	}()
+	if c := checkRTC(context.Background(), o); c.Status != Pass {
+		t.Errorf("a ticking RTC: %+v", c)
 	}
 }
