@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"sort"
 	"sync"
 	"time"
 )
@@ -25,6 +26,14 @@ type console struct {
 	changed chan struct{} // closed and replaced on every Write
 	filter  escFilter
 	logErr  error // first error writing the log file
+	// arrivals says when each Write's output arrived: text[:end] had
+	// arrived by at. The bench's boot timeline reads it (SeenAt).
+	arrivals []arrival
+}
+
+type arrival struct {
+	end int
+	at  time.Time
 }
 
 func newConsole(log, tee io.Writer) *console {
@@ -45,6 +54,14 @@ func (c *console) Write(p []byte) (int, error) {
 		c.tee.Write(p) //nolint:errcheck // a broken tee must not stop the VM
 	}
 	c.text = c.filter.append(c.text, p)
+	now := time.Now()
+	if n := len(c.arrivals); n > 0 && now.Sub(c.arrivals[n-1].at) < time.Millisecond {
+		// Writes within a millisecond share an entry: a soak's hours of
+		// output keep a bounded index.
+		c.arrivals[n-1].end = len(c.text)
+	} else {
+		c.arrivals = append(c.arrivals, arrival{end: len(c.text), at: now})
+	}
 	close(c.changed)
 	c.changed = make(chan struct{})
 	return len(p), nil
@@ -55,6 +72,28 @@ func (c *console) Output() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return string(c.text)
+}
+
+// seenAt returns when the first match of re in the whole output (the
+// cursor aside) arrived, with its submatches.
+func (c *console) seenAt(re *regexp.Regexp) (time.Time, []string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	loc := re.FindSubmatchIndex(c.text)
+	if loc == nil {
+		return time.Time{}, nil, false
+	}
+	subs := make([]string, len(loc)/2)
+	for i := range subs {
+		if loc[2*i] >= 0 {
+			subs[i] = string(c.text[loc[2*i]:loc[2*i+1]])
+		}
+	}
+	i := sort.Search(len(c.arrivals), func(i int) bool { return c.arrivals[i].end >= loc[1] })
+	if i == len(c.arrivals) {
+		return time.Time{}, subs, false
+	}
+	return c.arrivals[i].at, subs, true
 }
 
 // tail returns the last n bytes of cleaned output.

@@ -128,3 +128,27 @@ func TestTailBuffer(t *testing.T) {
 		t.Errorf("tail %q", b.String())
 	}
 }
+
+// The bench's timeline reads when a line arrived, not when it was looked
+// for: a match in output that came before a pause has the earlier time.
+func TestConsoleSeenAtIsArrivalTime(t *testing.T) {
+	c := newConsole(&bytes.Buffer{}, nil)
+	c.Write([]byte("BdsDxe: loading\r\n"))
+	first := time.Now()
+	time.Sleep(20 * time.Millisecond)
+	c.Write([]byte("Welcome to GRUB!\r\nkeel: booting slot a\r\n"))
+	second := time.Now()
+	time.Sleep(20 * time.Millisecond)
+
+	at, _, ok := c.seenAt(regexp.MustCompile(`BdsDxe`))
+	if !ok || at.After(first) {
+		t.Errorf("BdsDxe seen at %v (ok %v), want by %v", at, ok, first)
+	}
+	at, subs, ok := c.seenAt(regexp.MustCompile(`booting slot (\w)`))
+	if !ok || !at.After(first) || at.After(second) || subs[1] != "a" {
+		t.Errorf("booting slot seen at %v %q (ok %v), want between %v and %v", at, subs, ok, first, second)
+	}
+	if _, _, ok := c.seenAt(regexp.MustCompile(`Linux version`)); ok {
+		t.Error("a line that never came was seen")
+	}
+}

@@ -43,12 +43,13 @@ type VM struct {
 	boot    int // 1, then 2 after a Restart, ...
 	logger  *slog.Logger
 
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser // nil when Interactive
-	con    *console
-	stderr *tailBuffer
-	qmp    *qmp
-	exited chan struct{} // closed once QEMU has exited and its output is in
+	cmd     *exec.Cmd
+	started time.Time      // just before QEMU's process was started
+	stdin   io.WriteCloser // nil when Interactive
+	con     *console
+	stderr  *tailBuffer
+	qmp     *qmp
+	exited  chan struct{} // closed once QEMU has exited and its output is in
 	// exitErr and logErr are valid once exited is closed.
 	exitErr error
 	logErr  error
@@ -273,6 +274,7 @@ func run(ctx context.Context, system string, c Config, files runFiles, workDir s
 	vm.cmd = cmd
 
 	logger.Debug("starting QEMU", "cmd", system+" "+strings.Join(vm.args, " "))
+	vm.started = time.Now()
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
 		return nil, fmt.Errorf("qemu: start %s: %w", system, err)
@@ -368,6 +370,17 @@ func (vm *VM) ExpectAny(timeout time.Duration, res ...string) (int, []string, er
 		compiled[i] = re
 	}
 	return vm.con.expect(compiled, timeout, vm.exited)
+}
+
+// Started is when QEMU's process was started: the zero of a boot's wall
+// time.
+func (vm *VM) Started() time.Time { return vm.started }
+
+// SeenAt reports when the first match of re in the serial output (all of
+// it, whatever Expect has consumed) arrived on the host's clock, and its
+// submatches; false if nothing matches yet.
+func (vm *VM) SeenAt(re *regexp.Regexp) (time.Time, []string, bool) {
+	return vm.con.seenAt(re)
 }
 
 // Send types s into the serial console. Not available in interactive mode,
