@@ -70,7 +70,8 @@ func build(ctx context.Context, args []string) error {
 	version := fs.String("version", "1.0.0", "base version in slot a")
 	versionB := fs.String("version-b", "", "fill slot b too, with this version (boot tests use it)")
 	sizeMiB := fs.Int64("size", diskimage.DefaultSize/layout.MiB, "disk size in MiB")
-	timeout := fs.Int("grub-timeout", 2, "seconds the GRUB menu waits")
+	timeout := fs.Int("grub-timeout", 1, "seconds GRUB waits, menu hidden (Esc shows it), before it boots the committed slot")
+	menuTimeout := fs.Int("grub-menu-timeout", 5, "seconds the GRUB menu waits, shown, after a fallback, on a trial boot and in recovery")
 	app := fs.String("app", "", "application in slot app-a: a squashfs `file`, or demo:VERSION for the demo app; empty leaves the app slots empty")
 	fs.Parse(args)
 
@@ -83,7 +84,7 @@ func build(ctx context.Context, args []string) error {
 		Out: *out, Size: *sizeMiB * layout.MiB,
 		Kernel: *kernelDir + "/vmlinuz", KernelRelease: strings.TrimSpace(string(release)),
 		Initramfs: *initramfs, Version: *version, VersionB: *versionB,
-		AdminPassword: os.Getenv("KEEL_ADMIN_PASSWORD"), GrubTimeout: *timeout, BuildTime: time.Now(),
+		AdminPassword: os.Getenv("KEEL_ADMIN_PASSWORD"), GrubTimeout: *timeout, GrubMenuTimeout: *menuTimeout, BuildTime: time.Now(),
 	}
 	if v, ok := strings.CutPrefix(*app, "demo:"); ok {
 		dir, err := os.MkdirTemp("", "keel-app")

@@ -36,9 +36,13 @@ type Options struct {
 	Version       string // base version in slot a
 	VersionB      string // when set, slot b holds the same base with this version
 	AdminPassword string // preseeded initial admin password; empty: random at first boot
-	GrubTimeout   int    // seconds
-	BuildTime     time.Time
-	EFI           string // prebuilt GRUB EFI binary; empty: build one
+	GrubTimeout   int    // seconds GRUB waits, menu hidden, to boot the committed slot
+	// GrubMenuTimeout is the seconds the menu waits, shown, after a
+	// fallback, on a trial boot and in recovery; 0 means 5.
+	GrubMenuTimeout int
+	KernelArgs      string // added to every GRUB entry's kernel command line
+	BuildTime       time.Time
+	EFI             string // prebuilt GRUB EFI binary; empty: build one
 	// AppPayload is an application slot image (a squashfs with app.json,
 	// see image/appimage) written into app-a from its first byte; the agent
 	// finds and starts it at first boot. Empty leaves the app slots empty.
@@ -168,7 +172,7 @@ func writeESP(d *disk.Disk, exts []layout.Extent, efi string, o Options) error {
 	if err != nil {
 		return fmt.Errorf("image: ESP: %w", err)
 	}
-	cfg, err := grub.Config(grub.Params{Timeout: o.GrubTimeout})
+	cfg, err := grub.Config(grub.Params{Timeout: o.GrubTimeout, MenuTimeout: o.GrubMenuTimeout, KernelArgs: o.KernelArgs})
 	if err != nil {
 		return err
 	}

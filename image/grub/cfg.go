@@ -40,8 +40,11 @@ sleep 10
 const config = `serial --unit=0 --speed=115200
 terminal_input serial console
 terminal_output serial console
+# Booting the committed default slot, the wait is hidden: nothing is drawn
+# and Esc on the console opens the menu. After a fallback, on a trial boot
+# and in recovery the menu shows, and waits longer.
 set timeout={{.Timeout}}
-set timeout_style=menu
+set timeout_style=hidden
 
 # The ESP's partition GUID tells the agent which disk it booted from.
 set keel_esp=
@@ -121,10 +124,21 @@ for s in $keel_order; do
   fi
 done
 export keel_pick
+if [ "$keel_default" = b ]; then set keel_want=b; else set keel_want=a; fi
 if [ -n "$keel_pick" ]; then
   set default=slot-$keel_pick
+  set keel_menu=
+  if [ "$keel_pick" != "$keel_want" ]; then set keel_menu=1; fi
+  if [ "$keel_pick" = a ]; then if [ "$keel_a_good" != 1 ]; then set keel_menu=1; fi; fi
+  if [ "$keel_pick" = b ]; then if [ "$keel_b_good" != 1 ]; then set keel_menu=1; fi; fi
+  if [ -n "$keel_menu" ]; then
+    set timeout_style=menu
+    set timeout={{.MenuTimeout}}
+  fi
 else
   set default=recovery
+  set timeout_style=menu
+  set timeout={{.MenuTimeout}}
   echo "keel: no bootable base slot; booting slot $keel_last_good in recovery mode"
 fi
 
@@ -141,7 +155,16 @@ menuentry "keel hardware self-test (slot ${keel_last_good})" --id hwtest {
 
 // Params are what the generated files depend on.
 type Params struct {
-	Timeout int // seconds the menu waits on the serial console
+	// Timeout is the seconds GRUB waits, menu hidden, before it boots
+	// the committed default slot (Esc on the console shows the menu).
+	Timeout int
+	// MenuTimeout is the seconds the menu waits, shown, after a
+	// fallback, on a trial boot and in recovery; 0 means 5, and never
+	// less than Timeout.
+	MenuTimeout int
+	// KernelArgs are added to every entry's command line (the bench's
+	// initcall_debug).
+	KernelArgs string
 }
 
 // Config renders grub.cfg.
@@ -154,9 +177,17 @@ func Config(p Params) ([]byte, error) {
 	for n := bootstate.MaxTries; n >= 1; n-- {
 		tries = append(tries, n)
 	}
+	if p.MenuTimeout == 0 {
+		p.MenuTimeout = 5
+	}
+	p.MenuTimeout = max(p.MenuTimeout, p.Timeout)
+	cmdline := Cmdline
+	if p.KernelArgs != "" {
+		cmdline = p.KernelArgs + " " + Cmdline
+	}
 	data := map[string]any{
-		"Timeout": p.Timeout, "ESP": partNumber(layout.ESP), "Primary": bootstate.PrimaryPath, "Backup": bootstate.BackupPath,
-		"Magic": "keel1", "Cmdline": Cmdline, "Tries": tries,
+		"Timeout": p.Timeout, "MenuTimeout": p.MenuTimeout, "ESP": partNumber(layout.ESP), "Primary": bootstate.PrimaryPath, "Backup": bootstate.BackupPath,
+		"Magic": "keel1", "Cmdline": cmdline, "Tries": tries,
 		"Slots": []slot{{"a", partNumber(layout.BaseA)}, {"b", partNumber(layout.BaseB)}},
 	}
 	t, err := template.New("grub.cfg").Funcs(template.FuncMap{"dec": func(n int) int { return n - 1 }}).Parse(config)

@@ -28,6 +28,7 @@ func TestGRUBStateMachine(t *testing.T) {
 		recovery  bool
 		result    string // in boot.last_result
 		committed bool
+		menu      bool // GRUB draws its menu (else the wait is hidden)
 		after     func(t *testing.T, st *bootstate.State)
 		console   func(t *testing.T, vm *qemu.VM) // at the serial console, before the power-off
 	}{
@@ -40,7 +41,7 @@ func TestGRUBStateMachine(t *testing.T) {
 			state: func(s *bootstate.State) {
 				s.Default, s.B.Good, s.B.Tries = "b", false, 3
 			},
-			slot: "b", version: "1.1.0", trial: true, tries: 2, committed: true, result: "committed (2 tries were left)",
+			slot: "b", version: "1.1.0", trial: true, tries: 2, committed: true, result: "committed (2 tries were left)", menu: true,
 			after: func(t *testing.T, st *bootstate.State) {
 				if !st.B.Good || st.Default != "b" || st.LastGood != "b" {
 					t.Errorf("after the commit: %+v", st)
@@ -52,7 +53,7 @@ func TestGRUBStateMachine(t *testing.T) {
 			state: func(s *bootstate.State) {
 				s.Default, s.B.Good, s.B.Tries = "b", false, 0
 			},
-			slot: "a", version: "1.0.0", committed: true, result: "did not come up healthy",
+			slot: "a", version: "1.0.0", committed: true, result: "did not come up healthy", menu: true,
 			after: func(t *testing.T, st *bootstate.State) {
 				if st.B.Bootable || st.Default != "a" {
 					t.Errorf("the failed slot is not marked bad: %+v", st)
@@ -64,7 +65,7 @@ func TestGRUBStateMachine(t *testing.T) {
 			state: func(s *bootstate.State) {
 				s.A.Bootable, s.B.Bootable = false, false
 			},
-			slot: "a", version: "1.0.0", recovery: true, result: "recovery mode",
+			slot: "a", version: "1.0.0", recovery: true, result: "recovery mode", menu: true,
 			// The console's banner says what happened, and the
 			// network can still be reset to DHCP from there.
 			console: func(t *testing.T, vm *qemu.VM) {
@@ -111,6 +112,9 @@ func TestGRUBStateMachine(t *testing.T) {
 			}
 			if !strings.Contains(got.Boot.LastResult, c.result) {
 				t.Errorf("last_result %q does not say %q", got.Boot.LastResult, c.result)
+			}
+			if shown := strings.Contains(vm.Output(), "Use the ^ and v keys"); shown != c.menu {
+				t.Errorf("GRUB drew its menu: %v, want %v", shown, c.menu)
 			}
 			if c.recovery && !strings.Contains(vm.Output(), "RECOVERY MODE") {
 				t.Error("the console does not say the box is in recovery mode")

@@ -80,7 +80,13 @@ func (e Env) buildImage(t testing.TB, dir string, o diskimage.Options) string {
 	}
 	o.Out = filepath.Join(dir, "keel.img")
 	o.Kernel, o.KernelRelease, o.Initramfs = filepath.Join(e.KernelDir, "vmlinuz"), strings.TrimSpace(string(rel)), e.Initramfs
-	o.AdminPassword, o.GrubTimeout, o.BuildTime = TestPassword, 1, time.Now()
+	o.AdminPassword, o.BuildTime = TestPassword, time.Now()
+	if o.GrubTimeout == 0 {
+		o.GrubTimeout = 1
+	}
+	if o.GrubMenuTimeout == 0 {
+		o.GrubMenuTimeout = 2 // trial boots show the menu; tests have many
+	}
 	if err := diskimage.Build(context.Background(), o); err != nil {
 		t.Fatal(err)
 	}
