@@ -49,20 +49,21 @@ import (
 
 // What the boot phases provide and need.
 const (
-	resDrivers   bootseq.Resource = "drivers"       // device and file-system modules loaded
-	resDisk      bootseq.Resource = "boot disk"     // the disk GRUB booted from, where partitions are looked up
-	resBootState bootseq.Resource = "boot state"    // the ESP mounted, GRUB's account read
-	resBase      bootseq.Resource = "base"          // the running base slot's manifest
-	resData      bootseq.Resource = "data"          // the data partition mounted, or known unusable
-	resConfig    bootseq.Resource = "configuration" // the serial and the agent's settings
-	resUsers     bootseq.Resource = "users"         // the admin accounts
-	resIdentity  bootseq.Resource = "identity"      // the TLS and signing keys
-	resNetwork   bootseq.Resource = "network"       // network, time and floating addresses
-	resApps      bootseq.Resource = "application"   // the application runtime
-	resPower     bootseq.Resource = "power button"  // the power button watched
-	resPort      bootseq.Resource = "API port"      // port 443 bound, before any application can take it
-	resAPI       bootseq.Resource = "API"           // the API serving
-	resCommitted bootseq.Resource = "commit"        // the trial boot decided
+	resDrivers   bootseq.Resource = "drivers"             // device and file-system modules loaded
+	resDisk      bootseq.Resource = "boot disk"           // the disk GRUB booted from, where partitions are looked up
+	resBootState bootseq.Resource = "boot state"          // the ESP mounted, GRUB's account read
+	resBase      bootseq.Resource = "base"                // the running base slot's manifest
+	resData      bootseq.Resource = "data"                // the data partition mounted, or known unusable
+	resConfig    bootseq.Resource = "configuration"       // the serial and the agent's settings
+	resUsers     bootseq.Resource = "users"               // the admin accounts
+	resIdentity  bootseq.Resource = "identity"            // the TLS and signing keys
+	resNetwork   bootseq.Resource = "network"             // network, time and floating addresses
+	resApps      bootseq.Resource = "application runtime" // the application runtime, made but not started
+	resAppUp     bootseq.Resource = "application"         // the application started (or known absent)
+	resPower     bootseq.Resource = "power button"        // the power button watched
+	resPort      bootseq.Resource = "API port"            // port 443 bound, before any application can take it
+	resAPI       bootseq.Resource = "API"                 // the API serving
+	resCommitted bootseq.Resource = "commit"              // the trial boot decided
 	resPending   bootseq.Resource = "pending installs"
 )
 
@@ -90,13 +91,17 @@ func (a *agent) phases() []bootseq.Phase {
 		// The agent holds port 443 before the application, which runs
 		// on the same box, can bind it.
 		{Name: "API port", Provides: r(resPort), Run: run(a.bindAPIPort)},
-		{Name: "application", Needs: r(resData, resDrivers, resPort), Provides: r(resApps), Run: run(a.startApplication)},
+		{Name: "application runtime", Needs: r(resData, resDrivers), Provides: r(resApps), Run: run(a.makeAppRuntime)},
+		// The API does not wait for the application to start: it
+		// answers while the app's slot is mounted and its process
+		// launched (the runtime serialises installs behind that).
+		{Name: "application", Needs: r(resApps, resPort), Provides: r(resAppUp), Run: run(a.startApplication)},
 		{Name: "power button", Needs: r(resDrivers), Provides: r(resPower), Run: run(a.watchPowerButton)},
 		// The API's routes are the network's, the installer's (which
 		// needs the boot state, the base and the application runtime)
 		// and the updates' (the identity signs download keys).
 		{Name: "API", Needs: r(resPort, resUsers, resIdentity, resNetwork, resApps, resBase, resBootState), Provides: r(resAPI), Run: run(a.startAPI)},
-		{Name: "health check", Needs: r(resAPI, resPower), Provides: r(resCommitted), Run: run(a.checkAndCommit)},
+		{Name: "health check", Needs: r(resAPI, resPower, resAppUp), Provides: r(resCommitted), Run: run(a.checkAndCommit)},
 		{Name: "pending installs", Needs: r(resCommitted), Provides: r(resPending), Run: run(a.resumePending)},
 	}
 }
@@ -442,7 +447,9 @@ func appLimits() sandbox.Limits {
 // startApplication starts the application in the active application slot,
 // if one holds an application. It needs the data partition: the state and
 // the application's data live there.
-func (a *agent) startApplication() error {
+// makeAppRuntime makes the application runtime the installer and the
+// status use; startApplication starts it.
+func (a *agent) makeAppRuntime() error {
 	if !a.dataMounted() {
 		return errors.New("the data partition is not mounted: no application runs, and app packages cannot be installed")
 	}
@@ -464,6 +471,14 @@ func (a *agent) startApplication() error {
 		Log:        a.log,
 	}
 	a.apps = m
+	return nil
+}
+
+func (a *agent) startApplication() error {
+	m := a.apps
+	if m == nil {
+		return nil // makeAppRuntime said why
+	}
 	// At shutdown the supervisor waits for this service, so the
 	// application is stopped and its slot unmounted before the data
 	// partition is.

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"keel.dev/keel/agent/bootseq"
 	"keel.dev/keel/agent/pid1"
@@ -165,6 +166,34 @@ func TestAPIPortIsBoundBeforeTheApplication(t *testing.T) {
 		t.Fatal(err)
 	}
 	if strings.Join(order, ",") != "port,app" {
+		t.Fatalf("order %v", order)
+	}
+}
+
+// The API answers while the application is still starting (its slot
+// mounted, its process launched); the commit waits for the application.
+func TestTheAPIDoesNotWaitForTheApplication(t *testing.T) {
+	a, _ := testAgent(t)
+	var mu sync.Mutex
+	var order []string
+	note := func(name string) { mu.Lock(); order = append(order, name); mu.Unlock() }
+	apiUp := make(chan struct{})
+	phases := fake(a.phases(), map[string]func() error{
+		"application":  func() error { <-apiUp; note("app"); return nil },
+		"API":          func() error { note("api"); close(apiUp); return nil },
+		"health check": func() error { note("commit"); return nil },
+	})
+	done := make(chan error, 1)
+	go func() { _, err := bootseq.Run(context.Background(), phases, nil); done <- err }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the boot sequence hangs: the API waits for the application")
+	}
+	if strings.Join(order, ",") != "api,app,commit" {
 		t.Fatalf("order %v", order)
 	}
 }
