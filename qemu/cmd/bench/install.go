@@ -492,5 +492,5 @@ func (f *firstRead) Read(p []byte) (int, error) {
 
 // say reports progress on stderr; the figures go to stdout.
 func say(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "bench: install: "+format+"\n", args...)
+	fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...)
 }

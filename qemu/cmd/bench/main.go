@@ -1,9 +1,12 @@
 // Command bench measures keel's boot, build and memory figures, each beside
 // a baseline measured in the same run (`make bench`).
 //
-// Boot: kernel uptime when the agent is ready (full UEFI + GRUB boot of the
-// image) against the floor, the same kernel booting a minimal initramfs
-// whose init powers off at once; wall time from QEMU start to /healthz.
+// Boot (boot.go, issue 17): the agent's ready uptime against the same
+// kernel, command line, firmware and disk booted directly on a tiny init
+// that prints its uptime and powers off; QEMU start to the first /healthz
+// against the same image through OVMF and GRUB with that init in slot a;
+// first and later boots, alternating with the floors; a timeline of the
+// last boot.
 // Build: image build time with a cold and a warm Go build cache; sizes of the
 // initramfs, the base squashfs and the image. Memory: the agent's resident
 // memory when idle after boot, against the floor init's.
@@ -16,15 +19,13 @@
 // install request of a real base 1.1.0 to its committed trial boot against
 // a plain reboot. Packages are signed with -vendor-key.
 //
-// Flags besides the paths: -runs (boots per boot figure), -skip-cold (no
-// cold-cache build), -only install|apps|reset (just the install, the app or the reset
-// figures),
+// Flags besides the paths: -runs (boots per boot figure, at least 5),
+// -skip-cold (no cold-cache build), -only boot|install|apps|backup|reset (one
+// part alone), -initcall-debug (the slowest initcalls),
 // -vendor-key FILE (default build/keys/vendor.key, or $KEEL_VENDOR_KEY).
 package main
 
 import (
-	"context"
-	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -33,6 +34,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -40,23 +42,23 @@ import (
 	"keel.dev/keel/image/diskimage"
 	"keel.dev/keel/image/layout"
 	"keel.dev/keel/qemu"
-	"keel.dev/keel/qemu/tinyinitrd"
 )
 
 func main() {
 	image := flag.String("image", envOr("KEEL_IMAGE", "build/keel.img"), "built image")
 	kernelDir := flag.String("kernel-dir", envOr("KEEL_KERNEL_DIR", "build/kernel"), "unpacked kernel")
 	initramfs := flag.String("initramfs", envOr("KEEL_INITRAMFS", "build/initramfs.cpio.zst"), "built initramfs")
-	runs := flag.Int("runs", 3, "boots per boot figure (the median is printed)")
+	runs := flag.Int("runs", 5, "boots per boot figure, at least 5 (the median and the range are printed)")
 	skipCold := flag.Bool("skip-cold", false, "skip the cold-cache build (it takes minutes)")
 	vendorKey := flag.String("vendor-key", envOr("KEEL_VENDOR_KEY", "build/keys/vendor.key"), "vendor signing key the image trusts (install figures)")
-	only := flag.String("only", "", `run only these figures: "install", "apps", "backup" or "reset"`)
+	only := flag.String("only", "", `run only these figures: "boot", "install", "apps", "backup" or "reset"`)
+	initcallDebug := flag.Bool("initcall-debug", false, "boot figures: one more boot with initcall_debug, listing the slowest initcalls")
 	flag.Parse()
-	if *only != "" && *only != "install" && *only != "apps" && *only != "backup" && *only != "reset" {
-		fmt.Fprintf(os.Stderr, "bench: -only %q: want install, apps, backup or reset\n", *only)
+	if !slices.Contains([]string{"", "boot", "install", "apps", "backup", "reset"}, *only) {
+		fmt.Fprintf(os.Stderr, "bench: -only %q: want boot, install, apps, backup or reset\n", *only)
 		os.Exit(2)
 	}
-	b := &bench{image: *image, kernelDir: *kernelDir, initramfs: *initramfs, runs: *runs, vendorKey: *vendorKey, only: *only}
+	b := &bench{image: *image, kernelDir: *kernelDir, initramfs: *initramfs, runs: *runs, vendorKey: *vendorKey, only: *only, initcallDebug: *initcallDebug}
 	if err := b.run(*skipCold); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -68,7 +70,8 @@ type bench struct {
 	runs                        int
 	work                        string
 	vendorKey                   string
-	only                        string // "" (all), "install", "apps", "backup" or "reset"
+	only                        string // "" (all), "boot", "install", "apps", "backup" or "reset"
+	initcallDebug               bool
 }
 
 func (b *bench) run(skipCold bool) error {
@@ -87,20 +90,13 @@ func (b *bench) run(skipCold bool) error {
 		return b.backupFigures()
 	case "reset":
 		return b.resetFigures()
+	case "boot":
+		return b.bootFigures(b.initcallDebug)
 	}
 
-	floorUp, floorRSS, err := b.floor()
-	if err != nil {
-		return fmt.Errorf("floor boot: %w", err)
+	if err := b.bootFigures(b.initcallDebug); err != nil {
+		return fmt.Errorf("boot figures: %w", err)
 	}
-	first, later, healthz, agentRSS, err := b.agentBoot()
-	if err != nil {
-		return fmt.Errorf("agent boot: %w", err)
-	}
-	row("boot: kernel uptime at agent ready (s)", later, floorUp, "<= 1.5x the floor (minimal initramfs, init powers off)")
-	row("boot: the same, first boot (s)", first, floorUp, "(first boot makes keys and credentials)")
-	row("boot: QEMU start to /healthz, UEFI+GRUB (s)", healthz, floorUp, "(baseline: floor kernel uptime)")
-	row("memory: agent RSS idle after boot (MiB)", agentRSS, floorRSS, "<= 40 MiB (baseline: minimal Go init)")
 
 	warm, err := b.build("")
 	if err != nil {
@@ -146,100 +142,6 @@ func row(name string, v, base float64, goal string) {
 		ratio = fmt.Sprintf("%.2f", v/base)
 	}
 	fmt.Printf("%-44s %12.2f %12.2f %8s  %s\n", name, v, base, ratio, goal)
-}
-
-// floor boots the kernel directly with an initramfs holding only floorinit.
-func (b *bench) floor() (uptime, rssMiB float64, err error) {
-	bin := filepath.Join(b.work, "floorinit")
-	if err := tinyinitrd.Build(".", "./qemu/cmd/bench/floorinit", bin); err != nil {
-		return 0, 0, err
-	}
-	initrd := filepath.Join(b.work, "floor.cpio.zst")
-	if err := tinyinitrd.Write(initrd, bin); err != nil {
-		return 0, 0, err
-	}
-	var ups, rsss []float64
-	for i := 0; i < b.runs; i++ {
-		vm, err := qemu.Start(context.Background(), qemu.Config{
-			Kernel: filepath.Join(b.kernelDir, "vmlinuz"), Initrd: initrd, Append: "console=ttyS0 panic=-1",
-			BIOS: true, NoReboot: true, WorkDir: filepath.Join(b.work, fmt.Sprintf("floor%d", i)),
-		})
-		if err != nil {
-			return 0, 0, err
-		}
-		m, err := vm.Expect(`FLOOR uptime=([0-9.]+) rss="([0-9]+) kB"`, 2*time.Minute)
-		vm.Wait(time.Minute)
-		vm.Close()
-		if err != nil {
-			return 0, 0, err
-		}
-		up, _ := strconv.ParseFloat(m[1], 64)
-		kb, _ := strconv.ParseFloat(m[2], 64)
-		ups, rsss = append(ups, up), append(rsss, kb/1024)
-	}
-	return median(ups), median(rsss), nil
-}
-
-// agentBoot boots the image twice (first boot creates keys and credentials;
-// the second is what every later boot costs) and reads the agent's ready
-// uptime, the wall time to /healthz, and its idle memory.
-func (b *bench) agentBoot() (first, later, healthz, rssMiB float64, err error) {
-	var firsts, laters, healths, rsss []float64
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
-	for i := 0; i < b.runs; i++ {
-		start := time.Now()
-		vm, err := qemu.Start(context.Background(), qemu.Config{Image: b.image, WorkDir: filepath.Join(b.work, fmt.Sprintf("agent%d", i))})
-		if err != nil {
-			return 0, 0, 0, 0, err
-		}
-		url := fmt.Sprintf("https://127.0.0.1:%d", vm.HTTPSPort())
-		var hz time.Duration
-		for time.Since(start) < 3*time.Minute {
-			if resp, err := client.Get(url + "/healthz"); err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == 200 {
-					hz = time.Since(start)
-					break
-				}
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		up1, err := readyUptime(vm)
-		if err != nil || hz == 0 {
-			vm.Close()
-			return 0, 0, 0, 0, fmt.Errorf("the agent did not become ready: %v", err)
-		}
-		pw, err := ownPassword(client, url, password(vm))
-		if err != nil {
-			vm.Close()
-			return 0, 0, 0, 0, err
-		}
-		vm.PowerButton()
-		vm.Wait(time.Minute)
-		vm2, err := vm.Restart(context.Background())
-		if err != nil {
-			return 0, 0, 0, 0, err
-		}
-		up2, err := readyUptime(vm2)
-		if err != nil {
-			vm2.Close()
-			return 0, 0, 0, 0, err
-		}
-		// Idle: one request so the password check is cached, then let
-		// boot-time work (DHCP, hotplug rescans, that check) settle.
-		agentRSS(client, url, pw)
-		time.Sleep(10 * time.Second)
-		rss, err := agentRSS(client, url, pw)
-		vm2.PowerButton()
-		vm2.Wait(time.Minute)
-		vm2.Close()
-		if err != nil {
-			return 0, 0, 0, 0, err
-		}
-		firsts, laters = append(firsts, up1), append(laters, up2)
-		healths, rsss = append(healths, hz.Seconds()), append(rsss, rss)
-	}
-	return median(firsts), median(laters), median(healths), median(rsss), nil
 }
 
 func readyUptime(vm *qemu.VM) (float64, error) {
