@@ -71,6 +71,7 @@ func build(ctx context.Context, args []string) error {
 	versionB := fs.String("version-b", "", "fill slot b too, with this version (boot tests use it)")
 	sizeMiB := fs.Int64("size", diskimage.DefaultSize/layout.MiB, "disk size in MiB")
 	timeout := fs.Int("grub-timeout", 1, "seconds GRUB waits, menu hidden (Esc shows it), before it boots the committed slot")
+	kernelArgs := fs.String("kernel-args", "", "added to every GRUB entry's kernel command line (e.g. \"initcall_debug ignore_loglevel\")")
 	menuTimeout := fs.Int("grub-menu-timeout", 5, "seconds the GRUB menu waits, shown, after a fallback, on a trial boot and in recovery")
 	app := fs.String("app", "", "application in slot app-a: a squashfs `file`, or demo:VERSION for the demo app; empty leaves the app slots empty")
 	fs.Parse(args)
@@ -84,7 +85,7 @@ func build(ctx context.Context, args []string) error {
 		Out: *out, Size: *sizeMiB * layout.MiB,
 		Kernel: *kernelDir + "/vmlinuz", KernelRelease: strings.TrimSpace(string(release)),
 		Initramfs: *initramfs, Version: *version, VersionB: *versionB,
-		AdminPassword: os.Getenv("KEEL_ADMIN_PASSWORD"), GrubTimeout: *timeout, GrubMenuTimeout: *menuTimeout, BuildTime: time.Now(),
+		AdminPassword: os.Getenv("KEEL_ADMIN_PASSWORD"), GrubTimeout: *timeout, GrubMenuTimeout: *menuTimeout, KernelArgs: *kernelArgs, BuildTime: time.Now(),
 	}
 	if v, ok := strings.CutPrefix(*app, "demo:"); ok {
 		dir, err := os.MkdirTemp("", "keel-app")

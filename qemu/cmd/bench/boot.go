@@ -309,11 +309,12 @@ func timeline(vm *qemu.VM, hz time.Time) []string {
 	return out
 }
 
-// initcalls boots an image whose GRUB adds initcall_debug and lists the
-// ten slowest initcalls.
+// initcalls boots an image whose GRUB adds initcall_debug (its lines are
+// debug level: ignore_loglevel puts them on the console) and lists the ten
+// slowest initcalls.
 func (b *bench) initcalls() ([]string, error) {
 	img := filepath.Join(b.work, "initcall.img")
-	if err := b.buildImage(img, diskimage.Options{GrubTimeout: 1, KernelArgs: "initcall_debug"}); err != nil {
+	if err := b.buildImage(img, diskimage.Options{GrubTimeout: 1, KernelArgs: "initcall_debug ignore_loglevel"}); err != nil {
 		return nil, err
 	}
 	vm, err := qemu.Start(context.Background(), qemu.Config{Image: img, WorkDir: filepath.Join(b.work, "initcall")})
