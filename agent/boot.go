@@ -141,6 +141,12 @@ func (a *agent) loadDrivers() error {
 		return err
 	}
 	a.loader = l
+	// Subscribed before the walk, the coldplug follows the devices its
+	// drivers reveal by their events, and the hotplug watch after it
+	// goes on from the same events without walking sysfs again.
+	if err := l.Subscribe(); err != nil {
+		a.log.Warn("no uevents: coldplug walks sysfs after every round", "err", err)
+	}
 	// File systems and character sets have no device to match; they load
 	// beside the device drivers rather than after them.
 	fsDone := make(chan struct{})

@@ -80,6 +80,7 @@ type Loader struct {
 	jobs     map[string]*job  // being loaded now, by whichever caller
 	handled  map[string]bool  // modaliases already matched
 	inserted []string         // modules this Loader inserted, in order
+	sub      eventSource      // Subscribe's, until Watch takes it
 }
 
 // New reads the module index of the running kernel (or opts.Release).
@@ -143,13 +144,14 @@ func Coldplug(ctx context.Context, logger *slog.Logger, root string) ([]string, 
 	return l.Coldplug(ctx)
 }
 
-// Coldplug loads modules for every device in sysfs, rescanning after each
-// round that loaded something, and returns the modules it inserted, in the
-// order they finished loading. A round's modules load concurrently, each
-// after its dependencies; the rescan waits for the whole round. Rescanning
-// as soon as any driver finished (so virtio_blk would load while ahci is
-// still probing) was measured to be slower: a sysfs walk costs 150-450 ms
-// of an emulated CPU, more than the probes it would overlap, and fast
+// Coldplug loads modules for every device in sysfs and returns the modules
+// it inserted, in the order they finished loading. A round's modules load
+// concurrently, each after its dependencies. After a round that loaded
+// something, the next round matches the devices those drivers revealed:
+// with Subscribe, the add events queued meanwhile (sysfs is walked once);
+// without, a new walk of sysfs, which costs 150-450 ms of an emulated CPU
+// each time. Rescanning as soon as any driver finished (so virtio_blk would
+// load while ahci is still probing) was measured to be slower still: fast
 // drivers (button, evdev) trigger scans that find nothing.
 func (l *Loader) Coldplug(ctx context.Context) ([]string, error) {
 	start := time.Now()
@@ -167,7 +169,7 @@ func (l *Loader) Coldplug(ctx context.Context) ([]string, error) {
 		}
 		scanStart := time.Now()
 		var aliases []string
-		aliases, err = scanModaliases(filepath.Join(l.root, "sys", "devices"))
+		aliases, err = l.next(rounds)
 		if err != nil {
 			break
 		}
@@ -208,6 +210,20 @@ func (l *Loader) Coldplug(ctx context.Context) ([]string, error) {
 	l.log.Info("coldplug done", "modules", len(names), "rounds", rounds,
 		"failed", failed, "took", time.Since(start).Round(time.Millisecond))
 	return names, nil
+}
+
+// next returns the modaliases a round matches: the first walks sysfs;
+// later ones take the queued add events of a subscription if there is one
+// (walking sysfs again only if events were lost).
+func (l *Loader) next(round int) ([]string, error) {
+	if src := l.subscription(); src != nil && round > 1 {
+		as, overflow, err := src.pending()
+		if err != nil || !overflow {
+			return as, err
+		}
+		l.log.Warn("uevent overflow, rescanning sysfs")
+	}
+	return scanModaliases(filepath.Join(l.root, "sys", "devices"))
 }
 
 // plan starts the jobs for the modules matching the modaliases not handled

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -77,7 +78,30 @@ type fakeSystem struct {
 	broken map[string]bool
 	// reveals maps a module to the devices its probe adds.
 	reveals map[string]map[string]string
+	// events, when set, receives the add event of every device a probe
+	// adds; with eventsOnly the device is not written to sysfs, so only
+	// a loader that follows events finds it.
+	events     *fakeEvents
+	eventsOnly bool
 }
+
+// fakeEvents is a uevent subscription fed by the fake kernel.
+type fakeEvents struct {
+	mu       sync.Mutex
+	queue    []string
+	overflow bool
+}
+
+func (e *fakeEvents) pending() ([]string, bool, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	q, o := e.queue, e.overflow
+	e.queue, e.overflow = nil, false
+	return q, o, nil
+}
+
+func (e *fakeEvents) wait() ([]string, bool, error) { return nil, false, errors.New("closed") }
+func (e *fakeEvents) close()                        {}
 
 func newFakeSystem(t *testing.T) *fakeSystem {
 	t.Helper()
@@ -164,7 +188,14 @@ func (fs *fakeSystem) insert(file string) error {
 	fs.ended[name] = time.Now()
 	fs.inserted = append(fs.inserted, name)
 	for dev, alias := range fs.reveals[name] {
-		fs.device(dev, alias)
+		if fs.events != nil {
+			fs.events.mu.Lock()
+			fs.events.queue = append(fs.events.queue, alias)
+			fs.events.mu.Unlock()
+		}
+		if !fs.eventsOnly {
+			fs.device(dev, alias)
+		}
 	}
 	return nil
 }
@@ -308,5 +339,47 @@ func TestLoadAliasSucceedsIfOneProviderLoads(t *testing.T) {
 	}
 	if err := l.Load(context.Background(), "crc32c_intel"); err == nil {
 		t.Error("Load(crc32c_intel) by name succeeded")
+	}
+}
+
+// With a subscription, sysfs is walked once: the devices the first round's
+// drivers reveal are matched from their add events (here they exist only
+// as events, so a second walk would not find them).
+func TestColdplugFollowsEventsAfterOneWalk(t *testing.T) {
+	fs := newFakeSystem(t)
+	fs.events, fs.eventsOnly = &fakeEvents{}, true
+	l := fs.loader()
+	l.sub = fs.events
+	loaded, err := l.Coldplug(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio", "virtio_pci",
+		"e1000",
+		"failover", "net_failover", "virtio_net",
+		"virtio_blk",
+	}
+	if !reflect.DeepEqual(loaded, want) {
+		t.Errorf("loaded %v\nwant   %v", loaded, want)
+	}
+	if l.takeSubscription() != fs.events || l.subscription() != nil {
+		t.Error("Watch cannot take the subscription over")
+	}
+}
+
+// Lost events (the socket's buffer overflowed) make the next round walk
+// sysfs again instead of missing devices.
+func TestColdplugWalksAgainAfterLostEvents(t *testing.T) {
+	fs := newFakeSystem(t)
+	lost := &fakeEvents{overflow: true} // the probes' events never arrive
+	l := fs.loader()
+	l.sub = lost
+	loaded, err := l.Coldplug(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(loaded, "virtio_net") || !slices.Contains(loaded, "virtio_blk") {
+		t.Errorf("loaded %v: the devices behind the lost events were missed", loaded)
 	}
 }

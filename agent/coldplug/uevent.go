@@ -10,59 +10,158 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Watch loads modules for devices that appear after Coldplug — hot-plugged
-// hardware, or devices a driver adds from a workqueue after its module init
-// returned — by listening to the kernel's uevents, until ctx ends. It
-// rescans sysfs once after subscribing, so a device added between Coldplug
-// and Watch is not missed.
-func (l *Loader) Watch(ctx context.Context) error {
+// eventSource is a subscription to the kernel's device events.
+type eventSource interface {
+	// pending returns the modaliases of the add events queued now,
+	// without waiting; overflow says some were lost.
+	pending() (modaliases []string, overflow bool, err error)
+	// wait waits for the next event and returns its modalias if it is
+	// an add event; close makes it return an error.
+	wait() (modaliases []string, overflow bool, err error)
+	close()
+}
+
+// netlinkEvents reads the kernel's uevents (NETLINK_KOBJECT_UEVENT).
+type netlinkEvents struct {
+	fd  int
+	f   *os.File
+	buf []byte
+}
+
+func openNetlinkEvents() (*netlinkEvents, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_KOBJECT_UEVENT)
 	if err != nil {
-		return fmt.Errorf("uevent socket: %w", err)
+		return nil, fmt.Errorf("uevent socket: %w", err)
 	}
 	// Group 1 carries the kernel's own events (udev re-broadcasts on 2).
 	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: 1}); err != nil {
 		unix.Close(fd)
-		return fmt.Errorf("uevent bind: %w", err)
+		return nil, fmt.Errorf("uevent bind: %w", err)
 	}
-	// A burst of events (a disk shelf, a USB hub) must not overflow the
-	// default buffer; FORCE works for root beyond rmem_max.
+	// A burst of events (a disk shelf, a USB hub, a whole boot's
+	// coldplug) must not overflow the default buffer; FORCE works for
+	// root beyond rmem_max.
 	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20)
 	// Non-blocking fd in an *os.File: reads park in the runtime poller and
 	// Close from another goroutine wakes them.
-	f := os.NewFile(uintptr(fd), "uevent")
-	stop := context.AfterFunc(ctx, func() { f.Close() })
-	defer func() {
-		if stop() {
-			f.Close()
-		}
-	}()
+	return &netlinkEvents{fd: fd, f: os.NewFile(uintptr(fd), "uevent"), buf: make([]byte, 64<<10)}, nil
+}
 
-	if _, err := l.Coldplug(ctx); err != nil {
+func (e *netlinkEvents) pending() ([]string, bool, error) {
+	var out []string
+	for {
+		n, _, err := unix.Recvfrom(e.fd, e.buf, unix.MSG_DONTWAIT)
+		switch {
+		case errors.Is(err, unix.EAGAIN):
+			return out, false, nil
+		case errors.Is(err, unix.EINTR):
+			continue
+		case errors.Is(err, unix.ENOBUFS):
+			return out, true, nil
+		case err != nil:
+			return out, false, fmt.Errorf("uevent read: %w", err)
+		}
+		if action, a := parseUevent(e.buf[:n]); action == "add" && a != "" {
+			out = append(out, a)
+		}
+	}
+}
+
+func (e *netlinkEvents) wait() ([]string, bool, error) {
+	n, err := e.f.Read(e.buf)
+	if errors.Is(err, unix.ENOBUFS) {
+		return nil, true, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("uevent read: %w", err)
+	}
+	if action, a := parseUevent(e.buf[:n]); action == "add" && a != "" {
+		return []string{a}, false, nil
+	}
+	return nil, false, nil
+}
+
+func (e *netlinkEvents) close() { e.f.Close() }
+
+// Subscribe listens to the kernel's device events from now on, so that
+// the next Coldplug walks sysfs once and then follows the events the
+// drivers it loads cause (the devices they reveal), instead of walking
+// sysfs again after every round; Watch then goes on reading the same
+// subscription, without a walk of its own.
+func (l *Loader) Subscribe() error {
+	src, err := openNetlinkEvents()
+	if err != nil {
 		return err
 	}
-	buf := make([]byte, 64<<10)
+	l.mu.Lock()
+	old := l.sub
+	l.sub = src
+	l.mu.Unlock()
+	if old != nil {
+		old.close()
+	}
+	return nil
+}
+
+// subscription returns the subscription Coldplug follows, or nil.
+func (l *Loader) subscription() eventSource {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.sub
+}
+
+// takeSubscription hands the subscription over to Watch.
+func (l *Loader) takeSubscription() eventSource {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	src := l.sub
+	l.sub = nil
+	return src
+}
+
+// Watch loads modules for devices that appear after Coldplug — hot-plugged
+// hardware, or devices a driver adds from a workqueue after its module init
+// returned — by listening to the kernel's uevents, until ctx ends. It goes
+// on with Subscribe's subscription; without one it subscribes and rescans
+// sysfs once, so a device added between Coldplug and Watch is not missed.
+func (l *Loader) Watch(ctx context.Context) error {
+	src := l.takeSubscription()
+	if src == nil {
+		s, err := openNetlinkEvents()
+		if err != nil {
+			return err
+		}
+		src = s
+		if _, err := l.Coldplug(ctx); err != nil {
+			src.close()
+			return err
+		}
+	}
+	stop := context.AfterFunc(ctx, src.close)
+	defer func() {
+		if stop() {
+			src.close()
+		}
+	}()
 	for {
-		n, err := f.Read(buf)
+		as, overflow, err := src.wait()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if errors.Is(err, unix.ENOBUFS) {
-				// Events were dropped: rescan to catch up.
-				l.log.Warn("uevent overflow, rescanning sysfs")
-				if _, err := l.Coldplug(ctx); err != nil {
-					return err
-				}
-				continue
-			}
-			return fmt.Errorf("uevent read: %w", err)
+			return err
 		}
-		action, modalias := parseUevent(buf[:n])
-		if action != "add" || modalias == "" {
+		if overflow {
+			// Events were dropped: rescan to catch up.
+			l.log.Warn("uevent overflow, rescanning sysfs")
+			if _, err := l.Coldplug(ctx); err != nil {
+				return err
+			}
 			continue
 		}
-		l.handleModalias(ctx, modalias)
+		for _, a := range as {
+			l.handleModalias(ctx, a)
+		}
 	}
 }
 
