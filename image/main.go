@@ -70,9 +70,9 @@ func build(ctx context.Context, args []string) error {
 	version := fs.String("version", "1.0.0", "base version in slot a")
 	versionB := fs.String("version-b", "", "fill slot b too, with this version (boot tests use it)")
 	sizeMiB := fs.Int64("size", diskimage.DefaultSize/layout.MiB, "disk size in MiB")
-	timeout := fs.Int("grub-timeout", 1, "seconds GRUB waits, menu hidden (Esc shows it), before it boots the committed slot")
+	timeout := fs.Int("grub-timeout", 1, "seconds GRUB waits, menu hidden (Esc shows it), before it boots the default slot")
 	kernelArgs := fs.String("kernel-args", "", "added to every GRUB entry's kernel command line (e.g. \"initcall_debug ignore_loglevel\")")
-	menuTimeout := fs.Int("grub-menu-timeout", 5, "seconds the GRUB menu waits, shown, after a fallback, on a trial boot and in recovery")
+	menuTimeout := fs.Int("grub-menu-timeout", 5, "seconds the GRUB menu waits, shown, after a fallback to the other slot and in recovery")
 	app := fs.String("app", "", "application in slot app-a: a squashfs `file`, or demo:VERSION for the demo app; empty leaves the app slots empty")
 	fs.Parse(args)
 

@@ -36,9 +36,9 @@ type Options struct {
 	Version       string // base version in slot a
 	VersionB      string // when set, slot b holds the same base with this version
 	AdminPassword string // preseeded initial admin password; empty: random at first boot
-	GrubTimeout   int    // seconds GRUB waits, menu hidden, to boot the committed slot
+	GrubTimeout   int    // seconds GRUB waits, menu hidden, to boot the default slot
 	// GrubMenuTimeout is the seconds the menu waits, shown, after a
-	// fallback, on a trial boot and in recovery; 0 means 5.
+	// fallback to the other slot and in recovery; 0 means 5.
 	GrubMenuTimeout int
 	KernelArgs      string // added to every GRUB entry's kernel command line
 	BuildTime       time.Time

@@ -18,12 +18,8 @@ import (
 const ConfigPath = "EFI/keel/grub.cfg"
 
 // Cmdline is the kernel command line common to every entry. The serial port
-// comes last so /dev/console is the serial port. cryptomgr.notests skips the
-// kernel's crypto self-tests, 0.85 s of every boot under TCG (initcall_debug:
-// crypto_algapi_init and the hmac(sha256) tests behind crypto_kdf108_init):
-// keel's own cryptography (TLS, signatures, backups) is Go in user space, and
-// the kernel's is used for checksums.
-const Cmdline = "cryptomgr.notests console=tty0 console=ttyS0,115200 panic=10"
+// comes last so /dev/console is the serial port.
+const Cmdline = "console=tty0 console=ttyS0,115200 panic=10"
 
 // embedded is the config baked into the EFI binary: find the disk GRUB was
 // loaded from ($cmdpath is "(hd0,gpt1)/EFI/BOOT") and hand over to grub.cfg
@@ -44,9 +40,10 @@ sleep 10
 const config = `serial --unit=0 --speed=115200
 terminal_input serial console
 terminal_output serial console
-# Booting the committed default slot, the wait is hidden: nothing is drawn
-# and Esc on the console opens the menu. After a fallback, on a trial boot
-# and in recovery the menu shows, and waits longer.
+# Booting the default slot (committed, or a trial of it), the wait is
+# hidden: nothing is drawn and Esc on the console opens the menu. After a
+# fallback to the other slot and in recovery the menu shows, and waits
+# longer.
 set timeout={{.Timeout}}
 set timeout_style=hidden
 
@@ -131,11 +128,7 @@ export keel_pick
 if [ "$keel_default" = b ]; then set keel_want=b; else set keel_want=a; fi
 if [ -n "$keel_pick" ]; then
   set default=slot-$keel_pick
-  set keel_menu=
-  if [ "$keel_pick" != "$keel_want" ]; then set keel_menu=1; fi
-  if [ "$keel_pick" = a ]; then if [ "$keel_a_good" != 1 ]; then set keel_menu=1; fi; fi
-  if [ "$keel_pick" = b ]; then if [ "$keel_b_good" != 1 ]; then set keel_menu=1; fi; fi
-  if [ -n "$keel_menu" ]; then
+  if [ "$keel_pick" != "$keel_want" ]; then
     set timeout_style=menu
     set timeout={{.MenuTimeout}}
   fi
@@ -160,10 +153,10 @@ menuentry "keel hardware self-test (slot ${keel_last_good})" --id hwtest {
 // Params are what the generated files depend on.
 type Params struct {
 	// Timeout is the seconds GRUB waits, menu hidden, before it boots
-	// the committed default slot (Esc on the console shows the menu).
+	// the default slot (Esc on the console shows the menu).
 	Timeout int
 	// MenuTimeout is the seconds the menu waits, shown, after a
-	// fallback, on a trial boot and in recovery; 0 means 5, and never
+	// fallback to the other slot and in recovery; 0 means 5, and never
 	// less than Timeout.
 	MenuTimeout int
 	// KernelArgs are added to every entry's command line (the bench's

@@ -41,7 +41,7 @@ func TestGRUBStateMachine(t *testing.T) {
 			state: func(s *bootstate.State) {
 				s.Default, s.B.Good, s.B.Tries = "b", false, 3
 			},
-			slot: "b", version: "1.1.0", trial: true, tries: 2, committed: true, result: "committed (2 tries were left)", menu: true,
+			slot: "b", version: "1.1.0", trial: true, tries: 2, committed: true, result: "committed (2 tries were left)",
 			after: func(t *testing.T, st *bootstate.State) {
 				if !st.B.Good || st.Default != "b" || st.LastGood != "b" {
 					t.Errorf("after the commit: %+v", st)

@@ -85,7 +85,7 @@ func (e Env) buildImage(t testing.TB, dir string, o diskimage.Options) string {
 		o.GrubTimeout = 1
 	}
 	if o.GrubMenuTimeout == 0 {
-		o.GrubMenuTimeout = 2 // trial boots show the menu; tests have many
+		o.GrubMenuTimeout = 2 // fallbacks show the menu; tests have several
 	}
 	if err := diskimage.Build(context.Background(), o); err != nil {
 		t.Fatal(err)
