@@ -56,8 +56,8 @@ func (c *console) Write(p []byte) (int, error) {
 	c.text = c.filter.append(c.text, p)
 	now := time.Now()
 	if n := len(c.arrivals); n > 0 && now.Sub(c.arrivals[n-1].at) < time.Millisecond {
-		// Writes within a millisecond share an entry: a soak's hours of
-		// output keep a bounded index.
+		// Writes within a millisecond share an entry (a time at most 1 ms
+		// early), so a burst of small writes adds one entry, not many.
 		c.arrivals[n-1].end = len(c.text)
 	} else {
 		c.arrivals = append(c.arrivals, arrival{end: len(c.text), at: now})
@@ -83,17 +83,23 @@ func (c *console) seenAt(re *regexp.Regexp) (time.Time, []string, bool) {
 	if loc == nil {
 		return time.Time{}, nil, false
 	}
-	subs := make([]string, len(loc)/2)
-	for i := range subs {
-		if loc[2*i] >= 0 {
-			subs[i] = string(c.text[loc[2*i]:loc[2*i+1]])
-		}
-	}
+	subs := submatches(c.text, loc)
 	i := sort.Search(len(c.arrivals), func(i int) bool { return c.arrivals[i].end >= loc[1] })
 	if i == len(c.arrivals) {
 		return time.Time{}, subs, false
 	}
 	return c.arrivals[i].at, subs, true
+}
+
+// submatches returns the texts of a FindSubmatchIndex result.
+func submatches(text []byte, loc []int) []string {
+	subs := make([]string, len(loc)/2)
+	for i := range subs {
+		if loc[2*i] >= 0 {
+			subs[i] = string(text[loc[2*i]:loc[2*i+1]])
+		}
+	}
+	return subs
 }
 
 // tail returns the last n bytes of cleaned output.
@@ -125,12 +131,7 @@ func (c *console) match(res []*regexp.Regexp) (int, []string, <-chan struct{}) {
 	if best < 0 {
 		return -1, nil, c.changed
 	}
-	subs := make([]string, len(bestLoc)/2)
-	for i := range subs {
-		if bestLoc[2*i] >= 0 {
-			subs[i] = string(rest[bestLoc[2*i]:bestLoc[2*i+1]])
-		}
-	}
+	subs := submatches(rest, bestLoc)
 	end := bestLoc[1]
 	if end == bestLoc[0] && end < len(rest) {
 		// An empty match must still move the cursor, or the next Expect of

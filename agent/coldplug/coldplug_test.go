@@ -100,8 +100,8 @@ func (e *fakeEvents) pending() ([]string, bool, error) {
 	return q, o, nil
 }
 
-func (e *fakeEvents) wait() ([]string, bool, error) { return nil, false, errors.New("closed") }
-func (e *fakeEvents) close()                        {}
+func (e *fakeEvents) wait() (string, bool, error) { return "", false, errors.New("closed") }
+func (e *fakeEvents) close()                      {}
 
 func newFakeSystem(t *testing.T) *fakeSystem {
 	t.Helper()
@@ -209,6 +209,17 @@ func (fs *fakeSystem) loader() *Loader {
 	return l
 }
 
+// fakeSystemModules is what a coldplug of newFakeSystem inserts, in order.
+var fakeSystemModules = []string{
+	// Round 1, PCI: virtio_pci after its dependencies (virtio_ring was
+	// already in the kernel), e1000, and needs_broken fails.
+	"virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio", "virtio_pci",
+	"e1000",
+	// Round 2: the virtio devices virtio_pci revealed.
+	"failover", "net_failover", "virtio_net",
+	"virtio_blk",
+}
+
 func TestColdplugLoadsInDependencyOrderUntilStable(t *testing.T) {
 	fs := newFakeSystem(t)
 	l := fs.loader()
@@ -216,15 +227,7 @@ func TestColdplugLoadsInDependencyOrderUntilStable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{
-		// Round 1, PCI: virtio_pci after its dependencies (virtio_ring
-		// was already in the kernel), e1000, and needs_broken fails.
-		"virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio", "virtio_pci",
-		"e1000",
-		// Round 2: the virtio devices virtio_pci revealed.
-		"failover", "net_failover", "virtio_net",
-		"virtio_blk",
-	}
+	want := fakeSystemModules
 	if !reflect.DeepEqual(loaded, want) {
 		t.Errorf("loaded %v\nwant   %v", loaded, want)
 	}
@@ -354,13 +357,7 @@ func TestColdplugFollowsEventsAfterOneWalk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{
-		"virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio", "virtio_pci",
-		"e1000",
-		"failover", "net_failover", "virtio_net",
-		"virtio_blk",
-	}
-	if !reflect.DeepEqual(loaded, want) {
+	if want := fakeSystemModules; !reflect.DeepEqual(loaded, want) {
 		t.Errorf("loaded %v\nwant   %v", loaded, want)
 	}
 	if l.takeSubscription() != fs.events || l.subscription() != nil {

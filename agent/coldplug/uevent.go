@@ -16,8 +16,8 @@ type eventSource interface {
 	// without waiting; overflow says some were lost.
 	pending() (modaliases []string, overflow bool, err error)
 	// wait waits for the next event and returns its modalias if it is
-	// an add event; close makes it return an error.
-	wait() (modaliases []string, overflow bool, err error)
+	// an add event ("" otherwise); close makes it return an error.
+	wait() (modalias string, overflow bool, err error)
 	close()
 }
 
@@ -61,24 +61,29 @@ func (e *netlinkEvents) pending() ([]string, bool, error) {
 		case err != nil:
 			return out, false, fmt.Errorf("uevent read: %w", err)
 		}
-		if action, a := parseUevent(e.buf[:n]); action == "add" && a != "" {
+		if a := addedModalias(e.buf[:n]); a != "" {
 			out = append(out, a)
 		}
 	}
 }
 
-func (e *netlinkEvents) wait() ([]string, bool, error) {
+func (e *netlinkEvents) wait() (string, bool, error) {
 	n, err := e.f.Read(e.buf)
 	if errors.Is(err, unix.ENOBUFS) {
-		return nil, true, nil
+		return "", true, nil
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("uevent read: %w", err)
+		return "", false, fmt.Errorf("uevent read: %w", err)
 	}
-	if action, a := parseUevent(e.buf[:n]); action == "add" && a != "" {
-		return []string{a}, false, nil
+	return addedModalias(e.buf[:n]), false, nil
+}
+
+// addedModalias is the modalias of an add event, "" for other events.
+func addedModalias(msg []byte) string {
+	if action, a := parseUevent(msg); action == "add" {
+		return a
 	}
-	return nil, false, nil
+	return ""
 }
 
 func (e *netlinkEvents) close() { e.f.Close() }
@@ -144,7 +149,7 @@ func (l *Loader) Watch(ctx context.Context) error {
 		}
 	}()
 	for {
-		as, overflow, err := src.wait()
+		a, overflow, err := src.wait()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -159,7 +164,7 @@ func (l *Loader) Watch(ctx context.Context) error {
 			}
 			continue
 		}
-		for _, a := range as {
+		if a != "" {
 			l.handleModalias(ctx, a)
 		}
 	}

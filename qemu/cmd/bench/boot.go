@@ -68,7 +68,7 @@ type bootRun struct {
 	rssMiB               float64
 }
 
-func (b *bench) bootFigures(initcallDebug bool) error {
+func (b *bench) bootFigures() error {
 	bin := filepath.Join(b.work, "floorinit")
 	if err := tinyinitrd.Build(".", "./qemu/cmd/bench/floorinit", bin); err != nil {
 		return err
@@ -130,7 +130,7 @@ func (b *bench) bootFigures(initcallDebug bool) error {
 	for _, l := range last.timeline {
 		fmt.Println("  " + l)
 	}
-	if initcallDebug {
+	if b.initcallDebug {
 		ic, err := b.initcalls()
 		if err != nil {
 			return fmt.Errorf("initcall_debug boot: %w", err)

@@ -91,10 +91,10 @@ func (b *bench) run(skipCold bool) error {
 	case "reset":
 		return b.resetFigures()
 	case "boot":
-		return b.bootFigures(b.initcallDebug)
+		return b.bootFigures()
 	}
 
-	if err := b.bootFigures(b.initcallDebug); err != nil {
+	if err := b.bootFigures(); err != nil {
 		return fmt.Errorf("boot figures: %w", err)
 	}
 
