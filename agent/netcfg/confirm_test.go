@@ -278,7 +278,10 @@ func TestRestoredConfigurationWaitsForConfirmation(t *testing.T) {
 	if !nstest.Eventually(3*time.Second, func() bool { return strings.Contains(l.boxAddrs(), "10.8.0.1/24") }) {
 		t.Fatalf("the configuration from before the restore did not come back:\n%s", l.boxAddrs())
 	}
-	if b, _ := os.ReadFile(l.path); !strings.Contains(string(b), "10.8.0.1/24") {
+	// The rollback is saved after it is applied: wait for the file too.
+	saved := func() bool { b, _ := os.ReadFile(l.path); return strings.Contains(string(b), "10.8.0.1/24") }
+	if !nstest.Eventually(3*time.Second, saved) {
+		b, _ := os.ReadFile(l.path)
 		t.Fatalf("the rollback was not saved: %s", b)
 	}
 
