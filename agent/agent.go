@@ -22,6 +22,7 @@ import (
 	"keel.dev/keel/agent/coldplug"
 	"keel.dev/keel/agent/config"
 	"keel.dev/keel/agent/console"
+	"keel.dev/keel/agent/failover"
 	"keel.dev/keel/agent/floatip"
 	"keel.dev/keel/agent/identity"
 	"keel.dev/keel/agent/install"
@@ -31,6 +32,7 @@ import (
 	"keel.dev/keel/agent/slots"
 	"keel.dev/keel/agent/supervisor"
 	"keel.dev/keel/agent/timesync"
+	"keel.dev/keel/agent/updates"
 	"keel.dev/keel/agent/users"
 	"keel.dev/keel/agent/watchdog"
 	"keel.dev/keel/agent/webui"
@@ -88,7 +90,11 @@ type agent struct {
 	access  *access.Store
 	peerKey *peerkey.Store
 	backups *backup.Service
-	jobs    *install.Jobs // every job: installs, backups, restores, resets
+	jobs    *install.Jobs // every job: installs, backups, restores, resets, syncs
+	updates *updates.Manager
+	// failover is the pair this box is in (or may join); nil without the
+	// data partition or an identity.
+	failover *failover.Service
 	// logRing keeps the agent's log for the console menu.
 	logRing  *console.Ring
 	selftest *selfTest
@@ -134,6 +140,7 @@ func newAgent(log *slog.Logger, con io.Writer) *agent {
 		started:  time.Now(),
 		esp:      slots.NewStore(espDir),
 		shutdown: make(chan pid1.Action, 1),
+		jobs:     install.NewJobs(install.DefaultJobs),
 	}
 	a.health = a.healthCheck
 	a.selftest = &selfTest{a: a}

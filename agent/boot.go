@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"keel.dev/keel/agent/access"
 	"keel.dev/keel/agent/api"
 	"keel.dev/keel/agent/appdata"
 	"keel.dev/keel/agent/apps"
@@ -30,8 +31,9 @@ import (
 	"keel.dev/keel/agent/coldplug"
 	"keel.dev/keel/agent/config"
 	"keel.dev/keel/agent/datafs"
+	"keel.dev/keel/agent/failover"
 	"keel.dev/keel/agent/identity"
-	"keel.dev/keel/agent/install"
+	"keel.dev/keel/agent/peerkey"
 	"keel.dev/keel/agent/pid1"
 	"keel.dev/keel/agent/powerbutton"
 	"keel.dev/keel/agent/reset"
@@ -65,6 +67,7 @@ const (
 	resAPI       bootseq.Resource = "API"                 // the API serving
 	resCommitted bootseq.Resource = "commit"              // the trial boot decided
 	resPending   bootseq.Resource = "pending installs"
+	resFailover  bootseq.Resource = "failover" // the pair's state read, the application held on a backup
 )
 
 // phases is the boot sequence. A failing phase is logged and the sequence
@@ -95,12 +98,15 @@ func (a *agent) phases() []bootseq.Phase {
 		// The API does not wait for the application to start: it
 		// answers while the app's slot is mounted and its process
 		// launched (the runtime serialises installs behind that).
-		{Name: "application", Needs: r(resApps, resPort), Provides: r(resAppUp), Run: run(a.startApplication)},
+		// A backup of a failover pair holds its application: the
+		// relationship is read first.
+		{Name: "failover", Needs: r(resApps, resNetwork, resIdentity, resUsers), Provides: r(resFailover), Run: run(a.openFailover)},
+		{Name: "application", Needs: r(resApps, resPort, resFailover), Provides: r(resAppUp), Run: run(a.startApplication)},
 		{Name: "power button", Needs: r(resDrivers), Provides: r(resPower), Run: run(a.watchPowerButton)},
 		// The API's routes are the network's, the installer's (which
 		// needs the boot state, the base and the application runtime)
 		// and the updates' (the identity signs download keys).
-		{Name: "API", Needs: r(resPort, resUsers, resIdentity, resNetwork, resApps, resBase, resBootState), Provides: r(resAPI), Run: run(a.startAPI)},
+		{Name: "API", Needs: r(resPort, resUsers, resIdentity, resNetwork, resApps, resBase, resBootState, resFailover), Provides: r(resAPI), Run: run(a.startAPI)},
 		{Name: "health check", Needs: r(resAPI, resPower, resAppUp), Provides: r(resCommitted), Run: run(a.checkAndCommit)},
 		{Name: "pending installs", Needs: r(resCommitted), Provides: r(resPending), Run: run(a.resumePending)},
 	}
@@ -361,7 +367,29 @@ func (a *agent) loadConfig() error {
 	return nil
 }
 
+// loadAccess reads the allowed networks and the inter-appliance key;
+// without the data partition every network is allowed and there is no
+// key.
+func (a *agent) loadAccess() {
+	a.access = &access.Store{}
+	a.peerKey = &peerkey.Store{}
+	if !a.dataMounted() {
+		a.access.Load()
+		return
+	}
+	a.access.Path, a.peerKey.Path = accessPath, peerKeyPath
+	if err := a.access.Load(); err != nil {
+		a.say("the allowed networks could not be read (%v): every network may manage the appliance until they are reset on the console", err)
+		a.access = &access.Store{}
+		a.access.Load()
+	}
+	if err := a.peerKey.Load(); err != nil {
+		a.log.Error("the inter-appliance key could not be read", "err", err)
+	}
+}
+
 func (a *agent) loadUsers() error {
+	a.loadAccess()
 	if !a.dataMounted() {
 		s, err := users.OpenReadOnly(usersMirror)
 		if err != nil || !s.Exists() {
@@ -590,6 +618,9 @@ func (a *agent) startAPI() error {
 			a.certs, tlsFor = st, st.ConfigForClient
 		}
 	}
+	// The pair's peer protocol asks for its own server name and gets the
+	// identity certificate, whatever is assigned to the address.
+	tlsFor = failover.PeerTLS(a.id.TLS, tlsFor)
 	a.api = api.New(api.Config{
 		Logger:       a.log,
 		Verify:       verify,
@@ -603,9 +634,16 @@ func (a *agent) startAPI() error {
 		Reboot:       reboot,
 		Shutdown:     shutdown,
 		Healthy:      func() error { return nil },
+		Allowed:      a.access.Allowed,
+		Refused:      access.Refusal,
+		Refuse: func(r *http.Request) (int, string) {
+			if a.failover == nil {
+				return 0, ""
+			}
+			return a.failover.Refuse(r)
+		},
 	})
 	a.audit.Routes(a.api)
-	a.jobs = install.NewJobs(install.DefaultJobs)
 	a.selftest.routes(a.api)
 	// A box whose data partition is damaged can still be reset.
 	reset.Store{Dir: espKeelDir}.Routes(a.api, a.serial, reboot)
@@ -649,6 +687,7 @@ func (a *agent) startAPI() error {
 		usersapi.Routes{Store: a.users, EndSessions: sessions.EndUser, SetSessionTimeouts: sessions.SetTimeouts}.Register(a.api)
 	}
 	a.networkRoutes()
+	a.failoverRoutes()
 	if err := a.startInstaller(); err != nil {
 		a.log.Error("package installs are disabled", "err", err)
 	}
@@ -678,6 +717,7 @@ func (a *agent) startAPI() error {
 			return err
 		}
 	}})
+	a.startFailover()
 	return nil
 }
 

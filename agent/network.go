@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"keel.dev/keel/agent/atomicfile"
+	"keel.dev/keel/agent/failover"
 	"keel.dev/keel/agent/floatip"
 	"keel.dev/keel/agent/netcfg"
 	"keel.dev/keel/agent/supervisor"
@@ -91,6 +92,18 @@ func (a *agent) restoreFloating(nm *netcfg.Manager, fm *floatip.Manager) {
 	shared, err := nm.SharedAddresses()
 	if err != nil {
 		a.log.Warn("floating addresses", "err", err)
+	}
+	// A failover pair's shared addresses follow its role, which the
+	// failover service takes them by.
+	if st, err := failover.LoadState(failoverDir); err == nil && st.In() {
+		shared = slices.DeleteFunc(shared, func(s netcfg.SharedAddress) bool {
+			for _, p := range st.Shared {
+				if q, err := p.Prefix(); err == nil && q.Addr() == s.Prefix.Addr() {
+					return true
+				}
+			}
+			return false
+		})
 	}
 	if len(shared) == 0 {
 		return

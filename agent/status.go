@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"keel.dev/keel/agent/api"
+	"keel.dev/keel/agent/failover"
 	"keel.dev/keel/agent/slots"
 	"keel.dev/keel/image/layout"
 )
@@ -37,6 +38,13 @@ func (a *agent) status() api.Status {
 	}
 	if m := a.apps; m != nil {
 		s.App = encode(m.Status())
+	}
+	if a.failover != nil {
+		var held func(failover.SharedAddress) bool
+		if a.floating != nil {
+			held = floatingIPs{fm: a.floating}.held
+		}
+		s.Failover = encode(a.failover.Status(held))
 	}
 	if a.id != nil {
 		s.Certificate.SHA256, s.Certificate.PublicKeySHA256 = a.id.Fingerprint(), a.id.PublicKeyPin()

@@ -167,6 +167,7 @@ func (a *agent) startUpdates(in *install.Installer, inv *inventory.Inventory, ke
 	if err := m.Load(); err != nil {
 		return err
 	}
+	a.updates = m
 	m.Routes(a.api)
 	return nil
 }

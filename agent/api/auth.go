@@ -50,9 +50,23 @@ func (s *Server) requireAuth(h http.Handler) http.Handler {
 		// Every change is audited with its outcome, however it came:
 		// a script, the web interface's pages, or their scripts.
 		sw := &statusWriter{ResponseWriter: w}
-		h.ServeHTTP(sw, r)
+		if code, msg := s.refuse(r); code != 0 {
+			if !ExpectsContinue(r) {
+				DiscardBody(sw, r, Drain{})
+			}
+			writeError(sw, code, msg)
+		} else {
+			h.ServeHTTP(sw, r)
+		}
 		s.audit(r, user, r.Method+" "+r.URL.Path, outcome(sw.code))
 	})
+}
+
+func (s *Server) refuse(r *http.Request) (int, string) {
+	if s.cfg.Refuse == nil {
+		return 0, ""
+	}
+	return s.cfg.Refuse(r)
 }
 
 // outcome is an audit entry's result for an HTTP status.

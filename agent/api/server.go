@@ -57,6 +57,12 @@ type Config struct {
 	// but /healthz. Optional (everyone).
 	Allowed func(netip.Addr) bool
 	Refused string
+	// Refuse may refuse a change (any method but GET and HEAD) before
+	// its handler runs, for a reason of the box's state (a failover
+	// relationship): a status and a sentence, or 0 to let it through.
+	// A refused upload is read to its end first, so its client sees the
+	// answer. Optional.
+	Refuse func(r *http.Request) (int, string)
 }
 
 // Server is the API server: a handler plus the http.Server running it.

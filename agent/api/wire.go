@@ -115,9 +115,11 @@ type Status struct {
 		SHA256          string `json:"sha256"`
 		PublicKeySHA256 string `json:"pubkey_sha256"`
 	} `json:"certificate"`
-	App      json.RawMessage `json:"app,omitempty"` // apps.Status; absent when the data partition is not mounted
-	Network  json.RawMessage `json:"network,omitempty"`
-	Time     json.RawMessage `json:"time,omitempty"`
+	App     json.RawMessage `json:"app,omitempty"` // apps.Status; absent when the data partition is not mounted
+	Network json.RawMessage `json:"network,omitempty"`
+	Time    json.RawMessage `json:"time,omitempty"`
+	// Failover is failover.Status: the pair this box is in, if any.
+	Failover json.RawMessage `json:"failover,omitempty"`
 	Serial   string          `json:"serial"`
 	Hostname string          `json:"hostname"`
 	Kernel   string          `json:"kernel"`

@@ -112,6 +112,7 @@ type Manager struct {
 	mounted map[layout.Label]bool
 	failure string // why the active slot is not running, when it is not
 	stopped bool
+	held    string // why the application is held (Hold); "" when it is not
 }
 
 // ErrEmptySlot is wrapped by Mount when a slot holds no application image.
@@ -217,6 +218,10 @@ func (m *Manager) Start(ctx context.Context) error {
 	}
 	if st.Active == "" {
 		log.Info("no application is installed")
+		return nil
+	}
+	if held := m.Held(); held != "" {
+		log.Info("the application is held", "reason", held)
 		return nil
 	}
 	if _, err := m.launch(st.Active); err != nil {
@@ -423,6 +428,9 @@ func (m *Manager) Switch(ctx context.Context, newSlot layout.Label, version stri
 	if !started || stopped {
 		return errors.New("the application runtime is not running")
 	}
+	if held := m.Held(); held != "" {
+		return fmt.Errorf("app %s was not started: the application is held (%s)", version, held)
+	}
 	st := m.Slots.State()
 	old := st.CommittedSlot()
 	oldInfo := st.Slot(old)
@@ -507,12 +515,12 @@ func (m *Manager) stillOn(old slots.AppSlot) string {
 // installed is healthy; one installed but not running is not.
 func (m *Manager) WaitHealthy(ctx context.Context) error {
 	m.mu.Lock()
-	r, failure := m.cur, m.failure
+	r, failure, held := m.cur, m.failure, m.held
 	m.mu.Unlock()
 	st := m.Slots.State()
 	if r == nil {
-		if st.Active == "" {
-			return nil
+		if st.Active == "" || held != "" {
+			return nil // none installed, or held on purpose
 		}
 		if failure == "" {
 			failure = "it is not running"
@@ -559,6 +567,7 @@ type Status struct {
 	Restarts   int          `json:"restarts"`
 	LastExit   string       `json:"last_exit,omitempty"` // how its process last ended
 	Error      string       `json:"error,omitempty"`     // why it is not running, when it failed
+	Held       string       `json:"held,omitempty"`      // why it is held (state "held")
 	LastResult string       `json:"last_result,omitempty"`
 	// Slots is what each slot holds.
 	Slots map[layout.Label]slots.AppSlot `json:"slots,omitempty"`
@@ -569,7 +578,7 @@ type Status struct {
 // Status returns a snapshot.
 func (m *Manager) Status() Status {
 	m.mu.Lock()
-	r, failure, stopped := m.cur, m.failure, m.stopped
+	r, failure, stopped, held := m.cur, m.failure, m.stopped, m.held
 	m.mu.Unlock()
 	st := m.Slots.State()
 	s := Status{State: StateNone, LastResult: st.LastResult, Slots: st.Slots, Error: failure}
@@ -593,6 +602,8 @@ func (m *Manager) Status() Status {
 		r.mu.Unlock()
 	} else if stopped && st.Active != "" {
 		s.State = StateStopped
+	} else if held != "" && st.Active != "" {
+		s.State, s.Held = StateHeld, held
 	}
 	return s
 }

@@ -115,6 +115,20 @@ func Open(path string, builtin tls.Certificate, now func() time.Time) (*Store, e
 	return s, nil
 }
 
+// Reload reads the file again after something else replaced it (a
+// failover backup's sync); a file that cannot be used leaves the
+// certificates as they were.
+func (s *Store) Reload() error {
+	n, err := Open(s.path, s.builtin, s.now)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.f, s.loaded, s.suites, s.minVersion = n.f, n.loaded, n.suites, n.minVersion
+	return nil
+}
+
 // parseAll rebuilds the parsed certificates; callers hold mu or own s.
 func (s *Store) parseAll() error {
 	loaded := map[string]*tls.Certificate{Builtin: &s.builtin}

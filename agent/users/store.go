@@ -278,6 +278,24 @@ func (s *Store) changeLocked(name string, change func(c *contents) error) error 
 	return nil
 }
 
+// Reload reads the users file again after something else replaced it (a
+// failover backup's sync), drops the verified-credentials cache and
+// brings the mirror up to date. A file that cannot be read leaves the
+// accounts as they were.
+func (s *Store) Reload() error {
+	c, err := readUsers(s.path)
+	if err != nil {
+		return err
+	}
+	s.writeMu.Lock()
+	s.mu.Lock()
+	s.users, s.policy = c.users, c.policy
+	s.cache = map[string][]byte{}
+	s.mu.Unlock()
+	s.writeMu.Unlock()
+	return s.SyncMirror()
+}
+
 // SyncMirror rewrites the mirror if it differs from the main file, e.g.
 // after an earlier ErrMirror or a restored backup. Call it at boot.
 func (s *Store) SyncMirror() error {
