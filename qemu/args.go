@@ -11,6 +11,9 @@ const (
 	OVMFVars = "/usr/share/OVMF/OVMF_VARS_4M.fd"
 )
 
+// SegmentNIC is the QEMU device id of the segment's NIC.
+const SegmentNIC = "seg0"
+
 // runFiles are the files Start prepares for one run of QEMU.
 type runFiles struct {
 	Overlay  string // the qcow2 overlay; empty without an image
@@ -107,6 +110,11 @@ func buildArgs(c Config, f runFiles, httpsPort int) []string {
 		nic += ",mac=" + c.MAC
 	}
 	a = append(a, "-netdev", netdev, "-device", nic)
+	if c.Segment != nil {
+		// The tap's descriptor is the child's fd 3 (the first of
+		// exec.Cmd's ExtraFiles).
+		a = append(a, "-netdev", "tap,id=n1,fd=3", "-device", nicDevice(c.NIC)+",netdev=n1,id="+SegmentNIC+",mac="+c.SegmentMAC)
+	}
 
 	// An entropy source, as hypervisors give their guests: without it the
 	// guest's getrandom blocks for seconds at boot until the kernel's

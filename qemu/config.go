@@ -51,6 +51,14 @@ type Config struct {
 	// HTTPSPort is the host port on 127.0.0.1 forwarded to the guest's tcp/443;
 	// 0 picks a free port (see VM.HTTPSPort).
 	HTTPSPort int
+	// Segment, when set, is a second NIC on a private layer-2 segment: an
+	// open tap device (package nstest's Lab.Tap makes one on a bridge in
+	// a namespace of the test's), passed to QEMU as a file descriptor so
+	// the tap can live in a namespace while QEMU and its forwards stay in
+	// the host's. It is the guest's second link (eth1), of model NIC,
+	// with SegmentMAC. SetLink cuts and restores its cable.
+	Segment    *os.File
+	SegmentMAC string
 	// HostFwd are extra user-network forwards from the host to the guest, in
 	// QEMU's syntax, e.g. "tcp:127.0.0.1:8780-:80". The host address must be
 	// a loopback address so that nothing outside this machine reaches the VM.
@@ -193,13 +201,19 @@ func (c Config) withDefaults() (Config, error) {
 	if (c.Initrd != "" || c.Append != "") && c.Kernel == "" {
 		return c, fmt.Errorf("qemu: Initrd and Append need a Kernel")
 	}
-	if c.MAC != "" {
-		hw, err := net.ParseMAC(c.MAC)
+	if c.Segment != nil && c.SegmentMAC == "" {
+		return c, fmt.Errorf("qemu: a Segment needs its SegmentMAC (two VMs on one segment need different ones)")
+	}
+	for _, m := range []string{c.MAC, c.SegmentMAC} {
+		if m == "" {
+			continue
+		}
+		hw, err := net.ParseMAC(m)
 		if err != nil || len(hw) != 6 {
-			return c, fmt.Errorf("qemu: bad MAC address %q", c.MAC)
+			return c, fmt.Errorf("qemu: bad MAC address %q", m)
 		}
 		if hw[0]&1 != 0 {
-			return c, fmt.Errorf("qemu: MAC address %q is a multicast address", c.MAC)
+			return c, fmt.Errorf("qemu: MAC address %q is a multicast address", m)
 		}
 	}
 	for _, rule := range c.HostFwd {

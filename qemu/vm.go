@@ -265,6 +265,9 @@ func run(ctx context.Context, system string, c Config, files runFiles, workDir s
 		death = syscall.SIGTERM // restores the terminal
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: death}
+	if c.Segment != nil {
+		cmd.ExtraFiles = []*os.File{c.Segment}
+	}
 	if c.Interactive {
 		cmd.Stdin = os.Stdin
 	} else if vm.stdin, err = cmd.StdinPipe(); err != nil {
@@ -420,6 +423,29 @@ func (vm *VM) ThrottleWrites(bps int64) error {
 		return fmt.Errorf("qemu: throttle the disk's writes: %w", err)
 	}
 	return nil
+}
+
+// SetLink plugs (up) or pulls the cable of the segment's NIC
+// (Config.Segment): the guest sees its carrier go, and nothing crosses.
+func (vm *VM) SetLink(up bool) error {
+	if vm.cfg.Segment == nil {
+		return errors.New("qemu: set link: the VM has no segment NIC")
+	}
+	if _, err := vm.QMP("set_link", map[string]any{"name": SegmentNIC, "up": up}); err != nil {
+		return fmt.Errorf("qemu: set link: %w", err)
+	}
+	return nil
+}
+
+// Signal sends sig to QEMU's process: SIGSTOP freezes the whole VM (the
+// guest's clock included, as a hung host would), SIGCONT thaws it.
+func (vm *VM) Signal(sig syscall.Signal) error {
+	select {
+	case <-vm.exited:
+		return errors.New("qemu: signal: the VM is not running")
+	default:
+	}
+	return vm.cmd.Process.Signal(sig)
 }
 
 // PowerButton presses the ACPI power button; the guest decides what to do.

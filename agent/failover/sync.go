@@ -357,13 +357,25 @@ func (s *Service) pullOnce(ctx context.Context, st State, rep *SyncReport, job *
 		}
 	}
 	say(0.95, "applying the sync")
+	// A takeover during the sync makes this box primary: what it pulled
+	// from the old primary must not go over what it now serves.
+	s.roleMu.Lock()
+	if cur := s.State(); cur.Role != RoleBackup || cur.Epoch != st.Epoch {
+		s.roleMu.Unlock()
+		s.cleanStage(j.AppDir)
+		return fmt.Errorf("this appliance became %s during the sync; what it pulled is dropped", cur.Role)
+	}
 	if err := s.commit(j); err != nil {
+		s.roleMu.Unlock()
 		return fmt.Errorf("the sync was not committed: %w", err)
 	}
 	if s.crashAfterCommit {
+		s.roleMu.Unlock()
 		return errors.New("test: the power went after the commit")
 	}
-	if err := s.apply(j); err != nil {
+	err = s.apply(j)
+	s.roleMu.Unlock()
+	if err != nil {
 		return fmt.Errorf("the sync was committed but not all of it applied (%w); the next boot or sync finishes it", err)
 	}
 	for _, f := range j.Files {

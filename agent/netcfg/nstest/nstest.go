@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"keel.dev/keel/agent/netcfg"
 )
 
@@ -214,4 +216,62 @@ func Eventually(timeout time.Duration, cond func() bool) bool {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Tap makes a tap device on the lab's bridge and returns it open: a VM's
+// NIC on the lab's segment (qemu.Config.Segment). The device lives in the
+// hub namespace and goes when the file is closed (at the test's end).
+func (l *Lab) Tap(name string) *os.File {
+	l.t.Helper()
+	ns, err := netcfg.NSFromPath("/run/netns/" + l.hub)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	defer ns.Close()
+	var f *os.File
+	err = ns.Do(func() error {
+		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		ifr, err := unix.NewIfreq(name)
+		if err != nil {
+			unix.Close(fd)
+			return err
+		}
+		ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI)
+		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("make tap %s: %w", name, err)
+		}
+		f = os.NewFile(uintptr(fd), "/dev/net/tun:"+name)
+		return nil
+	})
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	l.t.Cleanup(func() { f.Close() })
+	l.ip("-n", l.hub, "link", "set", name, "master", "br0", "up")
+	return f
+}
+
+// HubAddress gives the bridge itself an address: the hub namespace is
+// then a host on the segment (a witness, a prober).
+func (l *Lab) HubAddress(cidr string) {
+	l.t.Helper()
+	l.ip("-n", l.hub, "addr", "add", cidr, "dev", "br0")
+}
+
+// Hub is the hub namespace's name, for `ip netns exec`.
+func (l *Lab) Hub() string { return l.hub }
+
+// Isolate sets the bridge port's isolation: isolated ports reach the
+// bridge itself and ports that are not isolated, but not each other.
+func (l *Lab) Isolate(port string, on bool) {
+	l.t.Helper()
+	v := "off"
+	if on {
+		v = "on"
+	}
+	l.ip("-n", l.hub, "link", "set", "dev", port, "type", "bridge_slave", "isolated", v)
 }
