@@ -144,6 +144,9 @@ func (s *Service) breakLocal(why string) error {
 		return nil
 	}
 	err := s.update(func(cur *State) {
+		if !cur.In() {
+			return
+		}
 		cur.LastChange = why + " (was " + describeRole(*cur) + ")"
 		cur.Role, cur.Peer, cur.Reverse, cur.Diverged = RoleNone, nil, nil, ""
 		cur.RoleSince = s.now().UTC()

@@ -111,7 +111,9 @@ func (s *Service) Routes(mux api.Mux, public func(pattern string, h http.Handler
 		api.WriteJSON(w, http.StatusOK, s.Status(held))
 	}))
 	mux.Handle("POST /api/v1/failover/establish", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var req EstablishRequest
+		// Settings left out keep the ones this box has.
+		set := s.State().Settings
+		req := EstablishRequest{Settings: &set}
 		if !decodeOperator(w, r, &req) {
 			return
 		}

@@ -116,6 +116,7 @@ func (s *Service) heartbeats(ctx context.Context, st State) {
 		for _, a := range acts {
 			switch a.kind {
 			case actCheck:
+				log.Info("the primary is silent; asking the witness and probing the shared addresses", "silent", now.Sub(m.heard).Round(time.Millisecond))
 				supervisor.Go(log, "takeover check", func() {
 					r := s.check(ctx, now)
 					select {
@@ -148,10 +149,15 @@ func (s *Service) heartbeats(ctx context.Context, st State) {
 		s.mu.Unlock()
 	}
 
+	// stale counts heartbeats that proved nothing since the last fresh
+	// one; adopting is set while the primary's epoch is being saved.
+	stale, adopting, adopted := 0, false, make(chan struct{}, 1)
 	t := time.NewTicker(st.Settings.HeartbeatInterval.D())
 	defer t.Stop()
 	for {
 		select {
+		case <-adopted:
+			adopting = false
 		case <-ctx.Done():
 			return
 		case <-t.C:
@@ -162,14 +168,20 @@ func (s *Service) heartbeats(ctx context.Context, st State) {
 			last = r
 			at, ok := sent.sentAt(r.h.EchoS)
 			if r.h.EchoB != boot || !ok || r.at.Sub(at) > m.set.DetectionTime.D() {
+				stale++
 				continue // alive, maybe, but not proven: an echo of nothing recent
 			}
 			s.mu.Lock()
 			s.peerSeen = peerSeen{at: r.at, role: r.h.Role, epoch: r.h.Epoch, auto: r.h.Auto}
 			s.mu.Unlock()
+			if gap := r.at.Sub(m.heard); !m.heard.IsZero() && gap > m.set.DetectionTime.D()/2 {
+				log.Info("heartbeats resumed", "gap", gap.Round(time.Millisecond), "stale", stale)
+			}
+			stale = 0
 			acts := m.heartbeat(r.at, r.h)
-			if m.role == RoleBackup && m.epoch > s.State().Epoch {
-				supervisor.Go(log, "adopt the primary's epoch", func() { s.adoptEpoch(m.epoch) })
+			if e := m.epoch; m.role == RoleBackup && e > s.State().Epoch && !adopting {
+				adopting = true
+				supervisor.Go(log, "adopt the primary's epoch", func() { s.adoptEpoch(e); adopted <- struct{}{} })
 			}
 			do(r.at, acts)
 		case r := <-checks:

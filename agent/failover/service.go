@@ -133,6 +133,7 @@ type Service struct {
 	lastAppDir string
 
 	roleMu   sync.Mutex    // one role change at a time
+	saveMu   sync.Mutex    // one save of the state at a time, in order
 	syncMu   sync.Mutex    // one sync at a time
 	restartc chan struct{} // the relationship or its settings changed
 	rolec    chan struct{} // the role changed
@@ -282,35 +283,45 @@ type roleOpts struct {
 
 // setRole is the one place a box's role changes: saved first, so a power
 // cut resumes the new role; then the shared addresses and the
-// application follow.
+// application follow. A takeover whose checks are done (force) takes the
+// addresses before it saves: clients wait for them, and a power cut in
+// between leaves a backup that takes over again.
 func (s *Service) setRole(role Role, epoch uint64, why string, o roleOpts) error {
 	s.roleMu.Lock()
 	defer s.roleMu.Unlock()
-	s.mu.Lock()
-	st := s.st
-	if !st.In() {
-		s.mu.Unlock()
-		return errors.New("this appliance is not in a failover relationship")
+	early := role == RolePrimary && o.force && s.State().Role == RoleBackup
+	if early {
+		s.takeAddresses(true)
 	}
-	prev := st.Role
-	st.Role, st.Epoch = role, max(epoch, st.Epoch)
-	if prev != role {
-		st.RoleSince, st.LastChange = s.now().UTC(), why
-	}
-	if o.diverged {
-		st.Diverged = "split-brain-" + s.now().UTC().Format("20060102T150405Z")
-	}
-	if err := saveState(s.Dir, st); err != nil {
-		s.mu.Unlock()
+	var prev Role
+	err := s.updateIf(func(st *State) error {
+		if !st.In() {
+			return errors.New("this appliance is not in a failover relationship")
+		}
+		prev = st.Role
+		st.Role, st.Epoch = role, max(epoch, st.Epoch)
+		if prev != role {
+			st.RoleSince, st.LastChange = s.now().UTC(), why
+		}
+		if o.diverged {
+			st.Diverged = "split-brain-" + s.now().UTC().Format("20060102T150405Z")
+		}
+		return nil
+	})
+	if err != nil {
+		if early {
+			s.releaseAddresses()
+		}
 		return fmt.Errorf("the role change was not made: %w", err)
 	}
-	s.st = st
-	s.mu.Unlock()
+	st := s.State()
 	signal(s.rolec)
 	s.log().Warn("failover role", "role", role, "epoch", st.Epoch, "why", why)
 	switch role {
 	case RolePrimary:
-		s.takeAddresses(o.force)
+		if !early {
+			s.takeAddresses(o.force)
+		}
 		if s.App != nil && prev != RolePrimary {
 			supervisor.Go(s.log(), "start the application on the new primary", func() {
 				if err := s.App.Release(); err != nil {
@@ -392,16 +403,28 @@ func (s *Service) noteAddr(a SharedAddress, err error) {
 	}
 }
 
-// update changes and saves the state without a role change.
+// update changes and saves the state: f changes a copy (an error keeps
+// it from being saved), which is written, then published. Readers of the
+// state (the heartbeat loop, the status) never wait for the disk: saves
+// are ordered by their own lock.
 func (s *Service) update(f func(*State)) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st := s.st
-	f(&st)
+	return s.updateIf(func(st *State) error { f(st); return nil })
+}
+
+// updateIf is update with a change that may refuse.
+func (s *Service) updateIf(f func(*State) error) error {
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
+	st := s.State()
+	if err := f(&st); err != nil {
+		return err
+	}
 	if err := saveState(s.Dir, st); err != nil {
 		return err
 	}
+	s.mu.Lock()
 	s.st = st
+	s.mu.Unlock()
 	return nil
 }
 

@@ -7,10 +7,13 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"keel.dev/keel/agent/api"
 	"keel.dev/keel/agent/apps"
+	"keel.dev/keel/agent/netcfg/nstest"
 )
 
 // The vendor guide's two ways of upgrading a failover pair, step by step
@@ -145,3 +148,137 @@ func (p *pairLab) arp(addr string) string {
 	return m[1]
 }
 
+// autoSettings turns automatic failover on with the default timing, the
+// hub as the witness.
+const autoSettings = `{"automatic":true,"witness":"` + segWitness + `"}`
+
+// Automatic failover, case after case on one pair: the primary paused
+// (SIGSTOP), its cable pulled, its CPU starved, its power cut; each time
+// the backup takes over, and the old primary gives way when it is back.
+// With the backup's own cable pulled, the witness is silent too and the
+// backup stays backup, saying why.
+func TestFailoverAutomaticTakeover(t *testing.T) {
+	e := Require(t)
+	p := bootPair(t, e.Image)
+	a, b := p.a, p.b
+	p.establish(a, b, autoSettings)
+	waitAnswering(t, p, b)
+	probe := nstest.StartProber(t, p.lab.Hub(), strings.Split(segShared, "/")[0])
+	shared := strings.Split(segShared, "/")[0]
+
+	// takeover checks that to becomes primary after lost, that the shared
+	// address answers again (from to's MAC), and logs how long it took.
+	takeover := func(what string, lost time.Time, to *pairBox) {
+		t.Helper()
+		p.waitRole(to, "primary", 20*time.Second)
+		first, ok := probe.FirstAfter(lost)
+		if !ok {
+			t.Fatalf("%s: the shared address never answered again", what)
+		}
+		t.Logf("%s: the shared address answered again %s after the primary was lost", what, first.Sub(lost).Round(time.Millisecond))
+		if mac := p.arp(shared); !strings.EqualFold(mac, to.mac) {
+			t.Errorf("%s: the shared address answers from %s, want %s's %s", what, mac, to.name, to.mac)
+		}
+	}
+	// givesWay checks that x, back, becomes backup within twice the
+	// detection time (and the polls' own delay).
+	givesWay := func(what string, x *pairBox, back time.Time) {
+		t.Helper()
+		p.waitRole(x, "backup", 10*time.Second)
+		if took := time.Since(back); took > 2*time.Second+3*time.Second {
+			t.Errorf("%s: %s gave way %s after it came back", what, x.name, took.Round(time.Millisecond))
+		}
+	}
+
+	// The primary's VM frozen.
+	lost := time.Now()
+	if err := a.vm.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	takeover("paused", lost, b)
+	back := time.Now()
+	a.vm.Signal(syscall.SIGCONT)
+	givesWay("paused", a, back)
+	if st := p.status(a); !strings.Contains(st.LastChange, "split brain") || st.Epoch != p.status(b).Epoch {
+		t.Errorf("A after giving way: %q, epoch %d", st.LastChange, st.Epoch)
+	}
+
+	// The primary's cable pulled: it stays primary on its own, cut off,
+	// and gives way once it hears the new primary again.
+	lost = time.Now()
+	b.vm.SetLink(false)
+	takeover("cable pulled", lost, a)
+	if r := b.role(); r != "primary" {
+		t.Errorf("B, cut off, is %s", r)
+	}
+	back = time.Now()
+	b.vm.SetLink(true)
+	givesWay("cable pulled", b, back)
+
+	// The backup's cable pulled: the witness is silent too.
+	b.vm.SetLink(false)
+	time.Sleep(4 * time.Second)
+	st := p.status(b)
+	if st.Role != "backup" || !strings.Contains(st.Automatic.Waiting, "cut off") {
+		t.Errorf("B with its own cable pulled: %s, waiting %q", st.Role, st.Automatic.Waiting)
+	}
+	b.vm.SetLink(true)
+	waitAnswering(t, p, b)
+	if r := a.role(); r != "primary" {
+		t.Fatalf("A is %s after B's cable came back", r)
+	}
+
+	// The primary's CPU starved: it runs 20 ms in every 1.5 s, longer
+	// than the detection time (at 20 ms in every 500 it still answers
+	// within it, and stays primary).
+	lost = time.Now()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for end := time.Now().Add(8 * time.Second); time.Now().Before(end); {
+			a.vm.Signal(syscall.SIGSTOP)
+			time.Sleep(1480 * time.Millisecond)
+			a.vm.Signal(syscall.SIGCONT)
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	takeover("starved", lost, b)
+	<-done
+	back = time.Now()
+	givesWay("starved", a, back)
+
+	// The primary's power cut: it boots as primary, finds the address
+	// taken and the other box ahead, and becomes backup.
+	lost = time.Now()
+	if err := b.vm.PowerCut(); err != nil {
+		t.Fatal(err)
+	}
+	takeover("power cut", lost, a)
+	b.vm = Restart(t, b.vm)
+	WaitReady(t, b.vm)
+	p.waitRole(b, "backup", time.Minute)
+	if mac := p.arp(shared); !strings.EqualFold(mac, a.mac) {
+		t.Errorf("after B's reboot the shared address answers from %s, want A's", mac)
+	}
+
+	// Syncs still flow from the primary.
+	rep := p.syncNow(b)
+	if rep.From != a.serial {
+		t.Errorf("B pulled from %s", rep.From)
+	}
+	// One takeover a case, none more: the establish's epoch 1, then four.
+	if sa, sb := p.status(a), p.status(b); sa.Epoch != 5 || sb.Epoch != 5 {
+		t.Errorf("epochs %d and %d after four takeovers, want 5: the roles went back and forth", sa.Epoch, sb.Epoch)
+	}
+}
+
+// waitAnswering waits until x hears its peer's heartbeats.
+func waitAnswering(t *testing.T, p *pairLab, x *pairBox) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if st := p.status(x); st.Peer != nil && st.Peer.Answering {
+			return
+		}
+	}
+	t.Fatalf("%s does not hear its peer", x.name)
+}

@@ -130,7 +130,9 @@ func watch(t testing.TB, vm *qemu.VM) {
 			if dir := os.Getenv("KEEL_VM_LOGS"); dir != "" {
 				// serial.log, serial-2.log after a restart
 				suffix := strings.TrimPrefix(filepath.Base(vm.LogPath()), "serial")
-				name := filepath.Join(dir, strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())+suffix)
+				// A test with several VMs keeps each one's console: the
+				// work folder's name tells them apart.
+				name := filepath.Join(dir, strings.NewReplacer("/", "_", " ", "_").Replace(t.Name())+"-"+filepath.Base(vm.WorkDir())+suffix)
 				if os.MkdirAll(dir, 0o755) == nil && os.WriteFile(name, []byte(vm.Output()), 0o644) == nil {
 					t.Logf("whole console in %s", name)
 				}
