@@ -26,7 +26,7 @@ func TestEveryFormControlHasALabel(t *testing.T) {
 	}
 	pages := map[string]string{"login": br.do("GET", Prefix+"/login", nil).body}
 	br.login(firstPassword)
-	for _, p := range []string{"status", "users", "network", "security", "support", "audit", "password", "power?action=reboot", "backup"} {
+	for _, p := range []string{"status", "users", "network", "security", "support", "audit", "password", "power?action=reboot", "backup", "failover"} {
 		pages[p] = br.do("GET", Prefix+"/"+p, nil).body
 	}
 	// A page with a CSR and a download-key box, which add controls.

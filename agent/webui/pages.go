@@ -32,10 +32,11 @@ type page struct {
 	Security   *securityView
 	Support    *supportView
 	Backup     *backupView
+	Failover   *failoverView
 	Audit      []api.AuditEntry
 }
 
-var pageNames = []string{"login", "password", "status", "power", "error", "users", "network", "audit", "security", "support", "backup"}
+var pageNames = []string{"login", "password", "status", "power", "error", "users", "network", "audit", "security", "support", "backup", "failover"}
 
 func (u *UI) parse() error {
 	u.pages = map[string]*template.Template{}
@@ -46,6 +47,7 @@ func (u *UI) parse() error {
 		"routeLines":   routeLines,
 		"has":          func(list []string, s string) bool { return slices.Contains(list, s) },
 		"percent":      func(f float64) string { return strconv.Itoa(int(f*100+0.5)) + "%" },
+		"duration":     durationText,
 	}
 	for _, n := range pageNames {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(files, "templates/layout.html", "templates/"+n+".html")
@@ -77,7 +79,7 @@ func (u *UI) render(w http.ResponseWriter, code int, name string, p page) {
 
 var titles = map[string]string{
 	"login": "Log in", "password": "Change password", "status": "Status", "power": "Reboot or shut down", "error": "Refused",
-	"users": "Users", "network": "Networking", "audit": "Audit log", "security": "Security", "support": "Support", "backup": "Backup",
+	"users": "Users", "network": "Networking", "audit": "Audit log", "security": "Security", "support": "Support", "backup": "Backup", "failover": "Failover",
 }
 
 func (u *UI) loginPage(w http.ResponseWriter, r *http.Request) {

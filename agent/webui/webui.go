@@ -107,6 +107,9 @@ func (u *UI) routes() {
 	u.mux.Handle("POST "+Prefix+"/backup/download", u.session(u.backupDownload, 0))
 	u.mux.Handle("POST "+Prefix+"/backup/restore", u.session(u.backupRestore, streamedForm))
 	u.mux.Handle("POST "+Prefix+"/backup/restore-kept", u.session(u.backupRestoreKept, 0))
+	u.mux.Handle("GET "+Prefix+"/failover", u.session(u.failoverPage, 0))
+	u.mux.Handle("POST "+Prefix+"/failover", u.session(u.failoverAction, 0))
+	u.mux.Handle("POST "+Prefix+"/failover/snapshot", u.session(u.failoverSnapshot, 0))
 	u.mux.Handle("POST "+Prefix+"/reset", u.session(u.resetAction, 0))
 }
 

@@ -22,7 +22,9 @@ import (
 	"keel.dev/keel/agent/audit"
 	"keel.dev/keel/agent/backup"
 	"keel.dev/keel/agent/certs"
+	"keel.dev/keel/agent/failover"
 	"keel.dev/keel/agent/identity"
+	"keel.dev/keel/agent/install"
 	"keel.dev/keel/agent/peerkey"
 	"keel.dev/keel/agent/users"
 	"keel.dev/keel/agent/usersapi"
@@ -57,6 +59,7 @@ type box struct {
 	access   *access.Store
 	peer     *peerkey.Store
 	backups  *backup.Service
+	failover *failover.Service
 }
 
 func newBox(t *testing.T, mustChange bool) *box {
@@ -113,6 +116,12 @@ func newBox(t *testing.T, mustChange bool) *box {
 		StageDir: filepath.Join(cfgDir, "restore"), Dir: filepath.Join(cfgDir, "backup"),
 	}
 	b.backups.Routes(a)
+	b.failover = &failover.Service{Dir: filepath.Join(cfgDir, "failover"), Serial: "KEEL-TEST-1", Cert: id.TLS,
+		Key: b.peer.Key, Versions: func() failover.Versions { return failover.Versions{Base: "1.2.3"} }, Jobs: install.NewJobs(4)}
+	if err := b.failover.Open(); err != nil {
+		t.Fatal(err)
+	}
+	b.failover.Routes(a, a.HandlePublic, nil, nil)
 	ui, err := New(Config{
 		Sessions:   sessions,
 		Login:      a.CheckLogin,

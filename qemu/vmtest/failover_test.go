@@ -3,16 +3,21 @@ package vmtest
 import (
 	"encoding/json"
 	"fmt"
+	"math/rand"
 	"net/http"
+	"os"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"keel.dev/keel/agent/api"
 	"keel.dev/keel/agent/apps"
+	"keel.dev/keel/agent/failover"
 	"keel.dev/keel/agent/netcfg/nstest"
 )
 
@@ -281,4 +286,170 @@ func waitAnswering(t *testing.T, p *pairLab, x *pairBox) {
 		}
 	}
 	t.Fatalf("%s does not hear its peer", x.name)
+}
+
+// roleSample is both boxes' roles as one poll saw them; at is when the
+// requests were sent (the answers describe a moment after that).
+type roleSample struct {
+	at     time.Time
+	role   [2]string
+	epoch  [2]uint64
+	answer [2]bool
+}
+
+// roleWatch polls both boxes' roles every 100 ms.
+type roleWatch struct {
+	mu      sync.Mutex
+	samples []roleSample
+	stop    chan struct{}
+	done    sync.WaitGroup
+}
+
+func watchRoles(p *pairLab) *roleWatch {
+	w := &roleWatch{stop: make(chan struct{})}
+	w.done.Add(1)
+	go func() {
+		defer w.done.Done()
+		for {
+			select {
+			case <-w.stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			s := roleSample{at: time.Now()}
+			var wg sync.WaitGroup
+			for i, x := range []*pairBox{p.a, p.b} {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					code, body, err := request(x.vm.HTTPSPort(), "GET", "/api/v1/failover", TestPassword, nil, 1500*time.Millisecond)
+					var st failover.Status
+					if err == nil && code == http.StatusOK && json.Unmarshal(body, &st) == nil {
+						s.role[i], s.epoch[i], s.answer[i] = st.Role, st.Epoch, true
+					}
+				}()
+			}
+			wg.Wait()
+			w.mu.Lock()
+			w.samples = append(w.samples, s)
+			w.mu.Unlock()
+		}
+	}()
+	return w
+}
+
+func (w *roleWatch) close() {
+	close(w.stop)
+	w.done.Wait()
+}
+
+// lastBothPrimary is the last sample sent after from in which both boxes
+// said primary.
+func (w *roleWatch) lastBothPrimary(from time.Time) (time.Time, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var last time.Time
+	found := false
+	for _, s := range w.samples {
+		if s.at.After(from) && s.role[0] == "primary" && s.role[1] == "primary" {
+			last, found = s.at, true
+		}
+	}
+	return last, found
+}
+
+// settled is the roles in the newest sample in which both boxes answered.
+func (w *roleWatch) settled() (roleSample, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i := len(w.samples) - 1; i >= 0; i-- {
+		if s := w.samples[i]; s.answer[0] && s.answer[1] {
+			return s, true
+		}
+	}
+	return roleSample{}, false
+}
+
+// Randomized partitions and heals of an automatic pair: a cable pulled,
+// the pair's ports isolated from each other (both still reach the
+// witness, so both become primary), a box paused; after every heal the
+// two primaries settle within twice the detection time, the backup's
+// next sync comes from the primary, and the file the primary wrote last
+// is what the backup has. KEEL_FAILOVER_ROUNDS sets the count (20 here,
+// 100 in make soak), KEEL_SEED the random seed.
+func TestFailoverRandomPartitions(t *testing.T) {
+	e := Require(t)
+	rounds := 20
+	if n, err := strconv.Atoi(os.Getenv("KEEL_FAILOVER_ROUNDS")); err == nil && n > 0 {
+		rounds = n
+	}
+	seed := time.Now().UnixNano()
+	if s, err := strconv.ParseInt(os.Getenv("KEEL_SEED"), 10, 64); err == nil {
+		seed = s
+	}
+	t.Logf("%d rounds, seed %d (KEEL_SEED=%d repeats them)", rounds, seed, seed)
+	rng := rand.New(rand.NewSource(seed))
+	p := bootPair(t, e.Image)
+	p.establish(p.a, p.b, autoSettings)
+	waitAnswering(t, p, p.b)
+	w := watchRoles(p)
+	defer w.close()
+	const detection = time.Second
+	boxes := map[string]*pairBox{p.a.serial: p.a, p.b.serial: p.b}
+
+	type fault struct {
+		name      string
+		cut, heal func()
+	}
+	faults := []fault{
+		{"A's cable pulled", func() { p.a.vm.SetLink(false) }, func() { p.a.vm.SetLink(true) }},
+		{"B's cable pulled", func() { p.b.vm.SetLink(false) }, func() { p.b.vm.SetLink(true) }},
+		{"A and B cut from each other", func() { p.lab.Isolate(p.a.tap, true); p.lab.Isolate(p.b.tap, true) },
+			func() { p.lab.Isolate(p.a.tap, false); p.lab.Isolate(p.b.tap, false) }},
+		{"A paused", func() { p.a.vm.Signal(syscall.SIGSTOP) }, func() { p.a.vm.Signal(syscall.SIGCONT) }},
+		{"B paused", func() { p.b.vm.Signal(syscall.SIGSTOP) }, func() { p.b.vm.Signal(syscall.SIGCONT) }},
+	}
+	var report []string
+	for i := 1; i <= rounds; i++ {
+		f := faults[rng.Intn(len(faults))]
+		d := 300*time.Millisecond + time.Duration(rng.Int63n(int64(2700*time.Millisecond)))
+		f.cut()
+		time.Sleep(d)
+		healed := time.Now()
+		f.heal()
+		time.Sleep(2*detection + 1500*time.Millisecond)
+		if last, ok := w.lastBothPrimary(healed); ok && last.Sub(healed) > 2*detection {
+			t.Errorf("round %d (%s for %s): both boxes were primary %s after the heal", i, f.name, d.Round(time.Millisecond), last.Sub(healed).Round(time.Millisecond))
+		}
+		// One primary, one backup, the same epoch.
+		var s roleSample
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			var ok bool
+			s, ok = w.settled()
+			if ok && s.at.After(healed) && s.role[0] != s.role[1] && s.role[0] != "none" && s.role[1] != "none" && s.epoch[0] == s.epoch[1] {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d (%s for %s): the pair did not settle: %+v", i, f.name, d.Round(time.Millisecond), s)
+			}
+		}
+		primary, backup := p.a, p.b
+		if s.role[1] == "primary" {
+			primary, backup = p.b, p.a
+		}
+		marker := fmt.Sprintf("round %d by %s", i, primary.serial)
+		appFile(t, primary, "round.txt", marker)
+		rep := p.syncNow(backup)
+		if boxes[rep.From] != primary || rep.Epoch != s.epoch[0] {
+			t.Errorf("round %d: %s pulled from %s at epoch %d; the primary is %s at epoch %d", i, backup.serial, rep.From, rep.Epoch, primary.serial, s.epoch[0])
+		}
+		report = append(report, fmt.Sprintf("%d: %s for %s -> %s primary (epoch %d)", i, f.name, d.Round(time.Millisecond), primary.name, s.epoch[0]))
+		if i == rounds {
+			// The data flowed from the primary: the backup, on its own,
+			// serves what the primary wrote last.
+			breakPair(t, backup)
+			appFileIs(t, backup, "round.txt", marker)
+		}
+	}
+	t.Logf("rounds:\n%s", strings.Join(report, "\n"))
 }
