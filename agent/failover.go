@@ -44,7 +44,11 @@ func (a *agent) openFailover() error {
 		s.Network = pairNetwork{a.network}
 	}
 	if a.floating != nil {
-		s.Floating = floatingIPs{fm: a.floating, nm: a.network}
+		f := floatip.Shared{M: a.floating}
+		if a.network != nil {
+			f.Persist = a.network.SetShared
+		}
+		s.Floating = f
 	}
 	if err := s.Open(); err != nil {
 		a.say("the failover relationship could not be read: %v", err)
@@ -154,56 +158,12 @@ func (p pairNetwork) ApplySynced(b json.RawMessage) error {
 	return err
 }
 
-// floatingIPs moves the pair's shared addresses through floatip and
-// records in the network configuration whether this box holds them, as
-// the floating-address endpoints do, so a box that leaves the pair keeps
-// what it holds across a reboot.
-type floatingIPs struct {
-	fm *floatip.Manager
-	nm *netcfg.Manager
-}
-
-func (f floatingIPs) Link(hint string, p netip.Prefix) (string, error) { return f.fm.LinkFor(hint, p) }
-
-func (f floatingIPs) Probe(link string, p netip.Prefix) (net.HardwareAddr, error) {
-	return f.fm.Probe(link, p)
-}
-
-func (f floatingIPs) Take(link string, p netip.Prefix, force bool) error {
-	if err := f.fm.Enable(link, p, force); err != nil {
-		return err
+// sharedHeld reports whether this box holds a shared address now.
+func sharedHeld(fm *floatip.Manager) func(failover.SharedAddress) bool {
+	return func(a failover.SharedAddress) bool {
+		p, err := a.Prefix()
+		return err == nil && floatip.Shared{M: fm}.Holds(a.Interface, p)
 	}
-	f.persist(link, p, true)
-	return nil
-}
-
-func (f floatingIPs) Release(link string, p netip.Prefix) error {
-	if err := f.fm.Disable(link, p); err != nil && !errors.Is(err, floatip.ErrNotFloating) {
-		return err
-	}
-	f.persist(link, p, false)
-	return nil
-}
-
-func (f floatingIPs) Announce(link string, p netip.Prefix) error { return f.fm.Announce(link, p) }
-
-func (f floatingIPs) persist(link string, p netip.Prefix, held bool) {
-	if f.nm == nil {
-		return
-	}
-	// A pending network change refuses it: the role holds anyway, and
-	// the boot takes the addresses by the role, not by this record.
-	f.nm.SetShared(link, p, held)
-}
-
-// held reports whether this box holds a shared address now.
-func (f floatingIPs) held(a failover.SharedAddress) bool {
-	p, err := a.Prefix()
-	if err != nil {
-		return false
-	}
-	link, err := f.fm.LinkFor(a.Interface, p)
-	return err == nil && f.fm.Holds(link, p)
 }
 
 // defaultGateway is the IPv4 default route's gateway, else IPv6's.
@@ -242,7 +202,7 @@ func (a *agent) failoverRoutes() {
 	}
 	var held func(failover.SharedAddress) bool
 	if a.floating != nil {
-		held = floatingIPs{fm: a.floating}.held
+		held = sharedHeld(a.floating)
 	}
 	s.Routes(a.api, a.api.HandlePublic, held, a.floatingDefaults)
 }

@@ -42,7 +42,7 @@ func (a *agent) status() api.Status {
 	if a.failover != nil {
 		var held func(failover.SharedAddress) bool
 		if a.floating != nil {
-			held = floatingIPs{fm: a.floating}.held
+			held = sharedHeld(a.floating)
 		}
 		s.Failover = encode(a.failover.Status(held))
 	}

@@ -24,6 +24,7 @@ PACKAGES=(
 	dnsmasq-base chrony
 	python3 curl openssl
 	iputils-arping
+	keepalived
 	chromium
 )
 

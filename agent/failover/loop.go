@@ -154,8 +154,18 @@ func (s *Service) heartbeats(ctx context.Context, st State) {
 	stale, adopting, adopted := 0, false, make(chan struct{}, 1)
 	t := time.NewTicker(st.Settings.HeartbeatInterval.D())
 	defer t.Stop()
+	// deadline wakes the loop when the monitor has a decision due between
+	// two ticks.
+	deadline := time.NewTimer(time.Hour)
+	defer deadline.Stop()
 	for {
+		if at, ok := m.due(s.now()); ok {
+			deadline.Reset(time.Until(at))
+		}
 		select {
+		case <-deadline.C:
+			now := s.now()
+			do(now, m.tick(now))
 		case <-adopted:
 			adopting = false
 		case <-ctx.Done():

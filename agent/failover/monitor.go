@@ -166,6 +166,22 @@ func (m *monitor) tick(now time.Time) []action {
 	return nil
 }
 
+// due is when tick next has something to decide (the checks' start, the
+// detection time's end), if sooner than the next heartbeat interval: a
+// takeover should not wait for the interval's tick.
+func (m *monitor) due(now time.Time) (time.Time, bool) {
+	if m.role != RoleBackup || !m.set.Automatic {
+		return time.Time{}, false
+	}
+	since, need := m.silence(now)
+	for _, t := range []time.Time{since.Add(need - m.lead()), since.Add(need)} {
+		if t.After(now) {
+			return t, true
+		}
+	}
+	return time.Time{}, false
+}
+
 // checkDone takes a check's result; it may complete a takeover at once.
 func (m *monitor) checkDone(now time.Time, r checkResult) []action {
 	m.checking = false

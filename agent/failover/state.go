@@ -198,6 +198,15 @@ func LoadState(dir string) (State, error) {
 	return s, nil
 }
 
+// WriteState writes a state file, as a box in that state would have it
+// (benchmarks and tests start pairs from one).
+func WriteState(dir string, s State) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	return saveState(dir, s)
+}
+
 func saveState(dir string, s State) error {
 	s.Version = stateVersion
 	b, err := json.MarshalIndent(s, "", "  ")

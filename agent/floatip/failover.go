@@ -1,6 +1,7 @@
 package floatip
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -103,4 +104,59 @@ func (m *Manager) LinkFor(hint string, addr netip.Prefix) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("no link of this appliance is named %q or has an address in %s's network; give it one", hint, addr.Masked())
+}
+
+// Shared is a Manager as a failover pair moves its shared addresses
+// (failover.Floating): Persist, when set, records whether the box holds
+// an address (netcfg.Manager.SetShared), so a box that leaves the pair
+// keeps what it holds across a reboot.
+type Shared struct {
+	M       *Manager
+	Persist func(link string, p netip.Prefix, held bool) error
+}
+
+// Link is LinkFor.
+func (s Shared) Link(hint string, p netip.Prefix) (string, error) { return s.M.LinkFor(hint, p) }
+
+// Probe is Manager.Probe.
+func (s Shared) Probe(link string, p netip.Prefix) (net.HardwareAddr, error) {
+	return s.M.Probe(link, p)
+}
+
+// Take enables p (probing first unless force) and records it held.
+func (s Shared) Take(link string, p netip.Prefix, force bool) error {
+	if err := s.M.Enable(link, p, force); err != nil {
+		return err
+	}
+	s.persist(link, p, true)
+	return nil
+}
+
+// Release disables p and records it not held.
+func (s Shared) Release(link string, p netip.Prefix) error {
+	if err := s.M.Disable(link, p); err != nil && !errors.Is(err, ErrNotFloating) {
+		return err
+	}
+	s.persist(link, p, false)
+	return nil
+}
+
+// Announce is Manager.Announce.
+func (s Shared) Announce(link string, p netip.Prefix) error { return s.M.Announce(link, p) }
+
+// Holds reports whether this box holds p on the link it belongs on.
+func (s Shared) Holds(hint string, p netip.Prefix) bool {
+	link, err := s.M.LinkFor(hint, p)
+	return err == nil && s.M.Holds(link, p)
+}
+
+func (s Shared) persist(link string, p netip.Prefix, held bool) {
+	if s.Persist == nil {
+		return
+	}
+	// A pending network change refuses it: the role holds anyway, and
+	// the boot takes the addresses by the role, not by this record.
+	if err := s.Persist(link, p, held); err != nil {
+		s.M.log.Warn("the floating address's state was not recorded in the network configuration", "addr", p, "held", held, "err", err)
+	}
 }

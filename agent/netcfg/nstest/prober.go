@@ -15,8 +15,10 @@ import (
 // Prober pings an address from a namespace every 10 ms and keeps when
 // replies came: what a client on the segment sees of a takeover.
 type Prober struct {
-	mu      sync.Mutex
-	replies []time.Time
+	mu sync.Mutex
+	// replies are when each answered ping was sent and when its answer
+	// came.
+	replies []reply
 	stop    chan struct{}
 	done    chan struct{}
 }
@@ -52,9 +54,10 @@ func StartProber(t T, ns, addr string) *Prober {
 			if err != nil || m.Type != ipv4.ICMPTypeEchoReply {
 				continue
 			}
-			if e, ok := m.Body.(*icmp.Echo); ok && e.ID == id && from.(*net.IPAddr).IP.Equal(dst.IP) {
+			if e, ok := m.Body.(*icmp.Echo); ok && e.ID == id && len(e.Data) >= 8 && from.(*net.IPAddr).IP.Equal(dst.IP) {
+				sent := time.Unix(0, int64(binary.BigEndian.Uint64(e.Data)))
 				p.mu.Lock()
-				p.replies = append(p.replies, time.Now())
+				p.replies = append(p.replies, reply{sent: sent, got: time.Now()})
 				p.mu.Unlock()
 			}
 		}
@@ -90,43 +93,35 @@ func (p *Prober) Close() {
 	}
 }
 
-// FirstAfter is the first reply after t0; false when none came.
+type reply struct{ sent, got time.Time }
+
+// FirstAfter is when the first answer to a ping sent after t0 came;
+// false when none came.
 func (p *Prober) FirstAfter(t0 time.Time) (time.Time, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, r := range p.replies {
-		if r.After(t0) {
-			return r, true
+		if r.sent.After(t0) {
+			return r.got, true
 		}
 	}
 	return time.Time{}, false
 }
 
-// LastBefore is the last reply before t0.
-func (p *Prober) LastBefore(t0 time.Time) time.Time {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	var last time.Time
-	for _, r := range p.replies {
-		if r.Before(t0) {
-			last = r
-		}
-	}
-	return last
-}
-
-// Gap is the longest time without a reply between from and to.
+// Gap is the longest time between answered pings sent between from and
+// to (from and to count as answered): how long the address was
+// unreachable.
 func (p *Prober) Gap(from, to time.Time) time.Duration {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	prev := from
 	var longest time.Duration
 	for _, r := range p.replies {
-		if r.Before(from) || r.After(to) {
+		if r.sent.Before(from) || r.sent.After(to) {
 			continue
 		}
-		longest = max(longest, r.Sub(prev))
-		prev = r
+		longest = max(longest, r.sent.Sub(prev))
+		prev = r.sent
 	}
 	return max(longest, to.Sub(prev))
 }

@@ -42,6 +42,8 @@ import (
 
 func main() {
 	runs := flag.Int("runs", 9, "measured runs of each figure (the median is reported)")
+	only := flag.String("only", "", `run only these figures: "takeover", "reconcile" or "failover"`)
+	failoverRuns := flag.Int("failover-runs", 20, "takeovers measured for each failover figure (the 95th percentile is reported)")
 	flag.Parse()
 	r := &runner{}
 	defer r.cleanup()
@@ -49,9 +51,19 @@ func main() {
 	if _, err := exec.LookPath("arping"); err != nil {
 		r.Fatal("netbench needs arping (Debian: iputils-arping) for the takeover baseline")
 	}
+	if _, err := exec.LookPath("keepalived"); err != nil {
+		r.Fatal("netbench needs keepalived (Debian: keepalived) for the failover baseline")
+	}
 	var rows []row
-	rows = append(rows, takeover(r, *runs)...)
-	rows = append(rows, reconcile(r, *runs)...)
+	if *only == "" || *only == "takeover" {
+		rows = append(rows, takeover(r, *runs)...)
+	}
+	if *only == "" || *only == "failover" {
+		rows = append(rows, failoverRows(r, max(*runs, *failoverRuns))...)
+	}
+	if *only == "" || *only == "reconcile" {
+		rows = append(rows, reconcile(r, *runs)...)
+	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(w, "figure\tvalue\tbaseline\tratio\tgoal\tmet")
 	missed := false
