@@ -33,6 +33,8 @@ type journal struct {
 	Remove   []string        `json:"remove,omitempty"` // deepest first
 	Dirs     []entry         `json:"dirs,omitempty"`   // shallowest first
 	Files    []staged        `json:"files,omitempty"`
+	Patches  []patch         `json:"patches,omitempty"`
+	Moves    []move          `json:"moves,omitempty"`
 	Links    []entry         `json:"links,omitempty"`
 	Meta     []entry         `json:"meta,omitempty"` // unchanged content, changed owner, mode or time
 	Config   []configChange  `json:"config,omitempty"`
@@ -48,6 +50,28 @@ type staged struct {
 	Name  string `json:"name"` // in the stage folder
 	Entry entry  `json:"entry"`
 }
+
+// patch rewrites the blocks of a file that changed in place, from the
+// stage's blob; then the file takes the entry's size and metadata.
+type patch struct {
+	Entry  entry        `json:"entry"`
+	Blocks []patchBlock `json:"blocks"`
+}
+
+type patchBlock struct {
+	I  int   `json:"i"`  // the block's index in the file
+	At int64 `json:"at"` // where its new bytes are in the blob
+	N  int   `json:"n"`
+}
+
+// move renames a file this box has to the path the primary has it at.
+type move struct {
+	From  string `json:"from"`
+	Entry entry  `json:"entry"`
+}
+
+// blobName is the stage's file of patches' new blocks.
+const blobName = "blob"
 
 // configChange is a configuration file the sync replaces; Staged ""
 // removes it (the primary has none).
@@ -228,6 +252,19 @@ func (j *journal) keep(rel string) error {
 }
 
 func (j *journal) applyApp() error {
+	for _, mv := range j.Moves {
+		to := j.path(mv.Entry.Path)
+		if _, err := os.Lstat(j.path(mv.From)); errors.Is(err, fs.ErrNotExist) {
+			continue // moved already
+		}
+		if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+			return err
+		}
+		if err := os.Rename(j.path(mv.From), to); err != nil {
+			return fmt.Errorf("move %s to %s: %w", mv.From, mv.Entry.Path, err)
+		}
+		setMeta(to, mv.Entry)
+	}
 	for _, rel := range j.Remove {
 		if err := j.keep(rel); err != nil {
 			return err
@@ -259,6 +296,11 @@ func (j *journal) applyApp() error {
 			return fmt.Errorf("put %s in place: %w", f.Entry.Path, err)
 		}
 	}
+	if len(j.Patches) > 0 {
+		if err := j.applyPatches(filepath.Join(stage, blobName)); err != nil {
+			return err
+		}
+	}
 	for _, l := range j.Links {
 		p := j.path(l.Path)
 		if cur, err := os.Readlink(p); err == nil && cur == l.Link {
@@ -282,6 +324,45 @@ func (j *journal) applyApp() error {
 		setMeta(j.path(d.Path), d)
 	}
 	return syncTree(j.AppDir)
+}
+
+// applyPatches writes each patch's blocks into its file; doing it again
+// writes the same bytes.
+func (j *journal) applyPatches(blobPath string) error {
+	blob, err := os.Open(blobPath)
+	if err != nil {
+		return fmt.Errorf("the sync's staged blocks: %w", err)
+	}
+	defer blob.Close()
+	buf := make([]byte, blockSize)
+	for _, p := range j.Patches {
+		path := j.path(p.Entry.Path)
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			return fmt.Errorf("patch %s: %w", p.Entry.Path, err)
+		}
+		for _, b := range p.Blocks {
+			if _, err := blob.ReadAt(buf[:b.N], b.At); err != nil {
+				f.Close()
+				return fmt.Errorf("patch %s: the staged block: %w", p.Entry.Path, err)
+			}
+			if _, err := f.WriteAt(buf[:b.N], int64(b.I)*blockSize); err != nil {
+				f.Close()
+				return fmt.Errorf("patch %s: %w", p.Entry.Path, err)
+			}
+		}
+		if err := f.Truncate(p.Entry.Size); err != nil {
+			f.Close()
+			return fmt.Errorf("patch %s: %w", p.Entry.Path, err)
+		}
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return fmt.Errorf("patch %s: %w", p.Entry.Path, err)
+		}
+		f.Close()
+		setMeta(path, p.Entry)
+	}
+	return nil
 }
 
 func setMeta(p string, e entry) {

@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -610,5 +611,36 @@ func TestTheRelationshipRefusesChanges(t *testing.T) {
 	}
 	if code, msg := b.s.Refuse(req("POST", "/api/v1/users", "")); !strings.Contains(msg, "change it on KEEL-A") || code != http.StatusConflict {
 		t.Errorf("sentence: %d %q", code, msg)
+	}
+}
+
+// A small change of a big file is staged as its changed blocks only: the
+// backup needs room for the change, not for a second copy of the file.
+func TestSmallChangeOfABigFileStagesOnlyTheChange(t *testing.T) {
+	a, b := pair(t)
+	a.write("db/big.dat", random(8<<20))
+	establish(t, a, b, nil)
+	b.sync()
+	f, _ := os.OpenFile(filepath.Join(a.app.dir, "db/big.dat"), os.O_WRONLY, 0)
+	f.WriteAt(random(4096), 3<<20)
+	f.WriteAt(random(4096), 7<<20)
+	f.Close()
+	b.s.crashAfterCommit = true
+	b.s.pull(context.Background(), nil)
+	var used int64
+	filepath.Walk(appStage(b.app.dir), func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() {
+			used += fi.Sys().(*syscall.Stat_t).Blocks * 512
+		}
+		return nil
+	})
+	if used > 4*blockSize {
+		t.Errorf("the sync staged %d bytes on disk for two changed blocks", used)
+	}
+	b.stop()
+	b.start(b.s.Cert)
+	b.run()
+	if got, want := tree(t, b.app.dir), tree(t, a.app.dir); got != want {
+		t.Errorf("after the restart the patch is not applied:\n%s\nwant\n%s", got, want)
 	}
 }

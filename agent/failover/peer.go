@@ -108,6 +108,10 @@ type peerCall struct {
 	// OnCert learns the peer's certificate fingerprint as soon as the
 	// handshake has it, before the request is sent.
 	OnCert func(fp string)
+	// Timeout bounds the handshake and the wait for the answer's head; 0:
+	// peerCallTimeout. A sync's manifest waits for the primary to hash
+	// what changed since the last.
+	Timeout time.Duration
 }
 
 // peerAnswer is the peer's answer; Body streams and must be closed.
@@ -171,7 +175,11 @@ func (s *Service) call(ctx context.Context, c peerCall) (*peerAnswer, error) {
 			return nil, err
 		}
 	}
-	ctx, cancel := context.WithTimeout(ctx, peerCallTimeout)
+	timeout := c.Timeout
+	if timeout == 0 {
+		timeout = peerCallTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	raw, err := s.dial(ctx, c.Addr)
 	if err != nil {
 		cancel()

@@ -21,6 +21,11 @@ import (
 	"keel.dev/keel/agent/supervisor"
 )
 
+// syncCallTimeout bounds a sync's wait for an answer to begin: the
+// primary hashes the files that changed since its last manifest first
+// (about 30 MiB/s on a slow box).
+const syncCallTimeout = 30 * time.Minute
+
 // syncAsk is what the backup says of itself in every sync request: the
 // primary serves only a backup, and only one whose epoch is not ahead of
 // its own (which would make it the stale one).
@@ -313,7 +318,7 @@ func (s *Service) pullOnce(ctx context.Context, st State, rep *SyncReport, job *
 	call := func(path string, body any) (*peerAnswer, error) {
 		b, _ := json.Marshal(body)
 		rep.Bytes += int64(len(b))
-		return s.call(ctx, peerCall{Addr: s.peerAddr(st), Pin: st.Peer.CertSHA256, Method: "POST", Path: peerPrefix + path, Body: body})
+		return s.call(ctx, peerCall{Addr: s.peerAddr(st), Pin: st.Peer.CertSHA256, Method: "POST", Path: peerPrefix + path, Body: body, Timeout: syncCallTimeout})
 	}
 	say(0.05, "asking "+st.Peer.Serial+" for its configuration")
 	a, err := call("sync/config", ask)
@@ -381,11 +386,17 @@ func (s *Service) pullOnce(ctx context.Context, st State, rep *SyncReport, job *
 	for _, f := range j.Files {
 		s.hashes.remember(j.path(f.Entry.Path), f.Entry.Hashes)
 	}
+	for _, p := range j.Patches {
+		s.hashes.remember(j.path(p.Entry.Path), p.Entry.Hashes)
+	}
+	for _, mv := range j.Moves {
+		s.hashes.remember(j.path(mv.Entry.Path), mv.Entry.Hashes)
+	}
 	if j.Snapshot != "" {
 		s.update(func(cur *State) { cur.Diverged = "" })
 	}
-	changed := len(j.Config) + len(j.Files) + len(j.Remove) + len(j.Links) + j.newDirs
-	rep.Files = len(j.Files)
+	changed := len(j.Config) + len(j.Files) + len(j.Patches) + len(j.Moves) + len(j.Remove) + len(j.Links) + j.newDirs
+	rep.Files = len(j.Files) + len(j.Patches) + len(j.Moves)
 	rep.Result = fmt.Sprintf("pulled from %s: %d changes, %s on the wire", cfg.Serial, changed, humanBytes(rep.Bytes))
 	if rep.DataBytes > 0 {
 		rep.Result += fmt.Sprintf(" (%s of application data)", humanBytes(rep.DataBytes))

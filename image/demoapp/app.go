@@ -105,6 +105,7 @@ func (a *app) handler() http.Handler {
 	mux.HandleFunc("POST /bulk", a.fillBulk)
 	mux.HandleFunc("GET /bulk", a.answerBulk)
 	mux.HandleFunc("DELETE /bulk", a.deleteBulk)
+	mux.HandleFunc("POST /bulk/change", a.changeBulk)
 	return mux
 }
 

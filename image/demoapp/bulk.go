@@ -120,3 +120,70 @@ func (a *app) deleteBulk(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
+
+// changeBulk overwrites ?permille= thousandths of bulk/'s bytes with new
+// pseudo-random data, in runs of ?run= KiB at random places (runs of a few
+// KiB are a database's page writes, long ones new recordings), fsyncs, and
+// answers the digest: the change a failover sync then carries.
+func (a *app) changeBulk(w http.ResponseWriter, r *http.Request) {
+	permille, err1 := strconv.Atoi(r.URL.Query().Get("permille"))
+	run, err2 := strconv.Atoi(r.URL.Query().Get("run"))
+	if err1 != nil || err2 != nil || permille < 1 || permille > 1000 || run < 1 || run > 16<<10 {
+		http.Error(w, "?permille= is 1 to 1000 and ?run= 1 to 16384 (KiB)", http.StatusBadRequest)
+		return
+	}
+	dir := filepath.Join(a.dir, bulkDir)
+	es, err := os.ReadDir(dir)
+	if err != nil || len(es) == 0 {
+		http.Error(w, "there is no bulk data to change; POST /bulk?mib=N first", http.StatusConflict)
+		return
+	}
+	var total int64
+	sizes := make([]int64, len(es))
+	for i, e := range es {
+		fi, err := e.Info()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		sizes[i] = fi.Size()
+		total += sizes[i]
+	}
+	runBytes := int64(run) << 10
+	src := rand.NewChaCha8([32]byte{byte(permille), byte(run), byte(run >> 8), 'c'})
+	rng := rand.New(src)
+	buf := make([]byte, runBytes)
+	files := map[int]*os.File{}
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	for left := total * int64(permille) / 1000; left > 0; left -= runBytes {
+		i := rng.IntN(len(es))
+		if sizes[i] < runBytes {
+			continue
+		}
+		f := files[i]
+		if f == nil {
+			if f, err = os.OpenFile(filepath.Join(dir, es[i].Name()), os.O_WRONLY, 0); err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			files[i] = f
+		}
+		src.Read(buf)
+		off := rng.Int64N(sizes[i]-runBytes+1) &^ 4095
+		if _, err := f.WriteAt(buf, off); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+	}
+	for _, f := range files {
+		if err := f.Sync(); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+	}
+	a.answerBulk(w, r)
+}

@@ -6,8 +6,6 @@ import (
 	"math/rand"
 	"net/http"
 	"os"
-	"os/exec"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +17,7 @@ import (
 	"keel.dev/keel/agent/apps"
 	"keel.dev/keel/agent/failover"
 	"keel.dev/keel/agent/netcfg/nstest"
+	"keel.dev/keel/qemu/pairlab"
 )
 
 // The vendor guide's two ways of upgrading a failover pair, step by step
@@ -34,13 +33,13 @@ func TestFailoverPairUpgrades(t *testing.T) {
 	a, b := p.a, p.b
 	appFile(t, a, "site.txt", "v1")
 	p.establish(a, b, "")
-	if st := GetStatus(t, b.vm, TestPassword); appState(t, st) != apps.StateHeld {
+	if st := GetStatus(t, b.VM, TestPassword); appState(t, st) != apps.StateHeld {
 		t.Errorf("the backup's application is %s, want held", appState(t, st))
 	}
-	if code, body := APIBody(t, b.vm, "POST", "/api/v1/users", TestPassword, `{"name":"ops","password":"ops-password-1"}`); code != http.StatusConflict || !strings.Contains(string(body), "KEEL-PAIR-A") {
+	if code, body := APIBody(t, b.VM, "POST", "/api/v1/users", TestPassword, `{"name":"ops","password":"ops-password-1"}`); code != http.StatusConflict || !strings.Contains(string(body), "KEEL-PAIR-A") {
 		t.Errorf("a change of a synced setting on the backup: %d %s", code, body)
 	}
-	if code, body := upload(t, a.vm, "", []byte("not a package")); code != http.StatusConflict || !strings.Contains(string(body), "Break the failover relationship first") {
+	if code, body := upload(t, a.VM, "", []byte("not a package")); code != http.StatusConflict || !strings.Contains(string(body), "Break the failover relationship first") {
 		t.Errorf("an install on a paired primary: %d %s", code, body)
 	}
 	pkg110, pkg120 := e.basePackage(t, key, "1.1.0"), e.basePackage(t, key, "1.2.0")
@@ -52,7 +51,7 @@ func TestFailoverPairUpgrades(t *testing.T) {
 	breakPair(t, b)
 	appFileIs(t, b, "site.txt", "v1") // the backup runs its app again, on the synced data
 	upgrade(t, a, pkg110, "1.1.0")
-	if !holds(t, a, segShared) {
+	if !holds(t, a, pairlab.Shared) {
 		t.Error("the primary did not take the shared address back after its upgrade")
 	}
 	upgrade(t, b, pkg110, "1.1.0")
@@ -64,17 +63,17 @@ func TestFailoverPairUpgrades(t *testing.T) {
 	breakPair(t, b)
 	upgrade(t, b, pkg120, "1.2.0")
 	appFileIs(t, b, "site.txt", "v2")
-	mustJSON[map[string]any](t, a.vm, "POST", "/api/v1/network/floating/disable", fmt.Sprintf(`{"interface":"eth1","address":%q}`, segShared))
-	mustJSON[map[string]any](t, b.vm, "POST", "/api/v1/network/floating/enable", fmt.Sprintf(`{"interface":"eth1","address":%q}`, segShared))
-	if mac := p.arp(strings.Split(segShared, "/")[0]); !strings.EqualFold(mac, b.mac) {
-		t.Errorf("after the swing the shared address answers from %s, want B's %s", mac, b.mac)
+	mustJSON[map[string]any](t, a.VM, "POST", "/api/v1/network/floating/disable", fmt.Sprintf(`{"interface":"eth1","address":%q}`, pairlab.Shared))
+	mustJSON[map[string]any](t, b.VM, "POST", "/api/v1/network/floating/enable", fmt.Sprintf(`{"interface":"eth1","address":%q}`, pairlab.Shared))
+	if mac := p.arp(pairlab.SharedIP); !strings.EqualFold(mac, b.MAC) {
+		t.Errorf("after the swing the shared address answers from %s, want B's %s", mac, b.MAC)
 	}
 	upgrade(t, a, pkg120, "1.2.0")
 	p.establish(b, a, "")
 	if st := p.status(b); st.Role != "primary" || len(st.Shared) != 1 || !st.Shared[0].Held {
 		t.Errorf("B after the second establish: %+v", st)
 	}
-	if st := GetStatus(t, a.vm, TestPassword); appState(t, st) != apps.StateHeld {
+	if st := GetStatus(t, a.VM, TestPassword); appState(t, st) != apps.StateHeld {
 		t.Errorf("A's application is %s as backup, want held", appState(t, st))
 	}
 }
@@ -89,49 +88,49 @@ func appState(t *testing.T, st api.Status) string {
 	return a.State
 }
 
-func backupOf(t *testing.T, x *pairBox) {
+func backupOf(t *testing.T, x *pairlab.Box) {
 	t.Helper()
-	code, body := call(t, x.vm, "POST", "/api/v1/backup", map[string]string{"Content-Type": "application/json"}, []byte(`{"password":"backup-password-1"}`))
+	code, body := call(t, x.VM, "POST", "/api/v1/backup", map[string]string{"Content-Type": "application/json"}, []byte(`{"password":"backup-password-1"}`))
 	if code != http.StatusOK || len(body) < 1024 {
-		t.Fatalf("%s: backup: %d, %d bytes", x.name, code, len(body))
+		t.Fatalf("%s: backup: %d, %d bytes", x.Name, code, len(body))
 	}
 }
 
-func breakPair(t *testing.T, x *pairBox) {
+func breakPair(t *testing.T, x *pairlab.Box) {
 	t.Helper()
 	_, v := mustJSON[struct {
 		Message string `json:"message"`
-	}](t, x.vm, "POST", "/api/v1/failover/break", "")
+	}](t, x.VM, "POST", "/api/v1/failover/break", "")
 	if !strings.Contains(v.Message, "both appliances") {
-		t.Fatalf("%s: break: %s", x.name, v.Message)
+		t.Fatalf("%s: break: %s", x.Name, v.Message)
 	}
 }
 
 // upgrade installs a base package on x and waits for its trial boot to
 // commit.
-func upgrade(t *testing.T, x *pairBox, pkg, version string) {
+func upgrade(t *testing.T, x *pairlab.Box, pkg, version string) {
 	t.Helper()
-	if code, body := upload(t, x.vm, "", mustRead(t, pkg)); code != http.StatusAccepted {
-		t.Fatalf("%s: install %s: %d %s", x.name, version, code, body)
+	if code, body := upload(t, x.VM, "", mustRead(t, pkg)); code != http.StatusAccepted {
+		t.Fatalf("%s: install %s: %d %s", x.Name, version, code, body)
 	}
-	if _, err := x.vm.Expect(`keel: reboot`, ShutdownTimeout); err != nil {
+	if _, err := x.VM.Expect(`keel: reboot`, ShutdownTimeout); err != nil {
 		t.Fatal(err)
 	}
-	WaitReady(t, x.vm)
-	if st := GetStatus(t, x.vm, TestPassword); st.Base.Version != version || !st.Boot.Committed {
-		t.Fatalf("%s after installing %s: version %s, committed %v", x.name, version, st.Base.Version, st.Boot.Committed)
+	WaitReady(t, x.VM)
+	if st := GetStatus(t, x.VM, TestPassword); st.Base.Version != version || !st.Boot.Committed {
+		t.Fatalf("%s after installing %s: version %s, committed %v", x.Name, version, st.Base.Version, st.Boot.Committed)
 	}
 }
 
 // holds reports whether x holds a floating address.
-func holds(t *testing.T, x *pairBox, addr string) bool {
+func holds(t *testing.T, x *pairlab.Box, addr string) bool {
 	t.Helper()
 	_, v := mustJSON[struct {
 		Addresses []struct {
 			Address string `json:"address"`
 			Held    bool   `json:"held"`
 		} `json:"addresses"`
-	}](t, x.vm, "GET", "/api/v1/network/floating", "")
+	}](t, x.VM, "GET", "/api/v1/network/floating", "")
 	for _, a := range v.Addresses {
 		if a.Address == addr && a.Held {
 			return true
@@ -139,23 +138,6 @@ func holds(t *testing.T, x *pairBox, addr string) bool {
 	}
 	return false
 }
-
-var arpReply = regexp.MustCompile(`reply from \S+ \[([0-9A-Fa-f:]+)\]`)
-
-// arp asks the segment who has addr, from the hub: the MAC that answers.
-func (p *pairLab) arp(addr string) string {
-	p.t.Helper()
-	out, _ := exec.Command("ip", "netns", "exec", p.lab.Hub(), "arping", "-c", "2", "-w", "3", "-I", "br0", addr).CombinedOutput()
-	m := arpReply.FindStringSubmatch(string(out))
-	if m == nil {
-		return ""
-	}
-	return m[1]
-}
-
-// autoSettings turns automatic failover on with the default timing, the
-// hub as the witness.
-const autoSettings = `{"automatic":true,"witness":"` + segWitness + `"}`
 
 // Automatic failover, case after case on one pair: the primary paused
 // (SIGSTOP), its cable pulled, its CPU starved, its power cut; each time
@@ -166,14 +148,14 @@ func TestFailoverAutomaticTakeover(t *testing.T) {
 	e := Require(t)
 	p := bootPair(t, e.Image)
 	a, b := p.a, p.b
-	p.establish(a, b, autoSettings)
+	p.establish(a, b, pairlab.AutoSettings)
 	waitAnswering(t, p, b)
-	probe := nstest.StartProber(t, p.lab.Hub(), strings.Split(segShared, "/")[0])
-	shared := strings.Split(segShared, "/")[0]
+	probe := nstest.StartProber(t, p.NS.Hub(), pairlab.SharedIP)
+	shared := pairlab.SharedIP
 
 	// takeover checks that to becomes primary after lost, that the shared
 	// address answers again (from to's MAC), and logs how long it took.
-	takeover := func(what string, lost time.Time, to *pairBox) {
+	takeover := func(what string, lost time.Time, to *pairlab.Box) {
 		t.Helper()
 		p.waitRole(to, "primary", 20*time.Second)
 		first, ok := probe.FirstAfter(lost)
@@ -181,28 +163,28 @@ func TestFailoverAutomaticTakeover(t *testing.T) {
 			t.Fatalf("%s: the shared address never answered again", what)
 		}
 		t.Logf("%s: the shared address answered again %s after the primary was lost", what, first.Sub(lost).Round(time.Millisecond))
-		if mac := p.arp(shared); !strings.EqualFold(mac, to.mac) {
-			t.Errorf("%s: the shared address answers from %s, want %s's %s", what, mac, to.name, to.mac)
+		if mac := p.arp(shared); !strings.EqualFold(mac, to.MAC) {
+			t.Errorf("%s: the shared address answers from %s, want %s's %s", what, mac, to.Name, to.MAC)
 		}
 	}
 	// givesWay checks that x, back, becomes backup within twice the
 	// detection time (and the polls' own delay).
-	givesWay := func(what string, x *pairBox, back time.Time) {
+	givesWay := func(what string, x *pairlab.Box, back time.Time) {
 		t.Helper()
 		p.waitRole(x, "backup", 10*time.Second)
 		if took := time.Since(back); took > 2*time.Second+3*time.Second {
-			t.Errorf("%s: %s gave way %s after it came back", what, x.name, took.Round(time.Millisecond))
+			t.Errorf("%s: %s gave way %s after it came back", what, x.Name, took.Round(time.Millisecond))
 		}
 	}
 
 	// The primary's VM frozen.
 	lost := time.Now()
-	if err := a.vm.Signal(syscall.SIGSTOP); err != nil {
+	if err := a.VM.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	takeover("paused", lost, b)
 	back := time.Now()
-	a.vm.Signal(syscall.SIGCONT)
+	a.VM.Signal(syscall.SIGCONT)
 	givesWay("paused", a, back)
 	if st := p.status(a); !strings.Contains(st.LastChange, "split brain") || st.Epoch != p.status(b).Epoch {
 		t.Errorf("A after giving way: %q, epoch %d", st.LastChange, st.Epoch)
@@ -211,25 +193,25 @@ func TestFailoverAutomaticTakeover(t *testing.T) {
 	// The primary's cable pulled: it stays primary on its own, cut off,
 	// and gives way once it hears the new primary again.
 	lost = time.Now()
-	b.vm.SetLink(false)
+	b.VM.SetLink(false)
 	takeover("cable pulled", lost, a)
-	if r := b.role(); r != "primary" {
+	if r := role(b); r != "primary" {
 		t.Errorf("B, cut off, is %s", r)
 	}
 	back = time.Now()
-	b.vm.SetLink(true)
+	b.VM.SetLink(true)
 	givesWay("cable pulled", b, back)
 
 	// The backup's cable pulled: the witness is silent too.
-	b.vm.SetLink(false)
+	b.VM.SetLink(false)
 	time.Sleep(4 * time.Second)
 	st := p.status(b)
 	if st.Role != "backup" || !strings.Contains(st.Automatic.Waiting, "cut off") {
 		t.Errorf("B with its own cable pulled: %s, waiting %q", st.Role, st.Automatic.Waiting)
 	}
-	b.vm.SetLink(true)
+	b.VM.SetLink(true)
 	waitAnswering(t, p, b)
-	if r := a.role(); r != "primary" {
+	if r := role(a); r != "primary" {
 		t.Fatalf("A is %s after B's cable came back", r)
 	}
 
@@ -241,9 +223,9 @@ func TestFailoverAutomaticTakeover(t *testing.T) {
 	go func() {
 		defer close(done)
 		for end := time.Now().Add(8 * time.Second); time.Now().Before(end); {
-			a.vm.Signal(syscall.SIGSTOP)
+			a.VM.Signal(syscall.SIGSTOP)
 			time.Sleep(1480 * time.Millisecond)
-			a.vm.Signal(syscall.SIGCONT)
+			a.VM.Signal(syscall.SIGCONT)
 			time.Sleep(20 * time.Millisecond)
 		}
 	}()
@@ -255,20 +237,20 @@ func TestFailoverAutomaticTakeover(t *testing.T) {
 	// The primary's power cut: it boots as primary, finds the address
 	// taken and the other box ahead, and becomes backup.
 	lost = time.Now()
-	if err := b.vm.PowerCut(); err != nil {
+	if err := b.VM.PowerCut(); err != nil {
 		t.Fatal(err)
 	}
 	takeover("power cut", lost, a)
-	b.vm = Restart(t, b.vm)
-	WaitReady(t, b.vm)
+	b.VM = Restart(t, b.VM)
+	WaitReady(t, b.VM)
 	p.waitRole(b, "backup", time.Minute)
-	if mac := p.arp(shared); !strings.EqualFold(mac, a.mac) {
+	if mac := p.arp(shared); !strings.EqualFold(mac, a.MAC) {
 		t.Errorf("after B's reboot the shared address answers from %s, want A's", mac)
 	}
 
 	// Syncs still flow from the primary.
 	rep := p.syncNow(b)
-	if rep.From != a.serial {
+	if rep.From != a.Serial {
 		t.Errorf("B pulled from %s", rep.From)
 	}
 	// One takeover a case, none more: the establish's epoch 1, then four.
@@ -278,14 +260,14 @@ func TestFailoverAutomaticTakeover(t *testing.T) {
 }
 
 // waitAnswering waits until x hears its peer's heartbeats.
-func waitAnswering(t *testing.T, p *pairLab, x *pairBox) {
+func waitAnswering(t *testing.T, p *pairLab, x *pairlab.Box) {
 	t.Helper()
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
 		if st := p.status(x); st.Peer != nil && st.Peer.Answering {
 			return
 		}
 	}
-	t.Fatalf("%s does not hear its peer", x.name)
+	t.Fatalf("%s does not hear its peer", x.Name)
 }
 
 // roleSample is both boxes' roles as one poll saw them; at is when the
@@ -318,11 +300,11 @@ func watchRoles(p *pairLab) *roleWatch {
 			}
 			s := roleSample{at: time.Now()}
 			var wg sync.WaitGroup
-			for i, x := range []*pairBox{p.a, p.b} {
+			for i, x := range []*pairlab.Box{p.a, p.b} {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					code, body, err := request(x.vm.HTTPSPort(), "GET", "/api/v1/failover", TestPassword, nil, 1500*time.Millisecond)
+					code, body, err := request(x.VM.HTTPSPort(), "GET", "/api/v1/failover", TestPassword, nil, 1500*time.Millisecond)
 					var st failover.Status
 					if err == nil && code == http.StatusOK && json.Unmarshal(body, &st) == nil {
 						s.role[i], s.epoch[i], s.answer[i] = st.Role, st.Epoch, true
@@ -390,24 +372,24 @@ func TestFailoverRandomPartitions(t *testing.T) {
 	t.Logf("%d rounds, seed %d (KEEL_SEED=%d repeats them)", rounds, seed, seed)
 	rng := rand.New(rand.NewSource(seed))
 	p := bootPair(t, e.Image)
-	p.establish(p.a, p.b, autoSettings)
+	p.establish(p.a, p.b, pairlab.AutoSettings)
 	waitAnswering(t, p, p.b)
 	w := watchRoles(p)
 	defer w.close()
 	const detection = time.Second
-	boxes := map[string]*pairBox{p.a.serial: p.a, p.b.serial: p.b}
+	boxes := map[string]*pairlab.Box{p.a.Serial: p.a, p.b.Serial: p.b}
 
 	type fault struct {
 		name      string
 		cut, heal func()
 	}
 	faults := []fault{
-		{"A's cable pulled", func() { p.a.vm.SetLink(false) }, func() { p.a.vm.SetLink(true) }},
-		{"B's cable pulled", func() { p.b.vm.SetLink(false) }, func() { p.b.vm.SetLink(true) }},
-		{"A and B cut from each other", func() { p.lab.Isolate(p.a.tap, true); p.lab.Isolate(p.b.tap, true) },
-			func() { p.lab.Isolate(p.a.tap, false); p.lab.Isolate(p.b.tap, false) }},
-		{"A paused", func() { p.a.vm.Signal(syscall.SIGSTOP) }, func() { p.a.vm.Signal(syscall.SIGCONT) }},
-		{"B paused", func() { p.b.vm.Signal(syscall.SIGSTOP) }, func() { p.b.vm.Signal(syscall.SIGCONT) }},
+		{"A's cable pulled", func() { p.a.VM.SetLink(false) }, func() { p.a.VM.SetLink(true) }},
+		{"B's cable pulled", func() { p.b.VM.SetLink(false) }, func() { p.b.VM.SetLink(true) }},
+		{"A and B cut from each other", func() { p.NS.Isolate(p.a.Tap, true); p.NS.Isolate(p.b.Tap, true) },
+			func() { p.NS.Isolate(p.a.Tap, false); p.NS.Isolate(p.b.Tap, false) }},
+		{"A paused", func() { p.a.VM.Signal(syscall.SIGSTOP) }, func() { p.a.VM.Signal(syscall.SIGCONT) }},
+		{"B paused", func() { p.b.VM.Signal(syscall.SIGSTOP) }, func() { p.b.VM.Signal(syscall.SIGCONT) }},
 	}
 	var report []string
 	for i := 1; i <= rounds; i++ {
@@ -437,13 +419,13 @@ func TestFailoverRandomPartitions(t *testing.T) {
 		if s.role[1] == "primary" {
 			primary, backup = p.b, p.a
 		}
-		marker := fmt.Sprintf("round %d by %s", i, primary.serial)
+		marker := fmt.Sprintf("round %d by %s", i, primary.Serial)
 		appFile(t, primary, "round.txt", marker)
 		rep := p.syncNow(backup)
 		if boxes[rep.From] != primary || rep.Epoch != s.epoch[0] {
-			t.Errorf("round %d: %s pulled from %s at epoch %d; the primary is %s at epoch %d", i, backup.serial, rep.From, rep.Epoch, primary.serial, s.epoch[0])
+			t.Errorf("round %d: %s pulled from %s at epoch %d; the primary is %s at epoch %d", i, backup.Serial, rep.From, rep.Epoch, primary.Serial, s.epoch[0])
 		}
-		report = append(report, fmt.Sprintf("%d: %s for %s -> %s primary (epoch %d)", i, f.name, d.Round(time.Millisecond), primary.name, s.epoch[0]))
+		report = append(report, fmt.Sprintf("%d: %s for %s -> %s primary (epoch %d)", i, f.name, d.Round(time.Millisecond), primary.Name, s.epoch[0]))
 		if i == rounds {
 			// The data flowed from the primary: the backup, on its own,
 			// serves what the primary wrote last.

@@ -51,11 +51,11 @@ func main() {
 	runs := flag.Int("runs", 5, "boots per boot figure, at least 5 (the median and the range are printed)")
 	skipCold := flag.Bool("skip-cold", false, "skip the cold-cache build (it takes minutes)")
 	vendorKey := flag.String("vendor-key", envOr("KEEL_VENDOR_KEY", "build/keys/vendor.key"), "vendor signing key the image trusts (install figures)")
-	only := flag.String("only", "", `run only these figures: "boot", "install", "apps", "backup" or "reset"`)
+	only := flag.String("only", "", `run only these figures: "boot", "install", "apps", "backup", "reset" or "failover"`)
 	initcallDebug := flag.Bool("initcall-debug", false, "boot figures: one more boot with initcall_debug, listing the slowest initcalls")
 	flag.Parse()
-	if !slices.Contains([]string{"", "boot", "install", "apps", "backup", "reset"}, *only) {
-		fmt.Fprintf(os.Stderr, "bench: -only %q: want boot, install, apps, backup or reset\n", *only)
+	if !slices.Contains([]string{"", "boot", "install", "apps", "backup", "reset", "failover"}, *only) {
+		fmt.Fprintf(os.Stderr, "bench: -only %q: want boot, install, apps, backup, reset or failover\n", *only)
 		os.Exit(2)
 	}
 	b := &bench{image: *image, kernelDir: *kernelDir, initramfs: *initramfs, runs: *runs, vendorKey: *vendorKey, only: *only, initcallDebug: *initcallDebug}
@@ -70,7 +70,7 @@ type bench struct {
 	runs                        int
 	work                        string
 	vendorKey                   string
-	only                        string // "" (all), "boot", "install", "apps", "backup" or "reset"
+	only                        string // "" (all), "boot", "install", "apps", "backup", "reset" or "failover"
 	initcallDebug               bool
 }
 
@@ -92,6 +92,8 @@ func (b *bench) run(skipCold bool) error {
 		return b.resetFigures()
 	case "boot":
 		return b.bootFigures()
+	case "failover":
+		return b.failoverFigures()
 	}
 
 	if err := b.bootFigures(); err != nil {
@@ -132,6 +134,9 @@ func (b *bench) run(skipCold bool) error {
 	}
 	if err := b.resetFigures(); err != nil {
 		return fmt.Errorf("reset figures: %w", err)
+	}
+	if err := b.failoverFigures(); err != nil {
+		return fmt.Errorf("failover figures: %w", err)
 	}
 	return nil
 }
