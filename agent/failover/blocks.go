@@ -14,9 +14,10 @@ import (
 )
 
 // blockSize is the unit a sync compares and moves application data in:
-// small enough that a change of a few bytes moves 32 KiB, large enough
-// that the list of hashes is 1/2048 of the data.
-const blockSize = 32 << 10
+// a change of a few bytes moves 8 KiB (a database's pages are 4 to 16
+// KiB), and a changed file's list of hashes is 1/512 of it. Unchanged
+// files cost a line of the manifest each (their Sum), whatever their size.
+const blockSize = 8 << 10
 
 // hashLen is the bytes of SHA-256 kept per block.
 const hashLen = 16
@@ -37,6 +38,26 @@ type entry struct {
 	MTime  int64  `json:"t"` // Unix nanoseconds
 	Link   string `json:"l,omitempty"`
 	Hashes []byte `json:"h,omitempty"` // hashLen bytes a block
+	// Sum stands for Hashes in the manifest: the hash of the block
+	// hashes; the block hashes of a file whose Sum differs are asked for
+	// (sync/hashes).
+	Sum []byte `json:"x,omitempty"`
+}
+
+// sum is the hash of e's block hashes.
+func (e entry) sum() []byte {
+	if e.Sum != nil {
+		return e.Sum
+	}
+	return blockHash(e.Hashes)
+}
+
+// summary is e with its Sum for its Hashes, as the manifest carries it.
+func (e entry) summary() entry {
+	if e.Kind == "f" {
+		e.Sum, e.Hashes = blockHash(e.Hashes), nil
+	}
+	return e
 }
 
 func (e entry) blocks() int { return len(e.Hashes) / hashLen }
@@ -208,4 +229,9 @@ func hashFile(p string) ([]byte, error) {
 func blockHash(b []byte) []byte {
 	s := sha256.Sum256(b)
 	return s[:hashLen]
+}
+
+func statOf(fi fs.FileInfo) *syscall.Stat_t {
+	st, _ := fi.Sys().(*syscall.Stat_t)
+	return st
 }

@@ -2,7 +2,6 @@ package failover
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -261,14 +260,6 @@ func (s *Service) schedule(ctx context.Context) {
 		if st.Role != RoleBackup || !due {
 			continue
 		}
-		_, err := s.pull(ctx, nil)
-		next := s.State().Settings.SyncInterval.D()
-		if err != nil && !errors.Is(err, context.Canceled) {
-			// A failed sync is tried again sooner than the schedule.
-			next = min(next, 30*time.Second)
-		}
-		s.mu.Lock()
-		s.nextSync = s.now().Add(next)
-		s.mu.Unlock()
+		s.pullScheduled(ctx)
 	}
 }

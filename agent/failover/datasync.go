@@ -66,10 +66,53 @@ func (s *Service) stageApp(st State, call func(string, any) (*peerAnswer, error)
 		if _, ok := inside(dir, r.Path); !ok {
 			return fmt.Errorf("the primary's manifest names %q, outside the data folder", r.Path)
 		}
-		if r.Kind == "f" && r.Size > 0 && r.blocks() != int((r.Size+blockSize-1)/blockSize) {
-			return fmt.Errorf("the primary's manifest has %d hashes for %s of %d bytes", r.blocks(), r.Path, r.Size)
-		}
 		remote[r.Path] = true
+	}
+	localSum := map[string]entry{}
+	for _, l := range local {
+		localSum[l.Path] = l
+	}
+	// The block hashes of the files that differ: only theirs cross.
+	var ask []string
+	for _, r := range m.Entries {
+		if r.Kind != "f" || r.Size == 0 {
+			continue
+		}
+		if l, ok := localSum[r.Path]; ok && l.Kind == "f" && l.Size == r.Size && bytes.Equal(l.sum(), r.Sum) {
+			continue
+		}
+		ask = append(ask, r.Path)
+	}
+	changedMeanwhile := map[string]bool{}
+	if len(ask) > 0 {
+		a, err := call("sync/hashes", ask)
+		if err != nil {
+			return err
+		}
+		var hs []fileHashes
+		a.count(&rep.Bytes)
+		if err := a.decode(&hs); err != nil {
+			return err
+		}
+		got := map[string]fileHashes{}
+		for _, h := range hs {
+			got[h.Path] = h
+		}
+		for i := range m.Entries {
+			r := &m.Entries[i]
+			if r.Kind != "f" || r.Size == 0 {
+				continue
+			}
+			h, ok := got[r.Path]
+			if !ok {
+				continue // the same as this box's
+			}
+			if h.Size != r.Size || !bytes.Equal(blockHash(h.Hashes), r.Sum) || len(h.Hashes) != int((r.Size+blockSize-1)/blockSize)*hashLen {
+				changedMeanwhile[r.Path] = true
+				continue
+			}
+			r.Hashes = h.Hashes
+		}
 	}
 	byPath := map[string]entry{}
 	index := map[string]loc{}
@@ -119,6 +162,7 @@ func (s *Service) stageApp(st State, call func(string, any) (*peerAnswer, error)
 	}()
 	files := map[string]*pending{}
 	var want []blockWant
+	dropped := 0
 	moved := map[string]bool{}
 	for _, r := range m.Entries {
 		l, have := byPath[r.Path]
@@ -143,10 +187,16 @@ func (s *Service) stageApp(st State, call func(string, any) (*peerAnswer, error)
 			}
 			continue
 		}
-		if have && l.Size == r.Size && bytes.Equal(l.Hashes, r.Hashes) {
+		if have && l.Size == r.Size && bytes.Equal(l.sum(), r.sum()) {
 			if !l.sameMeta(r) {
 				j.Meta = append(j.Meta, r)
 			}
+			continue
+		}
+		if changedMeanwhile[r.Path] {
+			// Changed on the primary since its manifest: this box keeps
+			// its version until the next sync.
+			dropped++
 			continue
 		}
 		if !have && j.Snapshot == "" && r.Size > 0 {
@@ -255,7 +305,6 @@ func (s *Service) stageApp(st State, call func(string, any) (*peerAnswer, error)
 			}
 		}
 	}
-	dropped := 0
 	keep := func(path string) bool {
 		if p := files[path]; p != nil && p.drop {
 			dropped++
@@ -284,7 +333,7 @@ func (s *Service) stageApp(st State, call func(string, any) (*peerAnswer, error)
 }
 
 // contentKey identifies a file by its size and block hashes.
-func contentKey(e entry) string { return strconv.FormatInt(e.Size, 10) + ":" + string(e.Hashes) }
+func contentKey(e entry) string { return strconv.FormatInt(e.Size, 10) + ":" + string(e.sum()) }
 
 func underRemoved(p string, removed []string) bool {
 	for _, r := range removed {

@@ -201,6 +201,7 @@ func (s *Service) Routes(mux api.Mux, public func(pattern string, h http.Handler
 	public("GET "+peerPrefix+"state", s.peerHandler(true, s.peerState))
 	public("POST "+peerPrefix+"sync/config", s.peerHandler(true, s.serveConfig))
 	public("POST "+peerPrefix+"sync/manifest", s.peerHandler(true, s.serveManifest))
+	public("POST "+peerPrefix+"sync/hashes", s.peerHandler(true, s.serveHashes))
 	public("POST "+peerPrefix+"sync/blocks", s.peerHandler(true, s.serveBlocks))
 	public("POST "+peerPrefix+"demote", s.peerHandler(true, s.peerDemote))
 	public("POST "+peerPrefix+"break", s.peerHandler(true, s.peerBreak))

@@ -135,7 +135,55 @@ func (s *Service) serveManifest(w http.ResponseWriter, r *peerRequest) {
 		api.WriteError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
+	for i := range entries {
+		entries[i] = entries[i].summary()
+	}
 	api.WriteJSON(w, http.StatusOK, syncManifest{Role: st.Role, Epoch: st.Epoch, BlockSize: blockSize, Entries: entries})
+}
+
+// fileHashes are a file's block hashes, as sync/hashes answers them.
+type fileHashes struct {
+	Path   string `json:"p"`
+	Size   int64  `json:"s"`
+	Hashes []byte `json:"h"`
+}
+
+// serveHashes answers the block hashes of the files asked for (those
+// whose Sum differs on the backup); a file gone since answers none.
+func (s *Service) serveHashes(w http.ResponseWriter, r *peerRequest) {
+	if st := s.State(); st.Role != RolePrimary {
+		api.WriteError(w, http.StatusConflict, fmt.Sprintf("%s is %s, not primary: it serves no sync", s.Serial, st.Role))
+		return
+	}
+	var paths []string
+	if err := decodeBody(r, &paths); err != nil {
+		api.WriteError(w, http.StatusBadRequest, "the request cannot be read: "+err.Error())
+		return
+	}
+	dir, err := s.appData()
+	if err != nil || dir == "" {
+		api.WriteError(w, http.StatusConflict, "the primary has no application data folder")
+		return
+	}
+	out := make([]fileHashes, 0, len(paths))
+	for _, rel := range paths {
+		p, ok := inside(dir, rel)
+		if !ok {
+			continue
+		}
+		fi, err := os.Lstat(p)
+		if err != nil || !fi.Mode().IsRegular() {
+			out = append(out, fileHashes{Path: rel})
+			continue
+		}
+		h, err := s.hashes.hashes(p, fi, statOf(fi))
+		if err != nil {
+			out = append(out, fileHashes{Path: rel})
+			continue
+		}
+		out = append(out, fileHashes{Path: rel, Size: fi.Size(), Hashes: h})
+	}
+	api.WriteJSON(w, http.StatusOK, out)
 }
 
 // serveBlocks streams the blocks asked for, each as a 4-byte length and
@@ -241,11 +289,38 @@ func (s *Service) SyncNow() (*install.Job, error) {
 	return job, nil
 }
 
+// pullScheduled is the schedule's sync: none if another sync ran while
+// it waited for its turn (the schedule starts again from that one).
+func (s *Service) pullScheduled(ctx context.Context) {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	s.mu.Lock()
+	due := !s.now().Before(s.nextSync)
+	s.mu.Unlock()
+	if due {
+		s.pullLocked(ctx, nil)
+	}
+}
+
 // pull is one sync: the backup takes the primary's configuration and
-// application data, stages them, and applies them all at once.
+// application data, stages them, and applies them all at once. The next
+// scheduled one follows it by the sync interval (sooner after a failure).
 func (s *Service) pull(ctx context.Context, job *install.Job) (SyncReport, error) {
 	s.syncMu.Lock()
 	defer s.syncMu.Unlock()
+	return s.pullLocked(ctx, job)
+}
+
+func (s *Service) pullLocked(ctx context.Context, job *install.Job) (rep SyncReport, err error) {
+	defer func() {
+		next := s.State().Settings.SyncInterval.D()
+		if err != nil && !errors.Is(err, context.Canceled) {
+			next = min(next, 30*time.Second)
+		}
+		s.mu.Lock()
+		s.nextSync = s.now().Add(next)
+		s.mu.Unlock()
+	}()
 	s.mu.Lock()
 	s.syncing = true
 	s.mu.Unlock()
@@ -256,11 +331,11 @@ func (s *Service) pull(ctx context.Context, job *install.Job) (SyncReport, error
 	}()
 	start := s.now()
 	st := s.State()
-	rep := SyncReport{At: start.UTC(), Epoch: st.Epoch}
+	rep = SyncReport{At: start.UTC(), Epoch: st.Epoch}
 	if st.Peer != nil {
 		rep.From = st.Peer.Serial
 	}
-	err := s.pullOnce(ctx, st, &rep, job)
+	err = s.pullOnce(ctx, st, &rep, job)
 	rep.DurationS = s.now().Sub(start).Seconds()
 	if err != nil {
 		rep.OK, rep.Result = false, "the sync failed: "+err.Error()
