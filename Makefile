@@ -61,13 +61,15 @@ test: image
 		go test -count=1 -p 1 -parallel 3 -timeout 25m ./...
 
 # KEEL_SOAK power cuts at random moments of an install (default 100);
-# prints how many the box survived.
+# prints how many the box survived. FAILOVER_ROUNDS random partitions
+# and heals of an automatic failover pair (default 100).
 SOAK ?= 100
+FAILOVER_ROUNDS ?= 100
 soak: image
 	rm -f $(CURDIR)/build/soak.txt; KEEL_VM=1 KEEL_SOAK=$(SOAK) KEEL_VM_LOGS=$(CURDIR)/build/vmtest-logs KEEL_IMAGE=$(CURDIR)/build/keel.img \
 		KEEL_KERNEL_DIR=$(CURDIR)/build/kernel KEEL_INITRAMFS=$(CURDIR)/$(INITRAMFS) KEEL_VENDOR_KEY=$(CURDIR)/build/keys/vendor.key \
-		KEEL_SOAK_REPORT=$(CURDIR)/build/soak.txt \
-		go test -count=1 -parallel 3 -timeout 6h -run 'TestPowerCutDuringInstall' ./qemu/vmtest/; \
+		KEEL_SOAK_REPORT=$(CURDIR)/build/soak.txt KEEL_FAILOVER_ROUNDS=$(FAILOVER_ROUNDS) \
+		go test -count=1 -parallel 3 -timeout 6h -run 'TestPowerCutDuringInstall|TestFailoverRandomPartitions' ./qemu/vmtest/; \
 		status=$$?; cat $(CURDIR)/build/soak.txt 2>/dev/null; exit $$status
 
 # Every parser of outside input, FUZZTIME each (go's native fuzzing; seeds in

@@ -50,7 +50,9 @@ func (a *agent) backupSections(includeHistory bool) []backup.Section {
 	if name := a.appName(); name != "" {
 		dir := filepath.Join(appDataRoot, name)
 		s = append(s,
-			backup.Section{Name: "app-data:" + name, Kind: backup.AppData, Path: dir, Store: "files", Skip: []string{"history"},
+			// .keel-sync is a failover sync's stage and snapshots, not
+			// the application's.
+			backup.Section{Name: "app-data:" + name, Kind: backup.AppData, Path: dir, Store: "files", Skip: []string{"history", ".keel-sync"},
 				Discard: []string{filepath.Join(appDataRoot, ".volumes", name+".ext4")}},
 			backup.Section{Name: "app-history:" + name, Kind: backup.History, Path: filepath.Join(dir, "history")},
 		)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"keel.dev/keel/agent/api"
+	"keel.dev/keel/agent/failover"
 	"keel.dev/keel/agent/supervisor"
 	"keel.dev/keel/agent/usersapi"
 )
@@ -180,8 +181,10 @@ type statusView struct {
 		LastSync     time.Time `json:"last_sync"`
 		Error        string    `json:"error"`
 	}
-	Clock  string
-	Uptime string
+	// Failover is the pair this box is in, when it is in one.
+	Failover *failover.Status
+	Clock    string
+	Uptime   string
 }
 
 func (u *UI) statusPage(w http.ResponseWriter, r *http.Request, ses Session) {
@@ -191,6 +194,12 @@ func (u *UI) statusPage(w http.ResponseWriter, r *http.Request, ses Session) {
 	}
 	if len(v.Status.Time) > 0 {
 		json.Unmarshal(v.Status.Time, &v.Time)
+	}
+	if len(v.Status.Failover) > 0 {
+		var f failover.Status
+		if json.Unmarshal(v.Status.Failover, &f) == nil && f.Peer != nil {
+			v.Failover = &f
+		}
 	}
 	v.Clock = u.cfg.Now().UTC().Format("2006-01-02 15:04:05 UTC")
 	v.Uptime = (time.Duration(v.UptimeS) * time.Second).String()

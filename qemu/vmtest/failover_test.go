@@ -13,10 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
+
 	"keel.dev/keel/agent/api"
 	"keel.dev/keel/agent/apps"
 	"keel.dev/keel/agent/failover"
 	"keel.dev/keel/agent/netcfg/nstest"
+	"keel.dev/keel/agent/webui"
 	"keel.dev/keel/qemu/pairlab"
 )
 
@@ -69,7 +72,24 @@ func TestFailoverPairUpgrades(t *testing.T) {
 		t.Errorf("after the swing the shared address answers from %s, want B's %s", mac, b.MAC)
 	}
 	upgrade(t, a, pkg120, "1.2.0")
-	p.establish(b, a, "")
+	// This time on B's Failover page, as the guide does it.
+	br := newBrowser(t, b.VM)
+	br.login(TestPassword)
+	br.step("establish on the Failover page", chromedp.Navigate(br.base+"/failover"), chromedp.WaitVisible(chromedp.CSS("#failover-peer-address")),
+		chromedp.SendKeys(chromedp.CSS("#failover-peer-address"), a.Addr), chromedp.SendKeys(chromedp.CSS("#failover-reverse-address"), b.Addr),
+		chromedp.Click(chromedp.CSS(`#failover-establish button[type="submit"]`)), chromedp.WaitVisible(chromedp.CSS("#failover-break")))
+	if r := br.text("#failover-role"); !strings.Contains(r, "primary") {
+		t.Errorf("B's Failover page after establishing: role %q", r)
+	}
+	br.shot("failover-primary")
+	br.base = fmt.Sprintf("https://127.0.0.1:%d%s", a.VM.HTTPSPort(), webui.Prefix)
+	br.login(TestPassword)
+	br.step("the backup's Failover page", chromedp.Navigate(br.base+"/failover"), chromedp.WaitVisible(chromedp.CSS("#failover-sync-now")))
+	if m := br.text("#failover-message"); !strings.Contains(m, "backup of KEEL-PAIR-B") {
+		t.Errorf("A's Failover page: %q", m)
+	}
+	br.step("sync now", chromedp.Click(chromedp.CSS(`#failover-sync-now button`)), chromedp.WaitVisible(chromedp.CSS(".message")))
+	br.shot("failover-backup")
 	if st := p.status(b); st.Role != "primary" || len(st.Shared) != 1 || !st.Shared[0].Held {
 		t.Errorf("B after the second establish: %+v", st)
 	}

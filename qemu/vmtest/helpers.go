@@ -127,6 +127,9 @@ func watch(t testing.TB, vm *qemu.VM) {
 		vm.Close()
 		if t.Failed() {
 			t.Logf("serial console:\n%s", tail(vm.Output(), 6000))
+			if e := strings.TrimSpace(vm.Stderr()); e != "" {
+				t.Logf("QEMU said:\n%s", tail(e, 2000))
+			}
 			if dir := os.Getenv("KEEL_VM_LOGS"); dir != "" {
 				// serial.log, serial-2.log after a restart
 				suffix := strings.TrimPrefix(filepath.Base(vm.LogPath()), "serial")
