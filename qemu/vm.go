@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -278,17 +279,30 @@ func run(ctx context.Context, system string, c Config, files runFiles, workDir s
 
 	logger.Debug("starting QEMU", "cmd", system+" "+strings.Join(vm.args, " "))
 	vm.started = time.Now()
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("qemu: start %s: %w", system, err)
-	}
+	// Pdeathsig is sent when the thread that forked QEMU exits, not the
+	// process: Go ends a thread whose goroutine locked it and returned
+	// (netcfg.NS.Do does, for every socket a test opens in a namespace),
+	// and if that thread had forked QEMU, QEMU died with it. QEMU is
+	// forked from a thread locked for its whole life instead.
+	startErr := make(chan error, 1)
 	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			startErr <- err
+			return
+		}
+		startErr <- nil
 		// Wait returns only after QEMU's stdout is fully copied into the
 		// console, so Expect sees everything once exited is closed.
 		vm.exitErr = cmd.Wait()
 		vm.logErr = logFile.Close()
 		close(vm.exited)
 	}()
+	if err := <-startErr; err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("qemu: start %s: %w", system, err)
+	}
 
 	vm.qmp, err = dialQMP(files.QMP, time.Now().Add(qmpConnectTimeout), vm.exited, func(ev Event) {
 		logger.Info("QMP event", "event", ev.Name, "data", string(ev.Data))
