@@ -42,7 +42,6 @@ const (
 type benchT struct {
 	mu       sync.Mutex
 	cleanups []func()
-	failed   error
 }
 
 func (t *benchT) Helper()                      {}
