@@ -58,7 +58,7 @@ test: image
 	KEEL_VM=1 KEEL_VM_LOGS=$(CURDIR)/build/vmtest-logs KEEL_SCREENSHOTS=$(CURDIR)/build/screenshots KEEL_IMAGE=$(CURDIR)/build/keel.img \
 		KEEL_KERNEL=$(CURDIR)/build/kernel/vmlinuz KEEL_KERNEL_DIR=$(CURDIR)/build/kernel KEEL_INITRAMFS=$(CURDIR)/$(INITRAMFS) \
 		KEEL_VENDOR_KEY=$(CURDIR)/build/keys/vendor.key \
-		go test -count=1 -p 1 -parallel 3 -timeout 25m ./...
+		go test -count=1 -p 1 -parallel 3 -timeout 40m ./...
 
 # KEEL_SOAK power cuts at random moments of an install (default 100);
 # prints how many the box survived. FAILOVER_ROUNDS random partitions

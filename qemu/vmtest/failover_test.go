@@ -31,6 +31,9 @@ import (
 // primary, establish again the other way round).
 func TestFailoverPairUpgrades(t *testing.T) {
 	e := Require(t)
+	// Nothing here depends on timing (automatic failover is off): it
+	// runs beside the other tests.
+	t.Parallel()
 	key := VendorKey(t)
 	p := bootPair(t, e.Image)
 	a, b := p.a, p.b

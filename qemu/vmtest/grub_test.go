@@ -69,6 +69,9 @@ func TestGRUBStateMachine(t *testing.T) {
 			// The console's banner says what happened, and the
 			// network can still be reset to DHCP from there.
 			console: func(t *testing.T, vm *qemu.VM) {
+				// Enter draws the banner again: the first one and the
+				// agent's ready line reach the port in either order.
+				send(t, vm, "\r")
 				expect(t, vm, `RECOVERY MODE: `+words("GRUB found no bootable base slot and booted the last good one in recovery mode"), time.Minute)
 				consoleLogin(t, vm, TestPassword)
 				send(t, vm, "6\r")
