@@ -76,6 +76,11 @@ func (a *agent) consoleBanner() console.Banner {
 	a.mu.Lock()
 	b.LastBoot, b.Recovery = a.result, a.recovery
 	a.mu.Unlock()
+	if a.failover != nil {
+		if st := a.failover.State(); st.In() {
+			b.Pair = fmt.Sprintf("%s of %s (epoch %d)", st.Role, st.Peer.Serial, st.Epoch)
+		}
+	}
 	return b
 }
 

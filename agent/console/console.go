@@ -32,6 +32,9 @@ type Banner struct {
 	LastBoot string
 	// Recovery says why the box is in recovery mode; "" when it is not.
 	Recovery string
+	// Pair describes the failover relationship the box is in; "" for
+	// none.
+	Pair string
 }
 
 // Change is a network change made from the console: in force, and rolled
@@ -192,6 +195,9 @@ func (b *Box) showBanner(t *term) {
 	}
 	if bn.LastBoot != "" {
 		t.printf("last boot: %s\n", wrap(bn.LastBoot, 67, "           "))
+	}
+	if bn.Pair != "" {
+		t.printf("failover:  %s\n", wrap(bn.Pair, 67, "           "))
 	}
 	if bn.Recovery != "" {
 		t.printf("RECOVERY MODE: %s\n", wrap(bn.Recovery, 63, "               "))

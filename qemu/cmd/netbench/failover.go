@@ -48,10 +48,20 @@ func newPairLab(r *runner, name string) *pairLab {
 	return p
 }
 
-// measure runs the takeovers: primary says which node is primary now
-// (-1 while the pair has not settled), is whether a node says it is,
-// settled that the pair is steady.
-func (p *pairLab) measure(r *runner, what string, runs int, primary func() int, is func(int) bool, settled func() bool) []time.Duration {
+// measure runs the takeovers: is says whether a node is primary, settled
+// that the pair is steady.
+func (p *pairLab) measure(r *runner, what string, runs int, is func(int) bool, settled func() bool) []time.Duration {
+	// primary is the one primary, -1 while there are none or two.
+	primary := func() int {
+		a, b := is(0), is(1)
+		switch {
+		case a && !b:
+			return 0
+		case b && !a:
+			return 1
+		}
+		return -1
+	}
 	var out []time.Duration
 	for i := 0; i < runs; i++ {
 		if !nstest.Eventually(30*time.Second, func() bool {
@@ -123,16 +133,6 @@ func oursTakeover(r *runner, runs int, interval, detection time.Duration) []time
 		go s.Run(ctx)
 	}
 	is := func(i int) bool { return svcs[i].Role() == failover.RolePrimary }
-	primary := func() int {
-		a, b := is(0), is(1)
-		switch {
-		case a && !b:
-			return 0
-		case b && !a:
-			return 1
-		}
-		return -1
-	}
 	settled := func() bool {
 		for _, s := range svcs {
 			if st := s.Status(nil); st.Peer == nil || !st.Peer.Answering {
@@ -141,7 +141,7 @@ func oursTakeover(r *runner, runs int, interval, detection time.Duration) []time
 		}
 		return true
 	}
-	return p.measure(r, fmt.Sprintf("keel %s/%s", interval, detection), runs, primary, is, settled)
+	return p.measure(r, fmt.Sprintf("keel %s/%s", interval, detection), runs, is, settled)
 }
 
 // keepalivedTakeover runs keepalived in two namespaces, VRRPv3 with the
@@ -181,17 +181,7 @@ vrrp_instance VI {
 		out, err := p.nodes[i].Try("ip", "-o", "addr", "show", "dev", "eth0")
 		return err == nil && strings.Contains(out, " "+pairShared+"/")
 	}
-	primary := func() int {
-		a, b := holds(0), holds(1)
-		switch {
-		case a && !b:
-			return 0
-		case b && !a:
-			return 1
-		}
-		return -1
-	}
-	return p.measure(r, fmt.Sprintf("keepalived %s", advert), runs, primary, holds, func() bool { return true })
+	return p.measure(r, fmt.Sprintf("keepalived %s", advert), runs, holds, func() bool { return true })
 }
 
 func percentile(xs []time.Duration, p float64) float64 {
