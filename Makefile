@@ -13,7 +13,7 @@ export GOAMD64 = v1
 
 GO_SRC := $(shell find agent initramfs image hwtest \( -name '*.go' -o -path '*/templates/*' -o -path '*/static/*' -o -path '*/profiles/*' \) -type f 2>/dev/null) go.mod go.sum
 KERNEL := build/kernel/version
-INITRAMFS := build/initramfs.cpio.zst
+INITRAMFS := build/initramfs.cpio.lz4
 
 .PHONY: deps initramfs image package run test test-unit soak bench fuzz clean
 

@@ -45,7 +45,13 @@ func main() {
 	// The console menu pages through what the consoles showed.
 	ring := console.NewRing(256 << 10)
 	out := io.MultiWriter(con, ring)
-	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	// keel.log=debug on the kernel command line (GRUB's `e`, or
+	// `image build -kernel-args`) shows every module load and scan.
+	level := slog.LevelInfo
+	if strings.Contains(" "+readTrim("/proc/cmdline")+" ", " keel.log=debug ") {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level}))
 	a := newAgent(log, out)
 	a.console, a.logRing = con, ring
 	defer func() {

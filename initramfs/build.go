@@ -54,7 +54,7 @@ func (r *report) print(w io.Writer) {
 	fmt.Fprintf(w, "  u-root busybox   %s (%d commands)\n", mib(r.busyboxBytes), len(urootCommands()))
 	fmt.Fprintf(w, "  kernel modules   %s (%d modules)\n", mib(r.moduleBytes), r.modules)
 	fmt.Fprintf(w, "  cpio             %s\n", mib(r.raw))
-	fmt.Fprintf(w, "  zstd             %s (goal %s) in %s\n", mib(r.compressed), mib(sizeGoal), r.took.Round(100*time.Millisecond))
+	fmt.Fprintf(w, "  lz4              %s (goal %s) in %s\n", mib(r.compressed), mib(sizeGoal), r.took.Round(100*time.Millisecond))
 	if r.compressed > sizeGoal {
 		fmt.Fprintf(w, "  WARNING: the initramfs is over its %s goal\n", mib(sizeGoal))
 	}
@@ -136,7 +136,7 @@ func build(ctx context.Context, cfg config) (*report, error) {
 	}
 	// Written aside and renamed, so a failed build never leaves a
 	// truncated initramfs where a VM would boot it.
-	out := &zstdCPIO{path: cfg.output + ".tmp"}
+	out := &lz4CPIO{path: cfg.output + ".tmp"}
 	defer os.Remove(out.path)
 
 	// gobusybox runs `go build` with os.Environ() plus its own GOOS/GOARCH/

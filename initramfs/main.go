@@ -1,8 +1,8 @@
 // Command initramfs builds keel's initramfs: the agent as /init (PID 1), a
 // busybox of u-root recovery tools, and the kernel modules the supported
-// hardware needs, as a zstd-compressed cpio archive.
+// hardware needs, as an LZ4-compressed cpio archive.
 //
-//	go run ./initramfs -kernel build/kernel -o build/initramfs.cpio.zst
+//	go run ./initramfs -kernel build/kernel -o build/initramfs.cpio.lz4
 package main
 
 import (
@@ -24,7 +24,7 @@ func main() {
 	var cfg config
 	flag.StringVar(&cfg.kernelDir, "kernel", "build/kernel", "unpacked kernel `dir` as image/deps.sh leaves it (vmlinuz, version, lib/modules)")
 	flag.StringVar(&cfg.agent, "agent", "keel.dev/keel/agent", "Go `package` of the agent (PID 1), or the path of an already built agent binary")
-	flag.StringVar(&cfg.output, "o", "build/initramfs.cpio.zst", "output `file`")
+	flag.StringVar(&cfg.output, "o", "build/initramfs.cpio.lz4", "output `file`")
 	flag.Var((*multiFlag)(&cfg.files), "files", "extra file `src:dst` to add (dst relative to /); repeatable")
 	flag.Var((*multiFlag)(&cfg.binaries), "binary", "extra Go command `package` to add as /bin/<name>; repeatable")
 	flag.StringVar(&cfg.cacheDir, "cache", "build/cache", "`dir` to keep the u-root busybox between builds; empty to always rebuild")

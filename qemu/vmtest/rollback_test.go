@@ -64,9 +64,9 @@ func TestRollbackOfBrokenBase(t *testing.T) {
 // health check or hang before it (build tag keel_fault).
 func (e Env) faultInitramfs(t *testing.T, keyFile, fault string) string {
 	t.Helper()
-	root := filepath.Dir(filepath.Dir(e.Initramfs)) // build/initramfs.cpio.zst
+	root := filepath.Dir(filepath.Dir(e.Initramfs)) // build/initramfs.cpio.lz4
 	dir := t.TempDir()
-	out := filepath.Join(dir, "initramfs.cpio.zst")
+	out := filepath.Join(dir, "initramfs.cpio.lz4")
 	if fault == "panic" {
 		bin := filepath.Join(dir, "init")
 		if err := tinyinitrd.Build(root, "./qemu/vmtest/testdata/exitinit", bin); err != nil {

@@ -47,7 +47,7 @@ import (
 func main() {
 	image := flag.String("image", envOr("KEEL_IMAGE", "build/keel.img"), "built image")
 	kernelDir := flag.String("kernel-dir", envOr("KEEL_KERNEL_DIR", "build/kernel"), "unpacked kernel")
-	initramfs := flag.String("initramfs", envOr("KEEL_INITRAMFS", "build/initramfs.cpio.zst"), "built initramfs")
+	initramfs := flag.String("initramfs", envOr("KEEL_INITRAMFS", "build/initramfs.cpio.lz4"), "built initramfs")
 	runs := flag.Int("runs", 5, "boots per boot figure, at least 5 (the median and the range are printed)")
 	skipCold := flag.Bool("skip-cold", false, "skip the cold-cache build (it takes minutes)")
 	vendorKey := flag.String("vendor-key", envOr("KEEL_VENDOR_KEY", "build/keys/vendor.key"), "vendor signing key the image trusts (install figures)")
@@ -114,7 +114,7 @@ func (b *bench) run(skipCold bool) error {
 	row("build: initramfs+image, warm Go cache (s)", warm, warm, "")
 
 	initrd := mib(size(b.initramfs))
-	row("size: initramfs, zstd (MiB)", initrd, 25, "<= 25 MiB")
+	row("size: initramfs, lz4 (MiB)", initrd, 25, "<= 25 MiB")
 	squash := filepath.Join(b.work, "base.squashfs")
 	if err := squashOf(b.image, squash); err == nil {
 		row("size: base slot squashfs (MiB)", mib(size(squash)), float64(layout.DefaultSizes.Base)/layout.MiB, "fits the 256 MiB slot")
@@ -217,8 +217,8 @@ func (b *bench) build(gocache string) (float64, error) {
 	}
 	start := time.Now()
 	steps := [][]string{
-		append([]string{"go", "run", "./initramfs", "-kernel", b.kernelDir, "-o", filepath.Join(out, "initramfs.cpio.zst")}, cacheArgs...),
-		{"go", "run", "./image", "build", "-kernel-dir", b.kernelDir, "-initramfs", filepath.Join(out, "initramfs.cpio.zst"), "-o", filepath.Join(out, "keel.img")},
+		append([]string{"go", "run", "./initramfs", "-kernel", b.kernelDir, "-o", filepath.Join(out, "initramfs.cpio.lz4")}, cacheArgs...),
+		{"go", "run", "./image", "build", "-kernel-dir", b.kernelDir, "-initramfs", filepath.Join(out, "initramfs.cpio.lz4"), "-o", filepath.Join(out, "keel.img")},
 	}
 	for _, s := range steps {
 		cmd := exec.Command(s[0], s[1:]...)
