@@ -33,9 +33,10 @@ import (
 // ErrUnknown means no module has that name or an alias matching it.
 var ErrUnknown = errors.New("no such module")
 
-// InsertFunc loads one module file into the kernel. It returns an error
-// wrapping unix.EEXIST when the module is already loaded.
-type InsertFunc func(file string) error
+// InsertFunc loads one module file into the kernel with the given
+// parameters ("" or "async_probe"). It returns an error wrapping
+// unix.EEXIST when the module is already loaded.
+type InsertFunc func(file, params string) error
 
 // Options configure a Loader. The zero value is right for PID 1.
 type Options struct {
@@ -81,6 +82,7 @@ type Loader struct {
 	handled  map[string]bool  // modaliases already matched
 	inserted []string         // modules this Loader inserted, in order
 	sub      eventSource      // Subscribe's, until Watch takes it
+	rescan   bool             // events were lost: the next round walks sysfs
 }
 
 // New reads the module index of the running kernel (or opts.Release).
@@ -177,7 +179,13 @@ func (l *Loader) Coldplug(ctx context.Context) ([]string, error) {
 		planned = append(planned, as...)
 		l.log.Debug("coldplug scan", "round", rounds, "modaliases", len(aliases), "new", len(as),
 			"modules", len(jobs), "took", time.Since(scanStart).Round(time.Millisecond))
-		l.run(ctx, jobs)
+		if src := l.subscription(); src != nil && l.workers > 1 {
+			more, moreAs, overflow := l.runFollowing(ctx, jobs, src)
+			jobs, planned = append(jobs, more...), append(planned, moreAs...)
+			l.rescan = l.rescan || overflow
+		} else {
+			l.run(ctx, jobs)
+		}
 		before := len(loaded)
 		for _, j := range jobs {
 			switch {
@@ -216,14 +224,62 @@ func (l *Loader) Coldplug(ctx context.Context) ([]string, error) {
 // later ones take the queued add events of a subscription if there is one
 // (walking sysfs again only if events were lost).
 func (l *Loader) next(round int) ([]string, error) {
-	if src := l.subscription(); src != nil && round > 1 {
+	if src := l.subscription(); src != nil && round > 1 && !l.rescan {
 		as, overflow, err := src.pending()
 		if err != nil || !overflow {
 			return as, err
 		}
+	}
+	if round > 1 {
 		l.log.Warn("uevent overflow, rescanning sysfs")
 	}
-	return scanModaliases(filepath.Join(l.root, "sys", "devices"))
+	l.rescan = false
+	return scanModaliases(filepath.Join(l.root, "sys"))
+}
+
+// followEvery is how often runFollowing looks for new devices while
+// drivers load: a non-blocking read of the event socket.
+const followEvery = 10 * time.Millisecond
+
+// runFollowing runs jobs and, while any job of this call is still
+// loading, plans and starts the modules for the devices that appear
+// meanwhile (the add events of src), so virtio_blk loads as soon as
+// virtio_pci revealed its disk rather than after the round's slowest
+// driver (ahci resetting six SATA links took 0.4 s of every emulated
+// boot). It returns when every job it ran is done and no event is
+// queued, with the jobs and modaliases it added; overflow says events
+// were lost, so the caller walks sysfs again.
+func (l *Loader) runFollowing(ctx context.Context, jobs []*job, src eventSource) (more []*job, planned []string, overflow bool) {
+	finished := make(chan struct{})
+	inflight := 0
+	start := func(js []*job) {
+		for _, j := range js {
+			inflight++
+			go func() { l.exec(ctx, j); finished <- struct{}{} }()
+		}
+	}
+	start(jobs)
+	tick := time.NewTicker(followEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-finished:
+			inflight--
+		case <-tick.C:
+		}
+		if ctx.Err() == nil {
+			as, lost, err := src.pending()
+			// Lost events or a broken socket: the caller's next round
+			// walks sysfs.
+			overflow = overflow || lost || err != nil
+			js, pas := l.plan(ctx, as)
+			more, planned = append(more, js...), append(planned, pas...)
+			start(js)
+		}
+		if inflight == 0 {
+			return more, planned, overflow
+		}
+	}
 }
 
 // plan starts the jobs for the modules matching the modaliases not handled
@@ -327,13 +383,13 @@ func (l *Loader) Failed() map[string]error {
 
 // finitModule loads a module file with finit_module(2), so the kernel reads
 // the file itself (and can check its signature against the file).
-func finitModule(file string) error {
+func finitModule(file, params string) error {
 	f, err := os.Open(file)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	if err := unix.FinitModule(int(f.Fd()), "", 0); err != nil {
+	if err := unix.FinitModule(int(f.Fd()), params, 0); err != nil {
 		return fmt.Errorf("finit_module %s: %w", strings.TrimSuffix(filepath.Base(file), ".ko"), err)
 	}
 	return nil

@@ -71,6 +71,7 @@ type fakeSystem struct {
 	// active and maxActive count concurrent insertions.
 	started, ended    map[string]time.Time
 	calls             map[string]int
+	params            map[string]string // each insertion's parameters
 	active, maxActive int
 	// exist are modules the kernel already has (finit_module: EEXIST).
 	exist map[string]bool
@@ -113,6 +114,7 @@ func newFakeSystem(t *testing.T) *fakeSystem {
 		started: map[string]time.Time{},
 		ended:   map[string]time.Time{},
 		calls:   map[string]int{},
+		params:  map[string]string{},
 		broken:  map[string]bool{"broken": true},
 		reveals: map[string]map[string]string{
 			"virtio_pci": {
@@ -150,12 +152,25 @@ func (fs *fakeSystem) write(p, content string) {
 	}
 }
 
+// device adds a device under /sys/devices and links it where sysfs lists
+// it: under its bus (named by its modalias here), or in the tty class.
 func (fs *fakeSystem) device(dev, modalias string) {
+	fs.t.Helper()
 	fs.write(filepath.Join(fs.root, "sys", "devices", dev, "modalias"), modalias+"\n")
+	list := filepath.Join(fs.root, "sys", "class", "tty")
+	if bus, _, ok := strings.Cut(modalias, ":"); ok {
+		list = filepath.Join(fs.root, "sys", "bus", bus, "devices")
+	}
+	if err := os.MkdirAll(list, 0o755); err != nil {
+		fs.t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(fs.root, "sys", "devices", dev), filepath.Join(list, filepath.Base(dev))); err != nil {
+		fs.t.Fatal(err)
+	}
 }
 
 // insert is the fake finit_module.
-func (fs *fakeSystem) insert(file string) error {
+func (fs *fakeSystem) insert(file, params string) error {
 	want := filepath.Join(fs.root, "lib", "modules", testRelease, "kernel") + string(filepath.Separator)
 	if !strings.HasPrefix(file, want) || !strings.HasSuffix(file, ".ko") {
 		return fmt.Errorf("unexpected module file %s", file)
@@ -163,6 +178,7 @@ func (fs *fakeSystem) insert(file string) error {
 	name := strings.ReplaceAll(strings.TrimSuffix(filepath.Base(file), ".ko"), "-", "_")
 	fs.mu.Lock()
 	fs.calls[name]++
+	fs.params[name] = params
 	switch {
 	case fs.exist[name]:
 		fs.mu.Unlock()
@@ -378,5 +394,22 @@ func TestColdplugWalksAgainAfterLostEvents(t *testing.T) {
 	}
 	if !slices.Contains(loaded, "virtio_net") || !slices.Contains(loaded, "virtio_blk") {
 		t.Errorf("loaded %v: the devices behind the lost events were missed", loaded)
+	}
+}
+
+// Storage drivers probe in the background (async_probe): their probes wait
+// on hardware and only the boot disk's lookup, which waits by itself,
+// needs them. The others probe before their insert returns, so the links
+// the network phase configures are there when the coldplug ends.
+func TestStorageDriversProbeAsynchronously(t *testing.T) {
+	fs := newFakeSystem(t)
+	if _, err := fs.loader().Coldplug(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"virtio_blk": "async_probe", "virtio_net": "", "e1000": "", "virtio_pci": ""}
+	for m, p := range want {
+		if got, ok := fs.params[m]; !ok || got != p {
+			t.Errorf("%s inserted with %q (inserted: %v), want %q", m, got, ok, p)
+		}
 	}
 }

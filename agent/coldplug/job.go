@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -221,9 +222,13 @@ func (l *Loader) insert(j *job) error {
 	if _, err := os.Stat(filepath.Join(l.root, "sys", "module", m, "initstate")); err == nil {
 		return nil
 	}
+	params := ""
+	if asyncProbe(rel) {
+		params = "async_probe"
+	}
 	l.sem <- struct{}{}
 	start := time.Now()
-	err := l.insertFn(filepath.Join(l.ix.dir, filepath.FromSlash(rel)))
+	err := l.insertFn(filepath.Join(l.ix.dir, filepath.FromSlash(rel)), params)
 	took := time.Since(start)
 	<-l.sem
 	switch {
@@ -244,4 +249,29 @@ func (l *Loader) insert(j *job) error {
 	j.inserted = true
 	l.log.Debug("module loaded", "module", m, "took", took.Round(time.Microsecond))
 	return nil
+}
+
+// storageDrivers hold the drivers of disks and their controllers. Their
+// probes wait on hardware (ahci resets every SATA link: 0.4 s in QEMU,
+// seconds on real ports; disks spin up) and nothing needs them at once but
+// the boot, which waits for its disk by the ESP's partition UUID. They
+// probe in the background (the kernel's async_probe): the module's insert
+// returns at once, and the loader, the other drivers and the phases that
+// need no disk go on. NIC drivers keep probing before their insert
+// returns: the network is configured from the links present when the
+// coldplug ends.
+var storageDrivers = []string{
+	"kernel/drivers/ata/", "kernel/drivers/scsi/", "kernel/drivers/nvme/",
+	"kernel/drivers/block/", "kernel/drivers/mmc/", "kernel/drivers/usb/storage/",
+}
+
+// asyncProbe reports whether the module at rel (relative to the module
+// directory) is loaded with async_probe.
+func asyncProbe(rel string) bool {
+	for _, d := range storageDrivers {
+		if strings.HasPrefix(rel, d) {
+			return true
+		}
+	}
+	return false
 }

@@ -1,8 +1,12 @@
 package coldplug
 
 import (
+	"io/fs"
 	"math/rand/v2"
+	"os"
 	"path"
+	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -67,4 +71,30 @@ func TestMatchAgreesWithPathMatch(t *testing.T) {
 			t.Fatalf("match(%q, %q) = %v, path.Match says %v", p, s, got, want)
 		}
 	}
+}
+
+// On the machine running the tests, listing devices by bus and class finds
+// every modalias a walk of all of /sys/devices finds.
+func TestScanFindsWhatAWalkOfSysfsFinds(t *testing.T) {
+	if _, err := os.Stat("/sys/devices"); err != nil {
+		t.Skip("no sysfs here")
+	}
+	got, err := scanModaliases("/sys")
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := make(map[string]bool)
+	for _, a := range got {
+		have[a] = true
+	}
+	filepath.WalkDir("/sys/devices", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.Name() != "modalias" || !d.Type().IsRegular() {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if a := strings.TrimSpace(string(b)); err == nil && a != "" && !have[a] {
+			t.Errorf("%s: %s not found by bus and class", p, a)
+		}
+		return nil
+	})
 }

@@ -140,12 +140,25 @@ func TestRealKernelWithColdplug(t *testing.T) {
 		write(filepath.Join(modDir, f.Name), string(f.Data))
 	}
 	devices := filepath.Join(root, "sys", "devices", "pci0000:00")
+	// device adds a device and its link in its bus's list, where the
+	// coldplug looks.
+	device := func(path, bus, modalias string) {
+		t.Helper()
+		write(filepath.Join(devices, path, "modalias"), modalias+"\n")
+		list := filepath.Join(root, "sys", "bus", bus, "devices")
+		if err := os.MkdirAll(list, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(filepath.Join(devices, path), filepath.Join(list, filepath.Base(path))); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// QEMU's virtio-net (transitional) and an e1000.
-	write(filepath.Join(devices, "0000:00:03.0", "modalias"), "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00\n")
-	write(filepath.Join(devices, "0000:00:04.0", "modalias"), "pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00\n")
+	device("0000:00:03.0", "pci", "pci:v00001AF4d00001000sv00001AF4sd00000001bc02sc00i00")
+	device("0000:00:04.0", "pci", "pci:v00008086d0000100Esv00001AF4sd00001100bc02sc00i00")
 
 	var inserted []string
-	insert := func(file string) error {
+	insert := func(file, _ string) error {
 		rel, err := filepath.Rel(modDir, file)
 		if err != nil || strings.HasPrefix(rel, "..") {
 			return fmt.Errorf("module outside the tree: %s", file)
@@ -161,7 +174,7 @@ func TestRealKernelWithColdplug(t *testing.T) {
 		}
 		inserted = append(inserted, m.Name)
 		if m.Name == "virtio_pci" {
-			write(filepath.Join(devices, "0000:00:03.0", "virtio0", "modalias"), "virtio:d00000001v00001AF4\n")
+			device("0000:00:03.0/virtio0", "virtio", "virtio:d00000001v00001AF4")
 		}
 		return nil
 	}
