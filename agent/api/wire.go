@@ -38,6 +38,16 @@ type Accepted struct {
 	Message string `json:"message"` // a sentence: what happened, what follows
 }
 
+// UploadTest answers POST /api/v1/install/upload-test: how fast the box
+// received an upload over the API's HTTPS path, the bytes thrown away.
+// Operators compare it with an install's rate to tell a slow link from a
+// slow box; `make bench` uses it as the install's network floor.
+type UploadTest struct {
+	Bytes   int64   `json:"bytes"`
+	Seconds float64 `json:"seconds"`   // first byte read to last
+	MiBPerS float64 `json:"mib_per_s"` // bytes / seconds, in MiB/s
+}
+
 // JobState is a job's life stage.
 type JobState string
 

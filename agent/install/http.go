@@ -3,6 +3,7 @@ package install
 import (
 	"bufio"
 	"errors"
+	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -17,6 +18,7 @@ import (
 // documentation for their semantics).
 func (in *Installer) Routes(mux api.Mux) {
 	mux.Handle("POST /api/v1/install", http.HandlerFunc(in.serveInstall))
+	mux.Handle("POST /api/v1/install/upload-test", http.HandlerFunc(in.serveUploadTest))
 	mux.Handle("GET /api/v1/jobs", http.HandlerFunc(in.serveJobs))
 	mux.Handle("GET /api/v1/jobs/{id}", http.HandlerFunc(in.serveJob))
 }
@@ -79,6 +81,29 @@ func (in *Installer) serveInstall(w http.ResponseWriter, r *http.Request) {
 	if err := http.NewResponseController(w).Flush(); err != nil {
 		in.log().Debug("flush install answer", "err", err)
 	}
+}
+
+// serveUploadTest reads an upload the way an install does (the same
+// server, TLS and buffered reader) and throws it away: what the box can
+// receive, with no hashing, unpacking or writing behind it.
+func (in *Installer) serveUploadTest(w http.ResponseWriter, r *http.Request) {
+	body := bufio.NewReader(r.Body)
+	if _, err := body.Peek(1); err != nil && !errors.Is(err, io.EOF) {
+		writeError(w, http.StatusBadRequest, "the upload was cut off: "+err.Error(), "")
+		return
+	}
+	start := time.Now()
+	n, err := io.Copy(io.Discard, body)
+	took := time.Since(start).Seconds()
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "the upload was cut off after "+strconv.FormatInt(n, 10)+" bytes: "+err.Error(), "")
+		return
+	}
+	res := api.UploadTest{Bytes: n, Seconds: took}
+	if took > 0 {
+		res.MiBPerS = float64(n) / (1 << 20) / took
+	}
+	writeJSON(w, http.StatusOK, res)
 }
 
 // refuse answers an upload with an error. When the client may still be

@@ -160,3 +160,21 @@ func TestHTTPProgressDuringUpload(t *testing.T) {
 		t.Errorf("answer %+v, polled job %s", a, seen.ID)
 	}
 }
+
+// The upload test reads the whole upload, keeps nothing and says how many
+// bytes came; no job starts and no slot changes.
+func TestHTTPUploadTest(t *testing.T) {
+	e := newEnv(t)
+	ts := serve(t, e)
+	var res api.UploadTest
+	if code := call(t, ts, "POST", "/api/v1/install/upload-test", bytes.NewReader(payload(3<<20, 1)), &res); code != http.StatusOK {
+		t.Fatalf("%d %+v", code, res)
+	}
+	if res.Bytes != 3<<20 || res.Seconds <= 0 || res.MiBPerS <= 0 {
+		t.Errorf("answer %+v, want 3 MiB with a time and a rate", res)
+	}
+	var jobs api.Jobs
+	if call(t, ts, "GET", "/api/v1/jobs", nil, &jobs); len(jobs.Jobs) != 0 {
+		t.Errorf("jobs after an upload test: %+v", jobs.Jobs)
+	}
+}

@@ -148,7 +148,7 @@ func (b *bench) bootFigures() error {
 func (b *bench) kernelFloor(initrd string, i int) (uptime, rssMiB float64, err error) {
 	vm, err := qemu.Start(context.Background(), qemu.Config{
 		Image: b.image, Kernel: filepath.Join(b.kernelDir, "vmlinuz"), Initrd: initrd, Append: floorCmdline,
-		NoReboot: true, WorkDir: filepath.Join(b.work, fmt.Sprintf("kfloor%d", i)),
+		NoReboot: true, CPUs: b.cpus, WorkDir: filepath.Join(b.work, fmt.Sprintf("kfloor%d", i)),
 	})
 	if err != nil {
 		return 0, 0, err
@@ -168,7 +168,7 @@ func (b *bench) kernelFloor(initrd string, i int) (uptime, rssMiB float64, err e
 // tiny init's line.
 func (b *bench) wallFloor(img string, i int) (float64, error) {
 	vm, err := qemu.Start(context.Background(), qemu.Config{
-		Image: img, NoReboot: true, WorkDir: filepath.Join(b.work, fmt.Sprintf("wfloor%d", i)),
+		Image: img, NoReboot: true, CPUs: b.cpus, WorkDir: filepath.Join(b.work, fmt.Sprintf("wfloor%d", i)),
 	})
 	if err != nil {
 		return 0, err
@@ -187,7 +187,7 @@ func (b *bench) wallFloor(img string, i int) (float64, error) {
 // idle memory after the later boot, and the timeline.
 func (b *bench) agentBoots(i int, idle bool) (bootRun, error) {
 	var r bootRun
-	vm, err := qemu.Start(context.Background(), qemu.Config{Image: b.image, WorkDir: filepath.Join(b.work, fmt.Sprintf("agent%d", i))})
+	vm, err := qemu.Start(context.Background(), qemu.Config{Image: b.image, CPUs: b.cpus, WorkDir: filepath.Join(b.work, fmt.Sprintf("agent%d", i))})
 	if err != nil {
 		return r, err
 	}
@@ -317,7 +317,7 @@ func (b *bench) initcalls() ([]string, error) {
 	if err := b.buildImage(img, diskimage.Options{GrubTimeout: 1, KernelArgs: "initcall_debug ignore_loglevel"}); err != nil {
 		return nil, err
 	}
-	vm, err := qemu.Start(context.Background(), qemu.Config{Image: img, WorkDir: filepath.Join(b.work, "initcall")})
+	vm, err := qemu.Start(context.Background(), qemu.Config{Image: img, CPUs: b.cpus, WorkDir: filepath.Join(b.work, "initcall")})
 	if err != nil {
 		return nil, err
 	}

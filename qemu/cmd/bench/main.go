@@ -52,13 +52,14 @@ func main() {
 	skipCold := flag.Bool("skip-cold", false, "skip the cold-cache build (it takes minutes)")
 	vendorKey := flag.String("vendor-key", envOr("KEEL_VENDOR_KEY", "build/keys/vendor.key"), "vendor signing key the image trusts (install figures)")
 	only := flag.String("only", "", `run only these figures: "boot", "install", "apps", "backup", "reset" or "failover"`)
+	cpus := flag.Int("cpus", 1, "boot figures: virtual CPUs of every VM booted for them (floors and agent alike)")
 	initcallDebug := flag.Bool("initcall-debug", false, "boot figures: one more boot with initcall_debug, listing the slowest initcalls")
 	flag.Parse()
 	if !slices.Contains([]string{"", "boot", "install", "apps", "backup", "reset", "failover"}, *only) {
 		fmt.Fprintf(os.Stderr, "bench: -only %q: want boot, install, apps, backup, reset or failover\n", *only)
 		os.Exit(2)
 	}
-	b := &bench{image: *image, kernelDir: *kernelDir, initramfs: *initramfs, runs: *runs, vendorKey: *vendorKey, only: *only, initcallDebug: *initcallDebug}
+	b := &bench{image: *image, kernelDir: *kernelDir, initramfs: *initramfs, runs: *runs, vendorKey: *vendorKey, only: *only, initcallDebug: *initcallDebug, cpus: *cpus}
 	if err := b.run(*skipCold); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -72,6 +73,7 @@ type bench struct {
 	vendorKey                   string
 	only                        string // "" (all), "boot", "install", "apps", "backup", "reset" or "failover"
 	initcallDebug               bool
+	cpus                        int // the boot figures' virtual CPUs, floors and agent alike
 }
 
 func (b *bench) run(skipCold bool) error {
