@@ -421,25 +421,6 @@ type installResult struct {
 // sampling the agent's RSS every rssInterval when sample is set.
 func (x *box) install(pkg, query string, sample bool) (installResult, error) {
 	var res installResult
-	f, err := os.Open(pkg)
-	if err != nil {
-		return res, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return res, err
-	}
-	body := &firstRead{r: f}
-	ctx, cancel := context.WithTimeout(context.Background(), installTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "POST", x.url+"/api/v1/install"+query, body)
-	if err != nil {
-		return res, err
-	}
-	req.ContentLength = st.Size()
-	req.SetBasicAuth("admin", benchPassword)
-
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	if sample {
@@ -449,54 +430,61 @@ func (x *box) install(pkg, query string, sample bool) (installResult, error) {
 			res.peakMiB, res.samples = x.sampleRSS(stop)
 		}()
 	}
-	resp, err := x.client.Do(req)
-	end := time.Now()
+	code, b, seconds, err := x.upload(pkg, "/api/v1/install"+query)
 	close(stop)
 	wg.Wait()
 	if err != nil {
 		return res, err
 	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		return res, fmt.Errorf("POST /api/v1/install%s: %d %s", query, resp.StatusCode, bytes.TrimSpace(b))
+	if code != http.StatusAccepted {
+		return res, fmt.Errorf("POST /api/v1/install%s: %d %s", query, code, b)
 	}
-	res.seconds = end.Sub(time.Unix(0, body.first.Load())).Seconds()
+	res.seconds = seconds
 	return res, nil
 }
 
 // uploadTest sends pkg to POST /api/v1/install/upload-test as an install
 // sends it, and returns the seconds from its first byte read to the answer.
 func (x *box) uploadTest(pkg string) (float64, error) {
-	f, err := os.Open(pkg)
+	code, b, seconds, err := x.upload(pkg, "/api/v1/install/upload-test")
 	if err != nil {
 		return 0, err
+	}
+	if code != http.StatusOK {
+		return 0, fmt.Errorf("POST /api/v1/install/upload-test: %d %s", code, b)
+	}
+	return seconds, nil
+}
+
+// upload POSTs the file pkg to path and returns the answer and the seconds
+// from the first byte the client read of pkg to the answer.
+func (x *box) upload(pkg, path string) (int, []byte, float64, error) {
+	f, err := os.Open(pkg)
+	if err != nil {
+		return 0, nil, 0, err
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return 0, err
+		return 0, nil, 0, err
 	}
 	body := &firstRead{r: f}
 	ctx, cancel := context.WithTimeout(context.Background(), installTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "POST", x.url+"/api/v1/install/upload-test", body)
+	req, err := http.NewRequestWithContext(ctx, "POST", x.url+path, body)
 	if err != nil {
-		return 0, err
+		return 0, nil, 0, err
 	}
 	req.ContentLength = st.Size()
 	req.SetBasicAuth("admin", benchPassword)
 	resp, err := x.client.Do(req)
 	end := time.Now()
 	if err != nil {
-		return 0, err
+		return 0, nil, 0, err
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("POST /api/v1/install/upload-test: %d %s", resp.StatusCode, bytes.TrimSpace(b))
-	}
-	return end.Sub(time.Unix(0, body.first.Load())).Seconds(), nil
+	return resp.StatusCode, bytes.TrimSpace(b), end.Sub(time.Unix(0, body.first.Load())).Seconds(), nil
 }
 
 // sampleRSS reads agent.rss_bytes every rssInterval on a connection of its
