@@ -49,7 +49,7 @@ func makePackage(args []string, stdout io.Writer) error {
 	payload := fl.String("payload", "", "the slot's squashfs `file`")
 	fromBuild := fl.Bool("base-from-build", false, "build the base squashfs from -kernel-dir and -initramfs instead of -payload")
 	kernelDir := fl.String("kernel-dir", "build/kernel", "with -base-from-build: unpacked kernel from `make deps` (vmlinuz, version)")
-	initramfs := fl.String("initramfs", "build/initramfs.cpio.zst", "with -base-from-build: initramfs from `make initramfs`")
+	initramfs := fl.String("initramfs", "build/initramfs.cpio.lz4", "with -base-from-build: initramfs from `make initramfs`")
 	keyPath := fl.String("key", "build/keys/vendor.key", "vendor signing key (PEM, from `image keygen`)")
 	var requires, hardware listFlag
 	hardware.split = true

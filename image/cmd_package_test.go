@@ -87,7 +87,7 @@ func TestPackageBaseFromBuild(t *testing.T) {
 	os.MkdirAll(kernel, 0o755)
 	os.WriteFile(filepath.Join(kernel, "vmlinuz"), bytes.Repeat([]byte{'k'}, 10000), 0o644)
 	os.WriteFile(filepath.Join(kernel, "version"), []byte("6.1.0-test\n"), 0o644)
-	initramfs := filepath.Join(dir, "initramfs.cpio.zst")
+	initramfs := filepath.Join(dir, "initramfs.cpio.lz4")
 	os.WriteFile(initramfs, bytes.Repeat([]byte{'i'}, 20000), 0o644)
 	var out bytes.Buffer
 	if err := keygen([]string{"-o", filepath.Join(dir, "vendor")}, &out); err != nil {

@@ -58,7 +58,7 @@ func release(args []string, stdout io.Writer) error {
 	dir := fl.String("dir", "build/release", "release `folder` to write")
 	keyPath := fl.String("key", "build/keys/vendor.key", "vendor signing key (PEM, from `image keygen`)")
 	kernelDir := fl.String("kernel-dir", "build/kernel", "unpacked kernel from `make deps` (vmlinuz, version), for the bases")
-	initramfs := fl.String("initramfs", "build/initramfs.cpio.zst", "initramfs from `make initramfs`, for the bases")
+	initramfs := fl.String("initramfs", "build/initramfs.cpio.lz4", "initramfs from `make initramfs`, for the bases")
 	catVersion := fl.Uint64("catalog-version", 0, "the catalog's `version`; it must go up with every release (0: the build time in Unix seconds)")
 	lifetime := fl.Duration("catalog-lifetime", catalog.DefaultLifetime, "how long the signed catalog stays fresh; boxes show it as stale after")
 	var waits listFlag

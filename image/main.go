@@ -64,7 +64,7 @@ func usage() {
 func build(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("build", flag.ExitOnError)
 	kernelDir := fs.String("kernel-dir", "build/kernel", "unpacked kernel from `make deps` (vmlinuz, version)")
-	initramfs := fs.String("initramfs", "build/initramfs.cpio.zst", "initramfs from `make initramfs`")
+	initramfs := fs.String("initramfs", "build/initramfs.cpio.lz4", "initramfs from `make initramfs`")
 	out := fs.String("o", "build/keel.img", "raw image to write")
 	qcow := fs.String("qcow2", "", "also write this qcow2 image")
 	version := fs.String("version", "1.0.0", "base version in slot a")
