@@ -10,6 +10,7 @@ import (
 	"html/template"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"keel.dev/keel/agent/api"
@@ -53,11 +54,12 @@ type Config struct {
 type UI struct {
 	cfg      Config
 	Sessions *Sessions
-	pages    map[string]*template.Template
+	pagesMu  sync.Mutex
+	pages    map[string]*template.Template // parsed as first drawn
 	mux      *http.ServeMux
 }
 
-// New parses the pages and builds the routes.
+// New builds the routes; the pages are parsed as they are first drawn.
 func New(cfg Config) (*UI, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -69,9 +71,6 @@ func New(cfg Config) (*UI, error) {
 		cfg.Sessions = &Sessions{Now: cfg.Now}
 	}
 	u := &UI{cfg: cfg, Sessions: cfg.Sessions, mux: http.NewServeMux()}
-	if err := u.parse(); err != nil {
-		return nil, err
-	}
 	u.routes()
 	return u, nil
 }
