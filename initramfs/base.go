@@ -37,6 +37,9 @@ func baseRecords(release string, modules []kmods.File) []cpio.Record {
 		cpio.CharDev("dev/console", 0o600, 5, 1),
 		cpio.CharDev("dev/null", 0o666, 1, 3),
 		cpio.StaticFile(kernelReleaseFile, release+"\n", 0o644),
+		// The hardware self-test's command is the agent under another
+		// name (it runs the same library).
+		cpio.Symlink("bin/hwtest", "agent"),
 	}
 	// UTC zone data, as u-root ships it; the box keeps its clock in UTC.
 	if r, ok := uimage.DefaultRamfs().Get("etc/localtime"); ok {

@@ -112,10 +112,6 @@ func build(ctx context.Context, cfg config) (*report, error) {
 	if err := goBuild(ctx, modprobePackage, modprobeBin); err != nil {
 		return nil, fmt.Errorf("build modprobe: %w", err)
 	}
-	hwtestBin := filepath.Join(tmp, "hwtest")
-	if err := goBuild(ctx, hwtestPackage, hwtestBin); err != nil {
-		return nil, fmt.Errorf("build hwtest: %w", err)
-	}
 
 	base, err := cpio.ArchiveFromRecords(baseRecords(tree.Release, modFiles))
 	if err != nil {
@@ -159,9 +155,6 @@ func build(ctx context.Context, cfg config) (*report, error) {
 		// The kernel runs /sbin/modprobe for modules it requests
 		// itself (a mount's charset, a crypto algorithm).
 		uimage.WithFiles(modprobeBin + ":sbin/modprobe"),
-		// The hardware self-test, also as a command of its own (the
-		// agent runs the same library).
-		uimage.WithFiles(hwtestBin + ":bin/hwtest"),
 		// Nothing added here is dynamically linked; ldd would only
 		// read host libraries into the image.
 		uimage.WithSkipLDD(),
@@ -220,9 +213,6 @@ func agentBinary(ctx context.Context, cfg config, dir string) (string, error) {
 
 // modprobePackage is the kernel's module-request helper, /sbin/modprobe.
 const modprobePackage = "keel.dev/keel/initramfs/modprobe"
-
-// hwtestPackage is the hardware self-test's command, /bin/hwtest.
-const hwtestPackage = "keel.dev/keel/hwtest/cmd/hwtest"
 
 // goBuild builds one static binary for the box. Not through mkuimage's
 // binary builder: that one forces -a and turns off inlining, fine for

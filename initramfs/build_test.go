@@ -130,6 +130,11 @@ func TestBuild(t *testing.T) {
 	if target := string(must(io.ReadAll(io.NewSectionReader(init, 0, int64(init.FileSize))))); target != "bin/agent" {
 		t.Errorf("init -> %q, want bin/agent", target)
 	}
+	// /bin/hwtest is the agent under another name.
+	if hw, ok := byName["bin/hwtest"]; !ok || hw.Mode&cpio.S_IFMT != cpio.S_IFLNK ||
+		string(must(io.ReadAll(io.NewSectionReader(hw, 0, int64(hw.FileSize))))) != "agent" {
+		t.Errorf("bin/hwtest is not a link to the agent: %+v", hw.Info)
+	}
 	for _, name := range []string{"bin/sh", "bin/uinit", "bbin/init", "bbin/gosh"} {
 		if _, ok := byName[name]; ok {
 			t.Errorf("initramfs has %s: no shell and no u-root init belong in it", name)
