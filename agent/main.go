@@ -60,6 +60,7 @@ func main() {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level}))
+	stopProfile := startBootProfile(readTrim("/proc/cmdline"))
 	a := newAgent(log, out)
 	a.console, a.logRing = con, ring
 	defer func() {
@@ -71,6 +72,9 @@ func main() {
 		}
 	}()
 	a.boot()
+	if stopProfile != nil {
+		stopProfile(con)
+	}
 	a.startConsole()
 	if strings.Contains(" "+readTrim("/proc/cmdline")+" ", " keel.hwtest=1 ") {
 		go a.bootSelfTest()

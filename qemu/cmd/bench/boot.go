@@ -3,8 +3,11 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"encoding/base64"
 	"fmt"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -40,6 +43,7 @@ const floorCmdline = "keel.slot=a keel.mode=good keel.tries=0 keel.bootenv=prima
 var (
 	reFloor    = regexp.MustCompile(`FLOOR uptime=([0-9.]+) rss="([0-9]+) kB"`)
 	reReady    = regexp.MustCompile(`keel: ready: .* uptime ([0-9.]+)s`)
+	reProfile  = regexp.MustCompile(`(?s)keel: boot cpu profile begin\r?\n(.*?)keel: boot cpu profile end`)
 	reGRUB     = regexp.MustCompile(`Welcome to GRUB!`)
 	reBooting  = regexp.MustCompile(`keel: booting slot`)
 	reRunInit  = regexp.MustCompile(`\[\s*([0-9.]+)\] Run /init as init process`)
@@ -140,6 +144,56 @@ func (b *bench) bootFigures() error {
 			fmt.Println("  " + l)
 		}
 	}
+	if b.cpuProfile != "" {
+		if err := b.bootProfile(); err != nil {
+			return fmt.Errorf("profiled boot: %w", err)
+		}
+	}
+	return nil
+}
+
+// bootProfile boots an image whose GRUB adds keel.cpuprofile=1 twice (the
+// first boot makes keys and the password hash; the second is any later
+// boot), writes the agent's CPU profile of the later boot, from PID 1's
+// start to ready, to b.cpuProfile, and prints its top functions.
+func (b *bench) bootProfile() error {
+	img := filepath.Join(b.work, "profile.img")
+	if err := b.buildImage(img, diskimage.Options{GrubTimeout: 1, KernelArgs: "keel.cpuprofile=1"}); err != nil {
+		return err
+	}
+	vm, err := qemu.Start(context.Background(), qemu.Config{Image: img, CPUs: b.cpus, WorkDir: filepath.Join(b.work, "profile")})
+	if err != nil {
+		return err
+	}
+	defer vm.Close()
+	if _, err := vm.Expect(reProfile.String(), 3*time.Minute); err != nil {
+		return err
+	}
+	vm.PowerButton()
+	vm.Wait(time.Minute)
+	vm2, err := vm.Restart(context.Background())
+	if err != nil {
+		return err
+	}
+	defer vm2.Close()
+	m, err := vm2.Expect(reProfile.String(), 3*time.Minute)
+	if err != nil {
+		return err
+	}
+	prof, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(m[1]), ""))
+	if err != nil {
+		return fmt.Errorf("the profile on the console: %w", err)
+	}
+	vm2.PowerButton()
+	vm2.Wait(time.Minute)
+	if err := os.WriteFile(b.cpuProfile, prof, 0o644); err != nil {
+		return err
+	}
+	top, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=25", b.cpuProfile).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("go tool pprof: %v: %s", err, top)
+	}
+	fmt.Printf("agent CPU profile of a later boot, PID 1 to ready (%s; go tool pprof %s):\n%s", b.cpuProfile, b.cpuProfile, top)
 	return nil
 }
 
