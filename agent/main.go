@@ -43,7 +43,7 @@ func main() {
 	// hashing allocates 16 MiB at a time).
 	debug.SetMemoryLimit(24 << 20)
 	libinit.SetEnv()
-	libinit.CreateRootfs()
+	pid1.MountRootfs()
 	libinit.NetInit() // loopback: the health check and local tools use it
 	// Ctrl-Alt-Del sends SIGINT to PID 1 instead of an instant reboot.
 	unix.Reboot(unix.LINUX_REBOOT_CMD_CAD_OFF)
