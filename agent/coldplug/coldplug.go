@@ -224,13 +224,13 @@ func (l *Loader) Coldplug(ctx context.Context) ([]string, error) {
 // later ones take the queued add events of a subscription if there is one
 // (walking sysfs again only if events were lost).
 func (l *Loader) next(round int) ([]string, error) {
-	if src := l.subscription(); src != nil && round > 1 && !l.rescan {
-		as, overflow, err := src.pending()
-		if err != nil || !overflow {
-			return as, err
+	if src := l.subscription(); src != nil && round > 1 {
+		if !l.rescan {
+			as, overflow, err := src.pending()
+			if err != nil || !overflow {
+				return as, err
+			}
 		}
-	}
-	if round > 1 {
 		l.log.Warn("uevent overflow, rescanning sysfs")
 	}
 	l.rescan = false
