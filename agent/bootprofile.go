@@ -22,7 +22,7 @@ const (
 // moment of a boot there is nowhere else to take it from. It is nil
 // without the argument.
 func startBootProfile(cmdline string) (stop func(console io.Writer)) {
-	if !strings.Contains(" "+cmdline+" ", " keel.cpuprofile=1 ") {
+	if !strings.Contains(" "+strings.TrimSpace(cmdline)+" ", " keel.cpuprofile=1 ") {
 		return nil
 	}
 	var buf bytes.Buffer

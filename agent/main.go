@@ -55,12 +55,13 @@ func main() {
 	out := io.MultiWriter(con, ring)
 	// keel.log=debug on the kernel command line (GRUB's `e`, or
 	// `image build -kernel-args`) shows every module load and scan.
+	cmdline := " " + readTrim("/proc/cmdline") + " "
 	level := slog.LevelInfo
-	if strings.Contains(" "+readTrim("/proc/cmdline")+" ", " keel.log=debug ") {
+	if strings.Contains(cmdline, " keel.log=debug ") {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level}))
-	stopProfile := startBootProfile(readTrim("/proc/cmdline"))
+	stopProfile := startBootProfile(cmdline)
 	a := newAgent(log, out)
 	a.console, a.logRing = con, ring
 	defer func() {
@@ -76,7 +77,7 @@ func main() {
 		stopProfile(con)
 	}
 	a.startConsole()
-	if strings.Contains(" "+readTrim("/proc/cmdline")+" ", " keel.hwtest=1 ") {
+	if strings.Contains(cmdline, " keel.hwtest=1 ") {
 		go a.bootSelfTest()
 	}
 

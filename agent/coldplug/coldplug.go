@@ -82,7 +82,6 @@ type Loader struct {
 	handled  map[string]bool  // modaliases already matched
 	inserted []string         // modules this Loader inserted, in order
 	sub      eventSource      // Subscribe's, until Watch takes it
-	rescan   bool             // events were lost: the next round walks sysfs
 }
 
 // New reads the module index of the running kernel (or opts.Release).
@@ -162,6 +161,7 @@ func (l *Loader) Coldplug(ctx context.Context) ([]string, error) {
 		failed  int
 		planned []string // modaliases this call marked handled
 		rounds  int
+		rescan  bool // events were lost: the next round walks sysfs
 		err     error
 	)
 	for rounds < l.maxRounds {
@@ -171,7 +171,7 @@ func (l *Loader) Coldplug(ctx context.Context) ([]string, error) {
 		}
 		scanStart := time.Now()
 		var aliases []string
-		aliases, err = l.next(rounds)
+		aliases, err = l.next(rounds, rescan)
 		if err != nil {
 			break
 		}
@@ -182,7 +182,7 @@ func (l *Loader) Coldplug(ctx context.Context) ([]string, error) {
 		if src := l.subscription(); src != nil && l.workers > 1 {
 			more, moreAs, overflow := l.runFollowing(ctx, jobs, src)
 			jobs, planned = append(jobs, more...), append(planned, moreAs...)
-			l.rescan = l.rescan || overflow
+			rescan = overflow
 		} else {
 			l.run(ctx, jobs)
 		}
@@ -222,10 +222,11 @@ func (l *Loader) Coldplug(ctx context.Context) ([]string, error) {
 
 // next returns the modaliases a round matches: the first walks sysfs;
 // later ones take the queued add events of a subscription if there is one
-// (walking sysfs again only if events were lost).
-func (l *Loader) next(round int) ([]string, error) {
+// (walking sysfs again if events were lost, here or, with rescan, while
+// the last round's drivers loaded).
+func (l *Loader) next(round int, rescan bool) ([]string, error) {
 	if src := l.subscription(); src != nil && round > 1 {
-		if !l.rescan {
+		if !rescan {
 			as, overflow, err := src.pending()
 			if err != nil || !overflow {
 				return as, err
@@ -233,7 +234,6 @@ func (l *Loader) next(round int) ([]string, error) {
 		}
 		l.log.Warn("uevent overflow, rescanning sysfs")
 	}
-	l.rescan = false
 	return scanModaliases(filepath.Join(l.root, "sys"))
 }
 

@@ -382,18 +382,26 @@ func TestColdplugFollowsEventsAfterOneWalk(t *testing.T) {
 }
 
 // Lost events (the socket's buffer overflowed) make the next round walk
-// sysfs again instead of missing devices.
+// sysfs again instead of missing devices, whether a round's drivers load
+// one at a time or concurrently (following events as they load).
 func TestColdplugWalksAgainAfterLostEvents(t *testing.T) {
-	fs := newFakeSystem(t)
-	lost := &fakeEvents{overflow: true} // the probes' events never arrive
-	l := fs.loader()
-	l.sub = lost
-	loaded, err := l.Coldplug(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !slices.Contains(loaded, "virtio_net") || !slices.Contains(loaded, "virtio_blk") {
-		t.Errorf("loaded %v: the devices behind the lost events were missed", loaded)
+	for _, workers := range []int{1, 4} {
+		t.Run(fmt.Sprintf("workers=%d", workers), func(t *testing.T) {
+			fs := newFakeSystem(t)
+			lost := &fakeEvents{overflow: true} // the probes' events never arrive
+			l, err := New(Options{Root: fs.root, Release: testRelease, Insert: fs.insert, Workers: workers})
+			if err != nil {
+				t.Fatal(err)
+			}
+			l.sub = lost
+			loaded, err := l.Coldplug(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Contains(loaded, "virtio_net") || !slices.Contains(loaded, "virtio_blk") {
+				t.Errorf("loaded %v: the devices behind the lost events were missed", loaded)
+			}
+		})
 	}
 }
 

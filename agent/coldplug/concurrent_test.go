@@ -280,22 +280,3 @@ func TestRevealedDevicesDoNotWaitForTheSlowestDriver(t *testing.T) {
 		t.Errorf("virtio_blk started %v after e1000 (the slow driver) ended", fs.started["virtio_blk"].Sub(fs.ended["e1000"]))
 	}
 }
-
-// Events lost while drivers load concurrently make the next round walk
-// sysfs, where the revealed devices are found.
-func TestLostEventsWhileFollowingWalkAgain(t *testing.T) {
-	fs := newFakeSystem(t)
-	lost := &fakeEvents{overflow: true} // the probes' events never arrive
-	l, err := New(Options{Root: fs.root, Release: testRelease, Insert: fs.insert, Workers: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.sub = lost
-	loaded, err := l.Coldplug(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !slices.Contains(loaded, "virtio_net") || !slices.Contains(loaded, "virtio_blk") {
-		t.Errorf("loaded %v: the devices behind the lost events were missed", loaded)
-	}
-}
