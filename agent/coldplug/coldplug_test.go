@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -203,7 +204,10 @@ func (fs *fakeSystem) insert(file, params string) error {
 	fs.active--
 	fs.ended[name] = time.Now()
 	fs.inserted = append(fs.inserted, name)
-	for dev, alias := range fs.reveals[name] {
+	// In path order, as the kernel adds them and a walk finds them: a
+	// map's order made the events' order, and the load order, random.
+	for _, dev := range slices.Sorted(maps.Keys(fs.reveals[name])) {
+		alias := fs.reveals[name][dev]
 		if fs.events != nil {
 			fs.events.mu.Lock()
 			fs.events.queue = append(fs.events.queue, alias)
