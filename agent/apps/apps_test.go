@@ -607,6 +607,26 @@ func TestHealthCommandFailure(t *testing.T) {
 	}
 }
 
+// When the window ends during an attempt, the operator still reads what
+// the last attempt that ended on its own said, not only that one hung.
+func TestHealthCommandCutOffByTheWindow(t *testing.T) {
+	b := newBox(t)
+	b.install("a", appspec.Spec{Name: "x", Version: "1.0.0", Command: "/bin/run"},
+		map[string]string{"/bin/run": "#!/bin/sh\nexec sleep 1000\n"})
+	if err := b.m.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// The first attempt fails at once; the next ones outlast the window.
+	b.install("b", appspec.Spec{Name: "x", Version: "1.1.0", Command: "/bin/run",
+		Health: appspec.Health{Command: []string{"/bin/check"}, Interval: appspec.Duration(100 * time.Millisecond), Timeout: appspec.Duration(time.Second)}},
+		map[string]string{"/bin/run": "#!/bin/sh\nexec sleep 1000\n",
+			"/bin/check": "#!/bin/sh\nif [ -e tried ]; then exec sleep 30; fi\n: > tried\necho database not reachable\nexit 3\n"})
+	err := b.m.Switch(context.Background(), "b", "1.1.0")
+	if err == nil || err.Error() != "app 1.1.0 failed its health check (it did not pass within 1s: /bin/check: exit status 3: database not reachable); back on 1.0.0" {
+		t.Errorf("error %v", err)
+	}
+}
+
 func TestEmptySlotsAndDamagedSpec(t *testing.T) {
 	b := newBox(t)
 	os.WriteFile(filepath.Join(b.slot["b"], appspec.File), []byte(`{"name":"x"}`), 0o644)

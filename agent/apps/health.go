@@ -22,16 +22,27 @@ func (m *Manager) waitHealthy(ctx context.Context, r *runner) error {
 	h := r.spec.Health
 	timeout, interval := h.Timeout.D(), h.Interval.D()
 	deadline := time.Now().Add(timeout)
-	var last error
+	var last, ended error
 	for {
 		actx, cancel := context.WithDeadline(ctx, deadline)
-		last = m.checkOnce(actx, r)
+		err := m.checkOnce(actx, r)
+		cutOff := errors.Is(err, errNotInTime) && actx.Err() != nil
 		cancel()
-		if last == nil {
+		if err == nil {
 			return nil
 		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("the install was cancelled: %w", ctx.Err())
+		}
+		// An attempt the window's end cut off says less than one that
+		// failed on its own: a slow box may start the last attempt just
+		// before the end, and the operator wants the check's own words.
+		last = err
+		if !cutOff {
+			ended = err
+		}
+		if ended != nil {
+			last = ended
 		}
 		if time.Now().Add(interval).After(deadline) {
 			break
@@ -51,6 +62,9 @@ func (m *Manager) waitHealthy(ctx context.Context, r *runner) error {
 	}
 	return errors.New(msg)
 }
+
+// errNotInTime is a health command that had to be killed.
+var errNotInTime = errors.New("did not finish in time")
 
 // checkOnce runs one attempt of the health check.
 func (m *Manager) checkOnce(ctx context.Context, r *runner) error {
@@ -119,19 +133,19 @@ func (m *Manager) commandCheck(ctx context.Context, r *runner) error {
 	if err == nil {
 		return nil
 	}
-	what := exitString(err)
+	what := errors.New(exitString(err))
 	// A check that exited on its own says why, even when the deadline
 	// passed while it did; only one that had to be killed ran out of time.
 	var ee *exec.ExitError
 	if exited := errors.As(err, &ee) && ee.Exited(); ctx.Err() != nil && !exited {
-		what = "did not finish in time"
+		what = errNotInTime
 	}
 	first, _, _ := strings.Cut(strings.TrimSpace(out.String()), "\n")
 	if len(first) > 200 {
 		first = first[:200] + "…"
 	}
 	if first != "" {
-		return fmt.Errorf("%s: %s: %s", strings.Join(c, " "), what, first)
+		return fmt.Errorf("%s: %w: %s", strings.Join(c, " "), what, first)
 	}
-	return fmt.Errorf("%s: %s", strings.Join(c, " "), what)
+	return fmt.Errorf("%s: %w", strings.Join(c, " "), what)
 }
