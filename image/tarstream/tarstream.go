@@ -100,6 +100,13 @@ func (f Format) End(src *Source, lastSize int64, where, trailing string) error {
 // the SHA-256 is Want (and AtEnd, when set, returns io.EOF), or the error
 // Mismatch makes of the hash it got. An early end or a failing source is
 // an error where Where(n) says at which byte. Errors are sticky.
+//
+// The hashing runs beside the reading: a copy of each MiB handed out is
+// hashed in a goroutine while the caller receives (decrypts) and writes
+// the next, so a box with two CPUs installs at the pace of the slower of
+// the two rather than of their sum. One chunk is hashed at a time and
+// every hashing goroutine ends by itself, so an abandoned Member leaks
+// nothing.
 type Member struct {
 	TR       *tar.Reader
 	Src      *Source
@@ -111,10 +118,16 @@ type Member struct {
 	Mismatch func(got string) error
 	AtEnd    func() error // after a verified hash, e.g. the end-of-archive check
 
-	h   hash.Hash
-	n   int64
-	err error
+	h       hash.Hash
+	fill    []byte        // handed out, not yet hashed
+	spare   []byte        // the chunk the last hashing goroutine had
+	hashing chan struct{} // closed when that goroutine is done; nil before the first
+	n       int64
+	err     error
 }
+
+// HashChunk is how much a Member hands to its hashing goroutine at a time.
+const HashChunk = 1 << 20
 
 // Read hands out the member's bytes.
 func (m *Member) Read(b []byte) (int, error) {
@@ -123,14 +136,18 @@ func (m *Member) Read(b []byte) (int, error) {
 	}
 	if m.h == nil {
 		m.h = sha256.New()
+		m.fill = make([]byte, 0, min(HashChunk, max(m.Size, 1)))
 	}
 	n, err := m.TR.Read(b)
-	m.h.Write(b[:n])
+	m.hash(b[:n])
 	m.n += int64(n)
 	switch {
 	case m.n == m.Size:
 		// Finish with the last bytes rather than on the next call, so a
 		// caller that stops at the size still sees a mismatch.
+		m.wait()
+		m.h.Write(m.fill)
+		m.fill = m.fill[:0]
 		if got := hex.EncodeToString(m.h.Sum(nil)); got != m.Want {
 			m.err = m.Mismatch(got)
 		} else if m.AtEnd != nil {
@@ -146,6 +163,37 @@ func (m *Member) Read(b []byte) (int, error) {
 		m.err = m.Format.ReadError(m.Src, m.Where(m.n), err)
 	}
 	return n, m.err
+}
+
+// hash copies p into the chunk being filled and hands each full chunk to a
+// goroutine, once the one before it is done with m.h.
+func (m *Member) hash(p []byte) {
+	for len(p) > 0 {
+		k := copy(m.fill[len(m.fill):cap(m.fill)], p)
+		m.fill = m.fill[:len(m.fill)+k]
+		p = p[k:]
+		if len(m.fill) < cap(m.fill) {
+			return
+		}
+		m.wait()
+		chunk, done := m.fill, make(chan struct{})
+		if m.spare == nil {
+			m.spare = make([]byte, 0, cap(chunk))
+		}
+		m.fill, m.spare, m.hashing = m.spare[:0], chunk, done
+		h := m.h
+		go func() {
+			h.Write(chunk)
+			close(done)
+		}()
+	}
+}
+
+// wait returns once no goroutine is hashing.
+func (m *Member) wait() {
+	if m.hashing != nil {
+		<-m.hashing
+	}
 }
 
 // Err is the member's end: io.EOF after a verified end, the failure, or
