@@ -287,7 +287,7 @@ func TestAppSlotFailures(t *testing.T) {
 		want string
 	}{
 		{"write error", brokenDevice{failWrite: true}, "application slot b: input/output error; the application keeps running from application slot a"},
-		{"read-back mismatch", brokenDevice{corrupt: true}, "application slot b reads back with SHA-256"},
+		{"read-back mismatch", brokenDevice{corrupt: true}, "application slot b: MiB 2 reads back differently from what was written: the disk may be failing"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			e := newAppEnv(t)
@@ -298,7 +298,7 @@ func TestAppSlotFailures(t *testing.T) {
 				dev.Device = d
 				return &dev, n, err
 			}
-			j, err := e.in.Start(context.Background(), bytes.NewReader(build(t, appManifest("1.1.0"), payload(2<<20, 7), vendorKey)), Options{})
+			j, err := e.in.Start(context.Background(), bytes.NewReader(build(t, appManifest("1.1.0"), payload(3<<20, 7), vendorKey)), Options{})
 			if !errors.Is(err, ErrSystem) || HTTPStatus(err) != 500 || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("error %v", err)
 			}

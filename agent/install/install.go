@@ -78,10 +78,9 @@ package install
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"log/slog"
 	"os"
@@ -620,8 +619,8 @@ func (in *Installer) write(ctx context.Context, p *kpkg.Package, dev Device, tar
 
 // stream writes the payload into dev (named slot in messages) through one
 // buffer while kpkg hashes it, syncs it, and reads it back from the disk to
-// check its hash again. The write and the read-back each count for
-// Payload.Size bytes of the job's progress, out of total.
+// check each MiB against what was written. The write and the read-back
+// each count for Payload.Size bytes of the job's progress, out of total.
 func stream(ctx context.Context, p *kpkg.Package, dev Device, slot string, j *Job, total int64, log *slog.Logger) error {
 	m := &p.Manifest
 	size := m.Payload.Size
@@ -631,7 +630,8 @@ func stream(ctx context.Context, p *kpkg.Package, dev Device, slot string, j *Jo
 	// progressWriter hides *os.File's ReadFrom, so the copy goes through
 	// buf and is counted as it goes.
 	w := &progressWriter{ctx: ctx, w: io.NewOffsetWriter(dev, 0), job: j, total: total, slot: slot}
-	if err := copyFull(w, p.Payload(), buf); err != nil {
+	sums := newReadBack(size)
+	if err := copyFull(io.MultiWriter(sums, w), p.Payload(), buf); err != nil {
 		return fmt.Errorf("writing %s to %s stopped at byte %d: %w", m.Version, slot, w.n, err)
 	}
 	if err := p.Verified(); err != nil {
@@ -644,18 +644,68 @@ func stream(ctx context.Context, p *kpkg.Package, dev Device, slot string, j *Jo
 	written := time.Since(start)
 
 	j.setMessage(fmt.Sprintf("reading %s back", slot))
-	h := sha256.New()
-	hw := &progressWriter{ctx: ctx, w: h, job: j, total: total, done: size, slot: slot}
-	if _, err := io.CopyBuffer(hw, io.NewSectionReader(dev, 0, size), buf); err != nil {
+	sums.rewind()
+	hw := &progressWriter{ctx: ctx, w: sums, job: j, total: total, done: size, slot: slot}
+	if err := copyFull(hw, io.NewSectionReader(dev, 0, size), buf); err != nil {
 		return fail(ErrSystem, "reading %s back failed at byte %d: %v", slot, hw.n, err)
 	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != m.Payload.SHA256 {
-		return fail(ErrSystem, "%s reads back with SHA-256 %s instead of %s: the disk may be failing", slot, got, m.Payload.SHA256)
+	if err := sums.err(); err != nil {
+		return fail(ErrSystem, "%s: %v: the disk may be failing", slot, err)
 	}
 	// Both phases are CPU-bound under emulation (TLS, SHA-256): the split
 	// says where an install's time went.
 	log.Info("payload written and read back", "slot", slot, "bytes", size,
 		"write_s", written.Seconds(), "read_back_s", (time.Since(start) - written).Seconds())
+	return nil
+}
+
+// readBack checks that a slot reads back as it was written. The payload's
+// SHA-256 was checked on its way in (that is what makes it authentic); what
+// is left to find is a disk that returns other bytes than it was given, and
+// for that a 64-bit hash of each MiB is as good and costs far less than
+// SHA-256 on an emulated CPU (a 200 MiB read-back took 6.7 s with SHA-256).
+//
+// Its Write takes the bytes as copyFull hands them out, a MiB at a time:
+// first the payload on its way to the disk, recording a hash of each MiB,
+// then, after rewind, what the disk reads back, comparing.
+type readBack struct {
+	seed    maphash.Seed
+	sums    []uint64
+	size, n int64
+	reading bool
+	bad     int64 // the first MiB that read back differently, or -1
+}
+
+func newReadBack(size int64) *readBack {
+	return &readBack{seed: maphash.MakeSeed(), sums: make([]uint64, 0, (size+copyBuffer-1)/copyBuffer), size: size, bad: -1}
+}
+
+func (r *readBack) Write(b []byte) (int, error) {
+	if r.n%copyBuffer != 0 || len(b) > copyBuffer {
+		return 0, fmt.Errorf("read-back check: a write of %d bytes at byte %d is not a MiB of its own", len(b), r.n)
+	}
+	sum, i := maphash.Bytes(r.seed, b), r.n/copyBuffer
+	switch {
+	case !r.reading:
+		r.sums = append(r.sums, sum)
+	case r.bad < 0 && (i >= int64(len(r.sums)) || r.sums[i] != sum):
+		r.bad = i
+	}
+	r.n += int64(len(b))
+	return len(b), nil
+}
+
+// rewind starts the comparison with what was written.
+func (r *readBack) rewind() { r.reading, r.n = true, 0 }
+
+// err says whether everything written read back the same.
+func (r *readBack) err() error {
+	switch {
+	case r.bad >= 0:
+		return fmt.Errorf("MiB %d reads back differently from what was written", r.bad)
+	case r.n != r.size:
+		return fmt.Errorf("%d of %d bytes were read back", r.n, r.size)
+	}
 	return nil
 }
 

@@ -356,8 +356,9 @@ func (d *brokenDevice) WriteAt(b []byte, off int64) (int, error) {
 
 func (d *brokenDevice) ReadAt(b []byte, off int64) (int, error) {
 	n, err := d.Device.ReadAt(b, off)
-	if d.corrupt && n > 0 {
-		b[0] ^= 1
+	// One bit in the middle of the third MiB reads back wrong.
+	if at := int64(2<<20 + 12345); d.corrupt && off <= at && at < off+int64(n) {
+		b[at-off] ^= 1
 	}
 	return n, err
 }
@@ -369,7 +370,7 @@ func TestSlotFailures(t *testing.T) {
 		want string
 	}{
 		{"write error", brokenDevice{failWrite: true}, "slot b: input/output error"},
-		{"read-back mismatch", brokenDevice{corrupt: true}, "reads back with SHA-256"},
+		{"read-back mismatch", brokenDevice{corrupt: true}, "slot b: MiB 2 reads back differently from what was written: the disk may be failing"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			e := newEnv(t)
