@@ -53,7 +53,7 @@ func main() {
 	vendorKey := flag.String("vendor-key", envOr("KEEL_VENDOR_KEY", "build/keys/vendor.key"), "vendor signing key the image trusts (install figures)")
 	only := flag.String("only", "", `run only these figures: "boot", "install", "apps", "backup", "reset" or "failover"`)
 	cpuProfile := flag.String("cpuprofile", "", "boot figures: one more image booted twice with keel.cpuprofile=1; the agent's CPU profile of the later boot (PID 1 to ready) is written to this file and its top printed")
-	cpus := flag.Int("cpus", 1, "boot figures: virtual CPUs of every VM booted for them (floors and agent alike)")
+	cpus := flag.Int("cpus", 1, "boot and install figures: virtual CPUs of every VM booted for them (floors and agent alike)")
 	initcallDebug := flag.Bool("initcall-debug", false, "boot figures: one more boot with initcall_debug, listing the slowest initcalls")
 	flag.Parse()
 	if !slices.Contains([]string{"", "boot", "install", "apps", "backup", "reset", "failover"}, *only) {
@@ -74,7 +74,7 @@ type bench struct {
 	vendorKey                   string
 	only                        string // "" (all), "boot", "install", "apps", "backup", "reset" or "failover"
 	initcallDebug               bool
-	cpus                        int    // the boot figures' virtual CPUs, floors and agent alike
+	cpus                        int    // the boot and install figures' virtual CPUs, floors and agent alike
 	cpuProfile                  string // boot figures: write the agent's CPU profile of a boot here
 }
 
