@@ -13,8 +13,8 @@
 //     running slot.
 //  3. The payload streams into the slot through one fixed buffer while it
 //     is hashed; only a payload that ended with the manifest's size and
-//     SHA-256 goes on. The slot is synced and read back, and its hash is
-//     checked again from the disk.
+//     SHA-256 goes on. The slot is synced and read back, each MiB compared
+//     with a hash of what was written.
 //  4. The boot state is written for a trial boot: the slot bootable, not
 //     good, N tries, the new version, the default. LastGood is unchanged,
 //     so a failed trial falls back to the running slot.
