@@ -14,7 +14,7 @@ import (
 // table init refuses anything else and makes the file system read-only),
 // and e2fsck finds the result clean.
 func TestInodeTablesAreWholeBlocks(t *testing.T) {
-	for _, size := range []int64{300 << 20, 1000 << 20, 3903 << 20, 4 << 30} {
+	for _, size := range []int64{8 << 20, 208 << 20, 300 << 20, 1000 << 20, 3903 << 20, 4 << 30} {
 		p := filepath.Join(t.TempDir(), "fs.img")
 		f, err := os.Create(p)
 		if err != nil {
