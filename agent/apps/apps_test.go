@@ -591,7 +591,9 @@ func TestStopKillsTheWholeGroupAfterItsTimeout(t *testing.T) {
 	}
 }
 
-func TestHealthCommandFailure(t *testing.T) {
+// switchWithCheck runs 1.0.0 from slot a, then switches to 1.1.0 in slot b
+// whose health command is the shell script check, within a 1 s window.
+func switchWithCheck(t *testing.T, check string) error {
 	b := newBox(t)
 	b.install("a", appspec.Spec{Name: "x", Version: "1.0.0", Command: "/bin/run"},
 		map[string]string{"/bin/run": "#!/bin/sh\nexec sleep 1000\n"})
@@ -600,8 +602,12 @@ func TestHealthCommandFailure(t *testing.T) {
 	}
 	b.install("b", appspec.Spec{Name: "x", Version: "1.1.0", Command: "/bin/run",
 		Health: appspec.Health{Command: []string{"/bin/check"}, Interval: appspec.Duration(100 * time.Millisecond), Timeout: appspec.Duration(time.Second)}},
-		map[string]string{"/bin/run": "#!/bin/sh\nexec sleep 1000\n", "/bin/check": "#!/bin/sh\necho not ready\nexit 1\n"})
-	err := b.m.Switch(context.Background(), "b", "1.1.0")
+		map[string]string{"/bin/run": "#!/bin/sh\nexec sleep 1000\n", "/bin/check": check})
+	return b.m.Switch(context.Background(), "b", "1.1.0")
+}
+
+func TestHealthCommandFailure(t *testing.T) {
+	err := switchWithCheck(t, "#!/bin/sh\necho not ready\nexit 1\n")
 	if err == nil || err.Error() != "app 1.1.0 failed its health check (it did not pass within 1s: /bin/check: exit status 1: not ready); back on 1.0.0" {
 		t.Errorf("error %v", err)
 	}
@@ -610,18 +616,8 @@ func TestHealthCommandFailure(t *testing.T) {
 // When the window ends during an attempt, the operator still reads what
 // the last attempt that ended on its own said, not only that one hung.
 func TestHealthCommandCutOffByTheWindow(t *testing.T) {
-	b := newBox(t)
-	b.install("a", appspec.Spec{Name: "x", Version: "1.0.0", Command: "/bin/run"},
-		map[string]string{"/bin/run": "#!/bin/sh\nexec sleep 1000\n"})
-	if err := b.m.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
 	// The first attempt fails at once; the next ones outlast the window.
-	b.install("b", appspec.Spec{Name: "x", Version: "1.1.0", Command: "/bin/run",
-		Health: appspec.Health{Command: []string{"/bin/check"}, Interval: appspec.Duration(100 * time.Millisecond), Timeout: appspec.Duration(time.Second)}},
-		map[string]string{"/bin/run": "#!/bin/sh\nexec sleep 1000\n",
-			"/bin/check": "#!/bin/sh\nif [ -e tried ]; then exec sleep 30; fi\n: > tried\necho database not reachable\nexit 3\n"})
-	err := b.m.Switch(context.Background(), "b", "1.1.0")
+	err := switchWithCheck(t, "#!/bin/sh\nif [ -e tried ]; then exec sleep 30; fi\n: > tried\necho database not reachable\nexit 3\n")
 	if err == nil || err.Error() != "app 1.1.0 failed its health check (it did not pass within 1s: /bin/check: exit status 3: database not reachable); back on 1.0.0" {
 		t.Errorf("error %v", err)
 	}
