@@ -652,8 +652,9 @@ func stream(ctx context.Context, p *kpkg.Package, dev Device, slot string, j *Jo
 	if err := sums.err(); err != nil {
 		return fail(ErrSystem, "%s: %v: the disk may be failing", slot, err)
 	}
-	// Both phases are CPU-bound under emulation (TLS, SHA-256): the split
-	// says where an install's time went.
+	// Under emulation the write is CPU-bound (TLS and SHA-256) and the
+	// read-back mostly the disk: the split says where an install's time
+	// went (the bench prints it).
 	log.Info("payload written and read back", "slot", slot, "bytes", size,
 		"write_s", written.Seconds(), "read_back_s", (time.Since(start) - written).Seconds())
 	return nil
