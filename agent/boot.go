@@ -191,7 +191,7 @@ const trialWatchdog = 30 * time.Second
 // armWatchdog arms the hardware watchdog for a trial boot, so a hang before
 // the commit resets the box and GRUB counts the try.
 func (a *agent) armWatchdog() {
-	if slots.ParseCmdline(readTrim("/proc/cmdline")).Mode != slots.ModeTrial {
+	if a.boot0.Mode != slots.ModeTrial {
 		return
 	}
 	wd, err := watchdog.Arm("/dev/watchdog", trialWatchdog)
@@ -207,7 +207,7 @@ func (a *agent) armWatchdog() {
 // from, named by its ESP's GUID (keel.esp), so a second disk with the same
 // GPT names (an installer stick, a disk from another box) is never used.
 func (a *agent) findBootDisk() error {
-	esp := slots.ParseCmdline(readTrim("/proc/cmdline")).ESP
+	esp := a.boot0.ESP
 	if esp == "" {
 		a.log.Warn("GRUB did not name its disk (no keel.esp): partitions are looked up on every disk, and names found twice are refused")
 		return nil
@@ -223,7 +223,6 @@ func (a *agent) findBootDisk() error {
 }
 
 func (a *agent) readBootState() error {
-	a.boot0 = slots.ParseCmdline(readTrim("/proc/cmdline"))
 	a.kernel = kernelRelease()
 	switch {
 	case a.boot0.Operator:

@@ -16,13 +16,13 @@ const (
 )
 
 // startBootProfile profiles the agent's CPU from PID 1's start to ready when
-// the kernel command line has keel.cpuprofile=1 (`go run ./qemu/cmd/bench
-// -only boot -cpuprofile FILE` boots with it). The returned stop prints
+// on, which the kernel command line's keel.cpuprofile=1 turns (`go run
+// ./qemu/cmd/bench -only boot -cpuprofile FILE` boots with it). The returned stop prints
 // the profile on the console as base64 between two marker lines: at that
 // moment of a boot there is nowhere else to take it from. It is nil
 // without the argument.
-func startBootProfile(cmdline string) (stop func(console io.Writer)) {
-	if !strings.Contains(" "+strings.TrimSpace(cmdline)+" ", " keel.cpuprofile=1 ") {
+func startBootProfile(on bool) (stop func(console io.Writer)) {
+	if !on {
 		return nil
 	}
 	var buf bytes.Buffer

@@ -21,6 +21,7 @@ import (
 	"keel.dev/keel/agent/console"
 	"keel.dev/keel/agent/pid1"
 	"keel.dev/keel/agent/sandbox"
+	"keel.dev/keel/agent/slots"
 	"keel.dev/keel/hwtest/cli"
 )
 
@@ -55,15 +56,19 @@ func main() {
 	out := io.MultiWriter(con, ring)
 	// keel.log=debug on the kernel command line (GRUB's `e`, or
 	// `image build -kernel-args`) shows every module load and scan.
-	cmdline := " " + readTrim("/proc/cmdline") + " "
+	cmdline := readTrim("/proc/cmdline")
+	has := func(word string) bool { return strings.Contains(" "+cmdline+" ", " "+word+" ") }
 	level := slog.LevelInfo
-	if strings.Contains(cmdline, " keel.log=debug ") {
+	if has("keel.log=debug") {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level}))
-	stopProfile := startBootProfile(cmdline)
+	stopProfile := startBootProfile(has("keel.cpuprofile=1"))
 	a := newAgent(log, out)
 	a.console, a.logRing = con, ring
+	// What GRUB said of this boot (slot, mode, disk) is read here once;
+	// the boot phases take it from a.boot0.
+	a.boot0 = slots.ParseCmdline(cmdline)
 	defer func() {
 		// Nothing may take PID 1 down: a panic here still ends in a clean
 		// shutdown rather than a kernel panic.
@@ -77,7 +82,7 @@ func main() {
 		stopProfile(con)
 	}
 	a.startConsole()
-	if strings.Contains(cmdline, " keel.hwtest=1 ") {
+	if has("keel.hwtest=1") {
 		go a.bootSelfTest()
 	}
 

@@ -22,6 +22,8 @@ func (m *Manager) waitHealthy(ctx context.Context, r *runner) error {
 	h := r.spec.Health
 	timeout, interval := h.Timeout.D(), h.Interval.D()
 	deadline := time.Now().Add(timeout)
+	// last is the last attempt's error; ended, that of the last attempt
+	// the window's end did not cut off.
 	var last, ended error
 	for {
 		actx, cancel := context.WithDeadline(ctx, deadline)
@@ -34,15 +36,9 @@ func (m *Manager) waitHealthy(ctx context.Context, r *runner) error {
 		if ctx.Err() != nil {
 			return fmt.Errorf("the install was cancelled: %w", ctx.Err())
 		}
-		// An attempt the window's end cut off says less than one that
-		// failed on its own: a slow box may start the last attempt just
-		// before the end, and the operator wants the check's own words.
 		last = err
 		if !cutOff {
 			ended = err
-		}
-		if ended != nil {
-			last = ended
 		}
 		if time.Now().Add(interval).After(deadline) {
 			break
@@ -52,6 +48,12 @@ func (m *Manager) waitHealthy(ctx context.Context, r *runner) error {
 			return fmt.Errorf("the install was cancelled: %w", ctx.Err())
 		case <-time.After(interval):
 		}
+	}
+	// An attempt the window's end cut off says less than one that failed
+	// on its own: a slow box may start the last attempt just before the
+	// end, and the operator wants the check's own words.
+	if ended != nil {
+		last = ended
 	}
 	msg := fmt.Sprintf("it did not pass within %v: %v", timeout, last)
 	if _, _, exit := r.running(); exit != "" {
