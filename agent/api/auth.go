@@ -126,6 +126,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (string, b
 	user, password, present := r.BasicAuth()
 	if !present && s.cfg.Session != nil {
 		if user, msg := s.cfg.Session(r); user != "" {
+			LoggedIn(r)
 			return user, true
 		} else if msg != "" {
 			writeError(w, http.StatusForbidden, msg)
@@ -185,6 +186,7 @@ func (s *Server) CheckLogin(r *http.Request, user, password string) Login {
 	// guesses are queued, also from the same address.
 	key := clientKey(clientAddr(r))
 	if s.cfg.Known != nil && s.cfg.Known(user, password) {
+		LoggedIn(r)
 		return Login{OK: true}
 	}
 	threshold, lockFor := 0, time.Duration(0)
@@ -242,6 +244,7 @@ func (s *Server) CheckLogin(r *http.Request, user, password string) Login {
 		s.locks.succeeded(userKey)
 		s.locks.succeeded(addrKey)
 		s.locks.trust(user, key.String())
+		LoggedIn(r)
 		return Login{OK: true}
 	}
 	at.failed()

@@ -1,18 +1,22 @@
 package api
 
 import (
+	"context"
 	"crypto/tls"
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 )
 
 // connCap bounds the open connections. At the cap, an idle keep-alive
 // connection is closed to make room (a flood of answered guesses must not
-// keep the admin out), the newest first: a connection that has stayed
-// open for long, such as the admin's browser or script, is the last to go.
-// Only when every connection is busy does a new one wait, accepted but not
-// served, as under netutil.LimitListener.
+// keep the admin out), the newest first. A connection on which someone
+// logged in is closed only when every open connection is one: otherwise a
+// flood whose connections are all busy would leave the admin's idle one
+// the only one to close, and the admin would queue behind the flood's TLS
+// handshakes. Only when no connection can be closed does a new one wait,
+// accepted but not served, as under netutil.LimitListener.
 type connCap struct {
 	net.Listener
 	max int
@@ -39,16 +43,30 @@ func (l *connCap) Accept() (net.Conn, error) {
 		if len(l.conns) < l.max {
 			break
 		}
-		var newest *cappedConn
+		var stranger, member *cappedConn // the newest idle of each
+		strangers := 0
 		for c, st := range l.conns {
-			if st == http.StateIdle && (newest == nil || c.seq > newest.seq) {
-				newest = c
+			in := c.loggedIn.Load()
+			if !in {
+				strangers++
+			}
+			if st != http.StateIdle {
+				continue
+			}
+			if in && (member == nil || c.seq > member.seq) {
+				member = c
+			}
+			if !in && (stranger == nil || c.seq > stranger.seq) {
+				stranger = c
 			}
 		}
 		l.mu.Unlock()
-		if newest != nil {
-			newest.Close()
-		} else {
+		switch {
+		case stranger != nil:
+			stranger.Close()
+		case strangers == 0 && member != nil:
+			member.Close()
+		default:
 			<-l.wake
 		}
 	}
@@ -78,6 +96,29 @@ func (l *connCap) track(c net.Conn, st http.ConnState) {
 	}
 }
 
+type connKey struct{}
+
+// connContext is the server's ConnContext hook: it lets a request reach
+// its connection, to mark it with LoggedIn.
+func (l *connCap) connContext(ctx context.Context, c net.Conn) context.Context {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	if cc, ok := c.(*cappedConn); ok {
+		return context.WithValue(ctx, connKey{}, cc)
+	}
+	return ctx
+}
+
+// LoggedIn marks r's connection as one on which someone logged in: at the
+// cap of connections it is the last to be closed. The web interface calls
+// it for a page opened with a live session.
+func LoggedIn(r *http.Request) {
+	if cc, ok := r.Context().Value(connKey{}).(*cappedConn); ok {
+		cc.loggedIn.Store(true)
+	}
+}
+
 func (l *connCap) signal() {
 	select {
 	case l.wake <- struct{}{}:
@@ -96,6 +137,8 @@ type cappedConn struct {
 	l    *connCap
 	seq  uint64 // order of acceptance
 	once sync.Once
+	// loggedIn is set once a request on the connection authenticated.
+	loggedIn atomic.Bool
 }
 
 func (c *cappedConn) Close() error {

@@ -120,3 +120,112 @@ func TestConnCapClosesIdleConnectionsFirst(t *testing.T) {
 		t.Fatal("the waiting connection was not served after the busy ones finished")
 	}
 }
+
+// A connection on which someone logged in is not closed to make room
+// while a stranger's connection could be: during a flood whose
+// connections are all busy, the admin's idle one stays, and the newcomer
+// waits for a stranger's. When every connection is a logged-in one, the
+// newest idle one makes room.
+func TestConnCapKeepsLoggedInConnections(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	capped := newConnCap(ln, 2)
+	release := make(chan struct{})
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch r.URL.Path {
+			case "/login":
+				LoggedIn(r)
+			case "/slow":
+				<-release
+			}
+			io.WriteString(w, "ok")
+		}),
+		ConnState:   capped.track,
+		ConnContext: capped.connContext,
+	}
+	go srv.Serve(capped)
+	defer srv.Close()
+	url := "http://" + ln.Addr().String()
+	get := func(c *http.Client, path string) (reused bool, err error) {
+		trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }}
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodGet, url+path, nil)
+		resp, err := c.Do(req)
+		if err != nil {
+			return reused, err
+		}
+		io.Copy(io.Discard, resp.Body)
+		return reused, resp.Body.Close()
+	}
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for i := 0; !ok(); i++ {
+			if i == 1000 {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	idle := func() int {
+		capped.mu.Lock()
+		defer capped.mu.Unlock()
+		n := 0
+		for _, st := range capped.conns {
+			if st == http.StateIdle {
+				n++
+			}
+		}
+		return n
+	}
+
+	admin := &http.Client{Transport: &http.Transport{}}
+	if _, err := get(admin, "/login"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("the admin's connection to be idle", func() bool { return idle() == 1 })
+	busy := make(chan error, 1)
+	go func() { _, err := get(&http.Client{Transport: &http.Transport{}}, "/slow"); busy <- err }()
+	waitFor("the stranger's connection", func() bool { return capped.open() == 2 })
+
+	done := make(chan error, 1)
+	newcomer := &http.Client{Transport: &http.Transport{}}
+	go func() { _, err := get(newcomer, "/"); done <- err }()
+	select {
+	case err := <-done:
+		t.Fatalf("a newcomer was served at the cap beside a busy stranger and the admin (%v): the admin's connection was closed", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if reused, err := get(admin, "/"); err != nil || !reused {
+		t.Fatalf("the admin's next request: reused %v, error %v; want its logged-in connection kept", reused, err)
+	}
+	close(release)
+	if err := <-busy; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the newcomer was not served once the stranger's connection went idle")
+	}
+	if reused, err := get(admin, "/"); err != nil || !reused {
+		t.Fatalf("the admin after the newcomer: reused %v, error %v; want the stranger's connection closed, not the admin's", reused, err)
+	}
+
+	// Both open connections logged in and idle: the newest makes room.
+	if _, err := get(newcomer, "/login"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("two idle connections", func() bool { return capped.open() == 2 && idle() == 2 })
+	fresh := &http.Client{Transport: &http.Transport{}, Timeout: 2 * time.Second}
+	if _, err := get(fresh, "/"); err != nil {
+		t.Fatalf("a new client when every connection is a logged-in idle one: %v", err)
+	}
+	if reused, err := get(admin, "/"); err != nil || !reused {
+		t.Fatalf("the oldest logged-in connection: reused %v, error %v; want the newest closed instead", reused, err)
+	}
+}

@@ -177,6 +177,7 @@ func (s *Server) Serve(ln net.Listener, cert tls.Certificate) error {
 	// costing the agent a goroutine, a TLS handshake and buffers each.
 	capped := newConnCap(ln, maxConns)
 	s.srv.ConnState = capped.track
+	s.srv.ConnContext = capped.connContext
 	return s.srv.ServeTLS(capped, "", "")
 }
 

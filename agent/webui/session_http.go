@@ -2,6 +2,8 @@ package webui
 
 import (
 	"net/http"
+
+	"keel.dev/keel/agent/api"
 )
 
 // A page's handler gets the request's session.
@@ -35,6 +37,7 @@ func (u *UI) session(h sessionHandler, flags int) http.Handler {
 			http.Redirect(w, r, Prefix+"/login", http.StatusSeeOther)
 			return
 		}
+		api.LoggedIn(r)
 		if r.Method == http.MethodPost && flags&streamedForm == 0 {
 			// Forms are small; a PKCS#12 file is the largest.
 			r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
