@@ -412,14 +412,14 @@ func (a *agent) loadUsers() error {
 	if s.Exists() {
 		return s.SyncMirror()
 	}
-	var pre struct {
-		AdminPassword string `json:"admin_password"`
+	var pre struct { // diskimage.Preseed
+		AdminPasswordHash string `json:"admin_password_hash"`
 	}
 	if b, err := os.ReadFile(preseedPath); err == nil {
 		json.Unmarshal(b, &pre)
 	}
-	if pre.AdminPassword != "" {
-		if err := s.Initialize(pre.AdminPassword, false); err != nil {
+	if pre.AdminPasswordHash != "" {
+		if err := s.InitializeHashed(pre.AdminPasswordHash, false); err != nil {
 			return err
 		}
 		a.say("admin password set from the image's preseed")
@@ -428,7 +428,7 @@ func (a *agent) loadUsers() error {
 		if err != nil {
 			return err
 		}
-		if err := s.Initialize(pw, true); err != nil {
+		if err := s.InitializeGenerated(pw); err != nil {
 			return err
 		}
 		a.say("initial admin password: %s (shown once; you must change it at first login)", pw)

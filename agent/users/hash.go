@@ -22,6 +22,12 @@ type params struct {
 
 var defaultParams = params{memory: 16 * 1024, time: 1, threads: 1}
 
+// generatedParams hash a password the appliance generated: 80 random bits
+// cannot be guessed offline however fast one guess is, so stretching them
+// would only cost the first boot 0.7 s of an emulated CPU for nothing. A
+// password a person chose always gets defaultParams.
+var generatedParams = params{memory: 8, time: 1, threads: 1}
+
 // Limits on what a stored hash may ask for, so a damaged or hostile users
 // file cannot make every login allocate gigabytes or spin for minutes.
 const (
@@ -48,13 +54,24 @@ type hash struct {
 
 var b64 = base64.RawStdEncoding
 
-func newHash(f kdf, password string) (string, error) {
+func newHash(f kdf, password string, p params) (string, error) {
 	salt := make([]byte, saltLen)
 	if _, err := rand.Read(salt); err != nil {
 		return "", fmt.Errorf("password salt: %w", err)
 	}
-	h := hash{p: defaultParams, salt: salt, key: f([]byte(password), salt, defaultParams, keyLen)}
+	h := hash{p: p, salt: salt, key: f([]byte(password), salt, p, keyLen)}
 	return h.String(), nil
+}
+
+// HashPassword hashes a password as the appliance stores it, for an image
+// builder that preseeds the first admin password (Store.InitializeHashed)
+// without leaving the password itself in the image. It checks the
+// password against the rules every password meets.
+func HashPassword(password string) (string, error) {
+	if err := ValidatePassword(password); err != nil {
+		return "", err
+	}
+	return newHash(argon2id, password, defaultParams)
 }
 
 func (h hash) String() string {

@@ -287,7 +287,7 @@ func TestGeneratePassword(t *testing.T) {
 }
 
 func TestHashRoundTrip(t *testing.T) {
-	hs, err := newHash(argon2id, "round-trip")
+	hs, err := newHash(argon2id, "round-trip", defaultParams)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,5 +310,60 @@ func TestHashRoundTrip(t *testing.T) {
 		if _, err := parseHash(bad); err == nil {
 			t.Errorf("parseHash(%q) accepted", bad)
 		}
+	}
+}
+
+// A generated password is stored without stretching (80 random bits need
+// none) and must be changed; the password the admin then chooses is
+// stretched.
+func TestGeneratedPasswordIsHashedCheaply(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "users.json")
+	s := openT(t, path, "")
+	pw, err := GeneratePassword()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.InitializeGenerated(pw); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.InitializeGenerated(pw); !errors.Is(err, ErrExists) {
+		t.Fatalf("second InitializeGenerated: %v, want ErrExists", err)
+	}
+	data, _ := os.ReadFile(path)
+	if !bytes.Contains(data, []byte(`$argon2id$v=19$m=8,t=1,p=1$`)) {
+		t.Errorf("generated password's hash not with the minimal cost:\n%s", data)
+	}
+	if !s.MustChange(Admin) || !s.Verify(Admin, pw) || s.Verify(Admin, pw+"x") {
+		t.Fatalf("generated password: must change %v, verifies %v", s.MustChange(Admin), s.Verify(Admin, pw))
+	}
+	if err := s.SetPassword(Admin, pw, "chosen-by-the-admin"); err != nil {
+		t.Fatal(err)
+	}
+	data, _ = os.ReadFile(path)
+	if !bytes.Contains(data, []byte(`$argon2id$v=19$m=16384,t=1,p=1$`)) {
+		t.Errorf("the chosen password's hash not with the full cost:\n%s", data)
+	}
+}
+
+// An image preseeds the hash HashPassword made on the build host: the box
+// verifies the password without having seen it, and refuses a damaged
+// hash and a password HashPassword would not take.
+func TestPreseededHash(t *testing.T) {
+	if _, err := HashPassword(""); err == nil {
+		t.Error("HashPassword took an empty password")
+	}
+	h, err := HashPassword("preseeded-pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := openT(t, filepath.Join(t.TempDir(), "users.json"), "")
+	if err := s.InitializeHashed("$argon2id$v=19$m=16384,t=1,p=1$broken", false); err == nil || s.Exists() {
+		t.Fatalf("a damaged hash was taken (%v)", err)
+	}
+	if err := s.InitializeHashed(h, false); err != nil {
+		t.Fatal(err)
+	}
+	if s.MustChange(Admin) || !s.Verify(Admin, "preseeded-pw") || s.Verify(Admin, "preseeded-px") {
+		t.Fatal("the preseeded password does not verify as set")
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/diskfs/go-diskfs/filesystem"
 	"github.com/diskfs/go-diskfs/partition/gpt"
 
+	"keel.dev/keel/agent/users"
 	"keel.dev/keel/image/bootstate"
 	"keel.dev/keel/image/dataformat"
 	"keel.dev/keel/image/grub"
@@ -57,9 +58,13 @@ const DefaultSize = 2 << 30
 // boot settings for the agent, which deletes the file after using it.
 const PreseedFile = "keel/preseed.json"
 
-// Preseed is the content of PreseedFile.
+// Preseed is the content of PreseedFile. The agent reads it with a copy of
+// this type (importing this package would put go-diskfs in the agent).
 type Preseed struct {
-	AdminPassword string `json:"admin_password,omitempty"`
+	// AdminPasswordHash is the first admin password as the box stores it
+	// (users.HashPassword): hashed here, natively, rather than at first
+	// boot on a possibly emulated CPU, and never in the image in clear.
+	AdminPasswordHash string `json:"admin_password_hash,omitempty"`
 }
 
 // Build writes the image.
@@ -214,7 +219,11 @@ func writeData(d *disk.Disk, exts []layout.Extent, o Options) error {
 		return fmt.Errorf("image: data file system: %w", err)
 	}
 	if o.AdminPassword != "" {
-		b, err := json.Marshal(Preseed{AdminPassword: o.AdminPassword})
+		hash, err := users.HashPassword(o.AdminPassword)
+		if err != nil {
+			return fmt.Errorf("image: the admin password: %w", err)
+		}
+		b, err := json.Marshal(Preseed{AdminPasswordHash: hash})
 		if err != nil {
 			return err
 		}
