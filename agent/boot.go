@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -138,7 +139,11 @@ func (a *agent) boot() {
 	if a.id != nil {
 		a.say("certificate SHA-256 fingerprint %s (curl --pinnedpubkey sha256//%s)", a.id.Fingerprint(), a.id.PublicKeyPin())
 	}
-	a.say("ready: version %s, slot %s, serial %s, uptime %.2fs", a.version(), a.boot0.Slot, a.serial, uptime())
+	up, idle := uptimeIdle()
+	// Whether the boot waited for something or had work for every CPU
+	// all along: the bench's timeline shows it.
+	a.log.Info("boot done", "uptime", fmt.Sprintf("%.2fs", up), "cpu_idle", fmt.Sprintf("%.2fs", idle), "cpus", runtime.NumCPU())
+	a.say("ready: version %s, slot %s, serial %s, uptime %.2fs", a.version(), a.boot0.Slot, a.serial, up)
 }
 
 func (a *agent) loadDrivers() error {
@@ -851,15 +856,22 @@ func kernelRelease() string {
 }
 
 func uptime() float64 {
+	up, _ := uptimeIdle()
+	return up
+}
+
+// uptimeIdle reads /proc/uptime: the seconds since boot, in hundredths
+// (the agent's ready line wants them), and the seconds the CPUs were idle,
+// summed over them.
+func uptimeIdle() (up, idle float64) {
+	if f := strings.Fields(readTrim("/proc/uptime")); len(f) == 2 {
+		fmt.Sscanf(f[0], "%g", &up)
+		fmt.Sscanf(f[1], "%g", &idle)
+		return up, idle
+	}
 	var si unix.Sysinfo_t
 	if unix.Sysinfo(&si) != nil {
-		return 0
+		return 0, 0
 	}
-	// /proc/uptime has hundredths; the agent's ready line wants them.
-	if f := strings.Fields(readTrim("/proc/uptime")); len(f) > 0 {
-		var u float64
-		fmt.Sscanf(f[0], "%g", &u)
-		return u
-	}
-	return float64(si.Uptime)
+	return float64(si.Uptime), 0
 }

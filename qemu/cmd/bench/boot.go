@@ -43,6 +43,7 @@ const floorCmdline = "keel.slot=a keel.mode=good keel.tries=0 keel.bootenv=prima
 var (
 	reFloor    = regexp.MustCompile(`FLOOR uptime=([0-9.]+) rss="([0-9]+) kB"`)
 	reReady    = regexp.MustCompile(`keel: ready: .* uptime ([0-9.]+)s`)
+	reBootDone = regexp.MustCompile(`msg="boot done" uptime=[0-9.]+s cpu_idle=([0-9.]+)s cpus=([0-9]+)`)
 	reProfile  = regexp.MustCompile(`(?s)keel: boot cpu profile begin\r?\n(.*?)keel: boot cpu profile end`)
 	reGRUB     = regexp.MustCompile(`Welcome to GRUB!`)
 	reBooting  = regexp.MustCompile(`keel: booting slot`)
@@ -357,7 +358,11 @@ func timeline(vm *qemu.VM, hz time.Time) []string {
 		}
 	}
 	if readyAt, m, ok := at(reReady); ok {
-		add(kernel0, readyAt, "kernel start to agent ready (uptime "+m[1]+" s)")
+		what := "kernel start to agent ready (uptime " + m[1] + " s)"
+		if d := reBootDone.FindStringSubmatch(vm.Output()); d != nil {
+			what += fmt.Sprintf("; the CPUs idle %s s of it (%s CPUs)", d[1], d[2])
+		}
+		add(kernel0, readyAt, what)
 	}
 	add(0, hz.Sub(t0).Seconds(), "QEMU start to the first /healthz answer")
 	return out
