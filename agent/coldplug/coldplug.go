@@ -340,6 +340,7 @@ func (l *Loader) Load(ctx context.Context, name string) error {
 		return fmt.Errorf("load %s: %w", name, ErrUnknown)
 	}
 	p := l.newPlan()
+	p.named = true
 	want := p.modules(mods, nil)
 	l.mu.Unlock()
 

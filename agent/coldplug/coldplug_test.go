@@ -288,6 +288,13 @@ func TestLoadByNameWithSoftdeps(t *testing.T) {
 	if !reflect.DeepEqual(fs.inserted, want) {
 		t.Errorf("inserted %v, want %v", fs.inserted, want)
 	}
+	// Loaded for no device, they ask for async_probe only so that their
+	// insert does not wait for other drivers' background probes.
+	for _, m := range want {
+		if fs.params[m] != "async_probe" {
+			t.Errorf("%s inserted with %q, want async_probe", m, fs.params[m])
+		}
+	}
 	for _, name := range []string{"fs-ext4", "ext4", "8250", "nls-iso8859-1", "nls_iso8859_1"} {
 		if err := l.Load(ctx, name); err != nil {
 			t.Errorf("Load(%q): %v", name, err)
