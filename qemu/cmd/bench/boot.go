@@ -181,7 +181,7 @@ func (b *bench) bootProfile() error {
 	if err != nil {
 		return err
 	}
-	prof, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(m[1]), ""))
+	prof, err := base64.StdEncoding.DecodeString(profileText(m[1]))
 	if err != nil {
 		return fmt.Errorf("the profile on the console: %w", err)
 	}
@@ -196,6 +196,23 @@ func (b *bench) bootProfile() error {
 	}
 	fmt.Printf("agent CPU profile of a later boot, PID 1 to ready (%s; go tool pprof %s):\n%s", b.cpuProfile, b.cpuProfile, top)
 	return nil
+}
+
+// reKernelLine is a kernel message on the serial console: the kernel
+// writes it at any moment, also in the middle of a line of the agent's.
+var reKernelLine = regexp.MustCompile(`\[ *[0-9]+\.[0-9]+\] [^\r\n]*\r?\n`)
+
+// profileText takes the base64 of the agent's profile out of the console
+// between its markers: the kernel's messages and the agent's log lines
+// that came meanwhile are not part of it.
+func profileText(console string) string {
+	var b strings.Builder
+	for _, line := range strings.Split(reKernelLine.ReplaceAllString(console, ""), "\n") {
+		if line = strings.TrimSpace(line); !strings.Contains(line, " ") {
+			b.WriteString(line)
+		}
+	}
+	return b.String()
 }
 
 // kernelFloor boots the kernel directly, through OVMF with the image
