@@ -139,10 +139,12 @@ func (a *agent) boot() {
 	if a.id != nil {
 		a.say("certificate SHA-256 fingerprint %s (curl --pinnedpubkey sha256//%s)", a.id.Fingerprint(), a.id.PublicKeyPin())
 	}
-	up, idle := uptimeIdle()
-	// Whether the boot waited for something or had work for every CPU
-	// all along: the bench's timeline shows it.
-	a.log.Info("boot done", "uptime", fmt.Sprintf("%.2fs", up), "cpu_idle", fmt.Sprintf("%.2fs", idle), "cpus", runtime.NumCPU())
+	up := uptime()
+	idle, iowait := cpuWaited()
+	// Whether the boot waited for something (the disk, among others) or
+	// had work for every CPU all along: the bench's timeline shows it.
+	a.log.Info("boot done", "uptime", fmt.Sprintf("%.2fs", up), "cpu_idle", fmt.Sprintf("%.2fs", idle),
+		"cpu_iowait", fmt.Sprintf("%.2fs", iowait), "cpus", runtime.NumCPU())
 	a.say("ready: version %s, slot %s, serial %s, uptime %.2fs", a.version(), a.boot0.Slot, a.serial, up)
 }
 
@@ -856,22 +858,29 @@ func kernelRelease() string {
 }
 
 func uptime() float64 {
-	up, _ := uptimeIdle()
-	return up
-}
-
-// uptimeIdle reads /proc/uptime: the seconds since boot, in hundredths
-// (the agent's ready line wants them), and the seconds the CPUs were idle,
-// summed over them.
-func uptimeIdle() (up, idle float64) {
-	if f := strings.Fields(readTrim("/proc/uptime")); len(f) == 2 {
-		fmt.Sscanf(f[0], "%g", &up)
-		fmt.Sscanf(f[1], "%g", &idle)
-		return up, idle
+	// /proc/uptime has hundredths; the agent's ready line wants them.
+	if f := strings.Fields(readTrim("/proc/uptime")); len(f) > 0 {
+		var u float64
+		fmt.Sscanf(f[0], "%g", &u)
+		return u
 	}
 	var si unix.Sysinfo_t
 	if unix.Sysinfo(&si) != nil {
+		return 0
+	}
+	return float64(si.Uptime)
+}
+
+// cpuWaited reads from /proc/stat how long the CPUs were idle and how long
+// of that they waited for I/O since boot, in seconds summed over them.
+func cpuWaited() (idle, iowait float64) {
+	// "cpu  user nice system idle iowait ...", in USER_HZ, 100 on Linux.
+	f := strings.Fields(strings.SplitN(readTrim("/proc/stat"), "\n", 2)[0])
+	if len(f) < 6 || f[0] != "cpu" {
 		return 0, 0
 	}
-	return float64(si.Uptime), 0
+	var i, w float64
+	fmt.Sscanf(f[4], "%g", &i)
+	fmt.Sscanf(f[5], "%g", &w)
+	return (i + w) / 100, w / 100
 }

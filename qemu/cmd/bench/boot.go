@@ -43,7 +43,7 @@ const floorCmdline = "keel.slot=a keel.mode=good keel.tries=0 keel.bootenv=prima
 var (
 	reFloor    = regexp.MustCompile(`FLOOR uptime=([0-9.]+) rss="([0-9]+) kB"`)
 	reReady    = regexp.MustCompile(`keel: ready: .* uptime ([0-9.]+)s`)
-	reBootDone = regexp.MustCompile(`msg="boot done" uptime=[0-9.]+s cpu_idle=([0-9.]+)s cpus=([0-9]+)`)
+	reBootDone = regexp.MustCompile(`msg="boot done" uptime=[0-9.]+s cpu_idle=([0-9.]+)s cpu_iowait=([0-9.]+)s cpus=([0-9]+)`)
 	reProfile  = regexp.MustCompile(`(?s)keel: boot cpu profile begin\r?\n(.*?)keel: boot cpu profile end`)
 	reGRUB     = regexp.MustCompile(`Welcome to GRUB!`)
 	reBooting  = regexp.MustCompile(`keel: booting slot`)
@@ -377,7 +377,7 @@ func timeline(vm *qemu.VM, hz time.Time) []string {
 	if readyAt, m, ok := at(reReady); ok {
 		what := "kernel start to agent ready (uptime " + m[1] + " s)"
 		if d := reBootDone.FindStringSubmatch(vm.Output()); d != nil {
-			what += fmt.Sprintf("; the CPUs idle %s s of it (%s CPUs)", d[1], d[2])
+			what += fmt.Sprintf("; the CPUs idle %s s of it, %s s of that waiting for I/O (%s CPUs)", d[1], d[2], d[3])
 		}
 		add(kernel0, readyAt, what)
 	}
