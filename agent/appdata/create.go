@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/diskfs/go-diskfs/backend/file"
 
@@ -23,6 +24,7 @@ const VolumeLabel = "keel-app"
 // move to .old, the image becomes the volume, and .old is removed; settle
 // finishes what a power cut interrupted.
 func (v *Volumes) create(name string, size int64) error {
+	start := time.Now()
 	dir := filepath.Join(v.Root, name)
 	tmp := v.building(name)
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -67,7 +69,7 @@ func (v *Volumes) create(name string, size int64) error {
 			return err
 		}
 	}
-	v.log().Info("application data volume made", "app", name, "size_mib", size>>20, "moved_in", !empty)
+	v.log().Info("application data volume made", "app", name, "size_mib", size>>20, "moved_in", !empty, "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
@@ -149,7 +151,8 @@ func format(path string, size int64) error {
 	}
 	defer b.Close()
 	// No blocks reserved for root: the application is the volume's user.
-	if _, err := dataformat.CreateLabeled(b, 0, size, VolumeLabel); err != nil {
+	// The file was just made, empty: OnZeros skips writing zeros to it.
+	if _, err := dataformat.CreateLabeled(dataformat.OnZeros(b), 0, size, VolumeLabel); err != nil {
 		return fmt.Errorf("format: %w", err)
 	}
 	return nil
