@@ -13,24 +13,7 @@ import (
 // At the cap, idle keep-alive connections make room for a new client;
 // busy ones are not cut, and the newcomer waits for one of them.
 func TestConnCapClosesIdleConnectionsFirst(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	capped := newConnCap(ln, 2)
-	release := make(chan struct{})
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path == "/slow" {
-				<-release
-			}
-			io.WriteString(w, "ok")
-		}),
-		ConnState: capped.track,
-	}
-	go srv.Serve(capped)
-	defer srv.Close()
-	url := "http://" + ln.Addr().String()
+	capped, url, release := serveCapped(t, 2)
 	get := func(c *http.Client, path string) error {
 		resp, err := c.Get(url + path)
 		if err != nil {
@@ -49,17 +32,7 @@ func TestConnCapClosesIdleConnectionsFirst(t *testing.T) {
 	// Both must be open and marked idle by the server (its ConnState
 	// hook runs after the client has its answer): otherwise the older one
 	// may be the only idle one when the newcomer arrives.
-	idle := func() int {
-		capped.mu.Lock()
-		defer capped.mu.Unlock()
-		n := 0
-		for _, st := range capped.conns {
-			if st == http.StateIdle {
-				n++
-			}
-		}
-		return n
-	}
+	idle := capped.idleCount
 	for i := 0; capped.open() != 2 || idle() != 2; i++ {
 		if i == 500 {
 			t.Fatalf("%d connections open, %d idle, want 2 and 2", capped.open(), idle())
@@ -111,14 +84,7 @@ func TestConnCapClosesIdleConnectionsFirst(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the waiting connection was not served after the busy ones finished")
-	}
+	waitServed(t, done, "the waiting connection was not served after the busy ones finished")
 }
 
 // A connection on which someone logged in is not closed to make room
@@ -127,28 +93,7 @@ func TestConnCapClosesIdleConnectionsFirst(t *testing.T) {
 // waits for a stranger's. When every connection is a logged-in one, the
 // newest idle one makes room.
 func TestConnCapKeepsLoggedInConnections(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	capped := newConnCap(ln, 2)
-	release := make(chan struct{})
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			switch r.URL.Path {
-			case "/login":
-				LoggedIn(r)
-			case "/slow":
-				<-release
-			}
-			io.WriteString(w, "ok")
-		}),
-		ConnState:   capped.track,
-		ConnContext: capped.connContext,
-	}
-	go srv.Serve(capped)
-	defer srv.Close()
-	url := "http://" + ln.Addr().String()
+	capped, url, release := serveCapped(t, 2)
 	get := func(c *http.Client, path string) (reused bool, err error) {
 		trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }}
 		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodGet, url+path, nil)
@@ -168,17 +113,7 @@ func TestConnCapKeepsLoggedInConnections(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	}
-	idle := func() int {
-		capped.mu.Lock()
-		defer capped.mu.Unlock()
-		n := 0
-		for _, st := range capped.conns {
-			if st == http.StateIdle {
-				n++
-			}
-		}
-		return n
-	}
+	idle := capped.idleCount
 
 	admin := &http.Client{Transport: &http.Transport{}}
 	if _, err := get(admin, "/login"); err != nil {
@@ -204,14 +139,7 @@ func TestConnCapKeepsLoggedInConnections(t *testing.T) {
 	if err := <-busy; err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the newcomer was not served once the stranger's connection went idle")
-	}
+	waitServed(t, done, "the newcomer was not served once the stranger's connection went idle")
 	if reused, err := get(admin, "/"); err != nil || !reused {
 		t.Fatalf("the admin after the newcomer: reused %v, error %v; want the stranger's connection closed, not the admin's", reused, err)
 	}
@@ -228,4 +156,59 @@ func TestConnCapKeepsLoggedInConnections(t *testing.T) {
 	if reused, err := get(admin, "/"); err != nil || !reused {
 		t.Fatalf("the oldest logged-in connection: reused %v, error %v; want the newest closed instead", reused, err)
 	}
+}
+
+// idleCount is how many connections the server marked idle.
+func (l *connCap) idleCount() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, st := range l.conns {
+		if st == http.StateIdle {
+			n++
+		}
+	}
+	return n
+}
+
+// waitServed waits for a request's outcome on done, failing with late if
+// it takes over 5 s.
+func waitServed(t *testing.T, done <-chan error, late string) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal(late)
+	}
+}
+
+// serveCapped serves HTTP on loopback through a connCap of max
+// connections, as the API does: /login marks its connection logged in,
+// /slow answers once release is closed.
+func serveCapped(t *testing.T, max int) (capped *connCap, url string, release chan struct{}) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	capped = newConnCap(ln, max)
+	release = make(chan struct{})
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			switch r.URL.Path {
+			case "/login":
+				LoggedIn(r)
+			case "/slow":
+				<-release
+			}
+			io.WriteString(w, "ok")
+		}),
+		ConnState:   capped.track,
+		ConnContext: capped.connContext,
+	}
+	go srv.Serve(capped)
+	t.Cleanup(func() { srv.Close() })
+	return capped, "http://" + ln.Addr().String(), release
 }
