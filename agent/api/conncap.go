@@ -11,15 +11,20 @@ import (
 
 // connCap bounds the open connections. At the cap, an idle keep-alive
 // connection is closed to make room (a flood of answered guesses must not
-// keep the admin out), the newest first. A connection on which someone
-// logged in is closed only when every open connection is one: otherwise a
-// flood whose connections are all busy would leave the admin's idle one
-// the only one to close, and the admin would queue behind the flood's TLS
-// handshakes. Only when no connection can be closed does a new one wait,
-// accepted but not served, as under netutil.LimitListener.
+// keep the admin out), the newest first. The idle connections on which
+// someone logged in are closed last: only when no other is open, or when
+// there are more of them than one operator's browsers and scripts hold
+// (keep). Otherwise a flood whose connections are all busy would leave the
+// admin's idle one the only one to close, and the admin would queue behind
+// the flood's TLS handshakes; and without the bound, a client that leaves
+// a logged-in connection behind at every request would, at the cap, make
+// every newcomer wait for a stranger's connection, up to a stalled
+// handshake's 30 s. Only when no connection can be closed does a new one
+// wait, accepted but not served, as under netutil.LimitListener.
 type connCap struct {
 	net.Listener
-	max int
+	max  int
+	keep int // idle logged-in connections kept while strangers' are busy
 
 	mu    sync.Mutex
 	seq   uint64
@@ -27,8 +32,8 @@ type connCap struct {
 	wake  chan struct{} // a token when a connection closes or goes idle
 }
 
-func newConnCap(ln net.Listener, max int) *connCap {
-	return &connCap{Listener: ln, max: max, conns: map[*cappedConn]http.ConnState{}, wake: make(chan struct{}, 1)}
+func newConnCap(ln net.Listener, limit int) *connCap {
+	return &connCap{Listener: ln, max: limit, keep: max(1, limit/8), conns: map[*cappedConn]http.ConnState{}, wake: make(chan struct{}, 1)}
 }
 
 func (l *connCap) Accept() (net.Conn, error) {
@@ -44,7 +49,7 @@ func (l *connCap) Accept() (net.Conn, error) {
 			break
 		}
 		var stranger, member *cappedConn // the newest idle of each
-		strangers := 0
+		strangers, idleMembers := 0, 0
 		for c, st := range l.conns {
 			in := c.loggedIn.Load()
 			if !in {
@@ -53,10 +58,12 @@ func (l *connCap) Accept() (net.Conn, error) {
 			if st != http.StateIdle {
 				continue
 			}
-			if in && (member == nil || c.seq > member.seq) {
-				member = c
-			}
-			if !in && (stranger == nil || c.seq > stranger.seq) {
+			if in {
+				idleMembers++
+				if member == nil || c.seq > member.seq {
+					member = c
+				}
+			} else if stranger == nil || c.seq > stranger.seq {
 				stranger = c
 			}
 		}
@@ -64,7 +71,7 @@ func (l *connCap) Accept() (net.Conn, error) {
 		switch {
 		case stranger != nil:
 			stranger.Close()
-		case strangers == 0 && member != nil:
+		case member != nil && (strangers == 0 || idleMembers > l.keep):
 			member.Close()
 		default:
 			<-l.wake

@@ -94,16 +94,7 @@ func TestConnCapClosesIdleConnectionsFirst(t *testing.T) {
 // newest idle one makes room.
 func TestConnCapKeepsLoggedInConnections(t *testing.T) {
 	capped, url, release := serveCapped(t, 2)
-	get := func(c *http.Client, path string) (reused bool, err error) {
-		trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }}
-		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodGet, url+path, nil)
-		resp, err := c.Do(req)
-		if err != nil {
-			return reused, err
-		}
-		io.Copy(io.Discard, resp.Body)
-		return reused, resp.Body.Close()
-	}
+	get := func(c *http.Client, path string) (bool, error) { return getReused(c, url+path) }
 	waitFor := func(what string, ok func() bool) {
 		t.Helper()
 		for i := 0; !ok(); i++ {
@@ -211,4 +202,45 @@ func serveCapped(t *testing.T, max int) (capped *connCap, url string, release ch
 	go srv.Serve(capped)
 	t.Cleanup(func() { srv.Close() })
 	return capped, "http://" + ln.Addr().String(), release
+}
+
+// More idle logged-in connections than one operator holds are closed to
+// make room even while a stranger's connection is busy: a client that
+// leaves a connection behind at every request must not make newcomers
+// wait at the cap for the stranger (up to a stalled handshake's 30 s).
+func TestConnCapClosesLoggedInConnectionsBeyondTheFew(t *testing.T) {
+	capped, url, release := serveCapped(t, 4) // keeps 1
+	defer close(release)
+	get := func(c *http.Client, path string) (bool, error) { return getReused(c, url+path) }
+	admin := &http.Client{Transport: &http.Transport{}}
+	for _, c := range []*http.Client{admin, {Transport: &http.Transport{}}, {Transport: &http.Transport{}}} {
+		if _, err := get(c, "/login"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	go get(&http.Client{Transport: &http.Transport{}}, "/slow")
+	for i := 0; capped.open() != 4 || capped.idleCount() != 3; i++ {
+		if i == 1000 {
+			t.Fatalf("%d connections open, %d idle, want 4 and 3", capped.open(), capped.idleCount())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := get(&http.Client{Transport: &http.Transport{}}, "/"); done <- err }()
+	waitServed(t, done, "a newcomer waited for a busy stranger while three logged-in connections were idle")
+	if reused, err := get(admin, "/"); err != nil || !reused {
+		t.Fatalf("the oldest logged-in connection: reused %v, error %v; want the newest closed instead", reused, err)
+	}
+}
+
+// getReused GETs url with c and says whether c reused a connection.
+func getReused(c *http.Client, url string) (reused bool, err error) {
+	trace := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }}
+	req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodGet, url, nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		return reused, err
+	}
+	io.Copy(io.Discard, resp.Body)
+	return reused, resp.Body.Close()
 }
