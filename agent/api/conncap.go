@@ -86,11 +86,8 @@ func (l *connCap) Accept() (net.Conn, error) {
 
 // track is the server's ConnState hook.
 func (l *connCap) track(c net.Conn, st http.ConnState) {
-	if tc, ok := c.(*tls.Conn); ok {
-		c = tc.NetConn()
-	}
-	cc, ok := c.(*cappedConn)
-	if !ok {
+	cc := capped(c)
+	if cc == nil {
 		return
 	}
 	l.mu.Lock()
@@ -108,13 +105,19 @@ type connKey struct{}
 // connContext is the server's ConnContext hook: it lets a request reach
 // its connection, to mark it with LoggedIn.
 func (l *connCap) connContext(ctx context.Context, c net.Conn) context.Context {
-	if tc, ok := c.(*tls.Conn); ok {
-		c = tc.NetConn()
-	}
-	if cc, ok := c.(*cappedConn); ok {
+	if cc := capped(c); cc != nil {
 		return context.WithValue(ctx, connKey{}, cc)
 	}
 	return ctx
+}
+
+// capped is the connCap's connection under c (the server wraps it in TLS).
+func capped(c net.Conn) *cappedConn {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	cc, _ := c.(*cappedConn)
+	return cc
 }
 
 // LoggedIn marks r's connection as one on which someone logged in: at the

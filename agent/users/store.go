@@ -177,32 +177,30 @@ func (s *Store) mac(name, hashString, password string) []byte {
 // Initialize sets up the admin account on first boot. mustChange forces a
 // new password at first login.
 func (s *Store) Initialize(password string, mustChange bool) error {
-	if err := s.validate(password); err != nil {
-		return err
-	}
-	return s.initialize(func() (string, error) { return newHash(s.kdf, password, defaultParams) }, mustChange)
+	return s.initializeWith(password, defaultParams, mustChange)
 }
 
 // InitializeGenerated sets up the admin account on first boot with a
 // password from GeneratePassword, which must be changed at first login.
 // Its 80 random bits are hashed without stretching (generatedParams).
 func (s *Store) InitializeGenerated(password string) error {
+	return s.initializeWith(password, generatedParams, true)
+}
+
+func (s *Store) initializeWith(password string, p params, mustChange bool) error {
 	if err := s.validate(password); err != nil {
 		return err
 	}
-	return s.initialize(func() (string, error) { return newHash(s.kdf, password, generatedParams) }, true)
+	hs, err := newHash(s.kdf, password, p)
+	if err != nil {
+		return fmt.Errorf("users: %w", err)
+	}
+	return s.InitializeHashed(hs, mustChange)
 }
 
 // InitializeHashed sets up the admin account on first boot from a hash
 // HashPassword made, as an image preseeds it.
 func (s *Store) InitializeHashed(hashString string, mustChange bool) error {
-	if _, err := parseHash(hashString); err != nil {
-		return fmt.Errorf("users: the preseeded admin password: %w", err)
-	}
-	return s.initialize(func() (string, error) { return hashString, nil }, mustChange)
-}
-
-func (s *Store) initialize(hashed func() (string, error), mustChange bool) error {
 	if s.readOnly {
 		return ErrReadOnly
 	}
@@ -211,11 +209,7 @@ func (s *Store) initialize(hashed func() (string, error), mustChange bool) error
 	if s.Exists() {
 		return ErrExists
 	}
-	hs, err := hashed()
-	if err != nil {
-		return fmt.Errorf("users: %w", err)
-	}
-	return s.saveHashLocked(Admin, hs, mustChange)
+	return s.saveHashLocked(Admin, hashString, mustChange)
 }
 
 // SetPassword changes user's password after checking the current one. It
@@ -268,12 +262,12 @@ func (s *Store) setLocked(name, password string, mustChange bool) error {
 	return s.saveHashLocked(name, hs, mustChange)
 }
 
-// saveHashLocked stores a hash string made by newHash or HashPassword.
-// Callers hold writeMu.
+// saveHashLocked stores a hash string made by newHash or HashPassword
+// (parsed again: a preseeded one comes from a file). Callers hold writeMu.
 func (s *Store) saveHashLocked(name, hs string, mustChange bool) error {
 	h, err := parseHash(hs)
 	if err != nil {
-		return fmt.Errorf("users: %w", err) // cannot happen: callers made or checked it
+		return fmt.Errorf("users: %w", err)
 	}
 	return s.changeLocked(name, func(c *contents) error {
 		c.users[name] = user{hashString: hs, hash: h, mustChange: mustChange}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/diskfs/go-diskfs/backend/file"
@@ -83,3 +84,5 @@ func TestOnZerosKeepsOverwrites(t *testing.T) {
 		t.Errorf("read back %v", got)
 	}
 }
+
+func blocksUsed(fi os.FileInfo) int64 { return fi.Sys().(*syscall.Stat_t).Blocks * 512 }
