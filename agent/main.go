@@ -18,6 +18,7 @@ import (
 	"github.com/u-root/u-root/pkg/libinit"
 	"golang.org/x/sys/unix"
 
+	"keel.dev/keel/agent/coldplug"
 	"keel.dev/keel/agent/console"
 	"keel.dev/keel/agent/pid1"
 	"keel.dev/keel/agent/sandbox"
@@ -32,8 +33,12 @@ func main() {
 	// /bin/hwtest is this binary under another name: one copy of the
 	// self-test's code in the initramfs instead of two (2.6 MB less for
 	// the kernel to unpack at every boot).
-	if filepath.Base(os.Args[0]) == "hwtest" {
+	switch filepath.Base(os.Args[0]) {
+	case "hwtest":
 		os.Exit(cli.Main(os.Args[1:], os.Stdout, os.Stderr))
+	case "modprobe":
+		// The kernel's module-request helper, /sbin/modprobe.
+		os.Exit(coldplug.Modprobe(os.Args[1:], coldplug.Options{}, os.Stderr))
 	}
 	if os.Getpid() != 1 {
 		fmt.Fprintln(os.Stderr, "agent: must run as PID 1 (the init of a keel initramfs)")

@@ -40,6 +40,8 @@ func baseRecords(release string, modules []kmods.File) []cpio.Record {
 		// The hardware self-test's command is the agent under another
 		// name (it runs the same library).
 		cpio.Symlink("bin/hwtest", "agent"),
+		// So is the kernel's module-request helper.
+		cpio.Symlink("sbin/modprobe", "../bin/agent"),
 	}
 	// UTC zone data, as u-root ships it; the box keeps its clock in UTC.
 	if r, ok := uimage.DefaultRamfs().Get("etc/localtime"); ok {

@@ -108,10 +108,6 @@ func build(ctx context.Context, cfg config) (*report, error) {
 	if fi, err := os.Stat(agentBin); err == nil {
 		rep.agentBytes = fi.Size()
 	}
-	modprobeBin := filepath.Join(tmp, "modprobe")
-	if err := goBuild(ctx, modprobePackage, modprobeBin); err != nil {
-		return nil, fmt.Errorf("build modprobe: %w", err)
-	}
 
 	base, err := cpio.ArchiveFromRecords(baseRecords(tree.Release, modFiles))
 	if err != nil {
@@ -152,9 +148,6 @@ func build(ctx context.Context, cfg config) (*report, error) {
 		// and u-root's init is not used at all.
 		uimage.WithFiles(agentBin + ":bin/agent"),
 		uimage.WithInit("/bin/agent"),
-		// The kernel runs /sbin/modprobe for modules it requests
-		// itself (a mount's charset, a crypto algorithm).
-		uimage.WithFiles(modprobeBin + ":sbin/modprobe"),
 		// Nothing added here is dynamically linked; ldd would only
 		// read host libraries into the image.
 		uimage.WithSkipLDD(),
@@ -210,9 +203,6 @@ func agentBinary(ctx context.Context, cfg config, dir string) (string, error) {
 	}
 	return bin, nil
 }
-
-// modprobePackage is the kernel's module-request helper, /sbin/modprobe.
-const modprobePackage = "keel.dev/keel/initramfs/modprobe"
 
 // goBuild builds one static binary for the box. Not through mkuimage's
 // binary builder: that one forces -a and turns off inlining, fine for

@@ -131,9 +131,12 @@ func TestBuild(t *testing.T) {
 		t.Errorf("init -> %q, want bin/agent", target)
 	}
 	// /bin/hwtest is the agent under another name.
-	if hw, ok := byName["bin/hwtest"]; !ok || hw.Mode&cpio.S_IFMT != cpio.S_IFLNK ||
-		string(must(io.ReadAll(io.NewSectionReader(hw, 0, int64(hw.FileSize))))) != "agent" {
-		t.Errorf("bin/hwtest is not a link to the agent: %+v", hw.Info)
+	// So is the kernel's /sbin/modprobe.
+	for name, target := range map[string]string{"bin/hwtest": "agent", "sbin/modprobe": "../bin/agent"} {
+		if l, ok := byName[name]; !ok || l.Mode&cpio.S_IFMT != cpio.S_IFLNK ||
+			string(must(io.ReadAll(io.NewSectionReader(l, 0, int64(l.FileSize))))) != target {
+			t.Errorf("%s is not a link to the agent (%s): %+v", name, target, l.Info)
+		}
 	}
 	for _, name := range []string{"bin/sh", "bin/uinit", "bbin/init", "bbin/gosh"} {
 		if _, ok := byName[name]; ok {
