@@ -153,10 +153,11 @@ func (b *bench) bootFigures() error {
 	return nil
 }
 
-// bootProfile boots an image whose GRUB adds keel.cpuprofile=1 twice (the
-// first boot makes keys and the password hash; the second is any later
-// boot), writes the agent's CPU profile of the later boot, from PID 1's
-// start to ready, to b.cpuProfile, and prints its top functions.
+// bootProfile boots an image whose GRUB adds keel.cpuprofile=1 twice and
+// writes the agent's CPU profiles, from PID 1's start to ready, of the
+// later boot to b.cpuProfile and of the first boot (which makes keys, the
+// password hash and the application's data volume) to b.cpuProfile +
+// ".first", and prints the later boot's top functions.
 func (b *bench) bootProfile() error {
 	img := filepath.Join(b.work, "profile.img")
 	if err := b.buildImage(img, diskimage.Options{GrubTimeout: 1, KernelArgs: "keel.cpuprofile=1"}); err != nil {
@@ -167,7 +168,7 @@ func (b *bench) bootProfile() error {
 		return err
 	}
 	defer vm.Close()
-	if _, err := vm.Expect(reProfile.String(), 3*time.Minute); err != nil {
+	if err := saveProfile(vm, b.cpuProfile+".first"); err != nil {
 		return err
 	}
 	vm.PowerButton()
@@ -177,7 +178,23 @@ func (b *bench) bootProfile() error {
 		return err
 	}
 	defer vm2.Close()
-	m, err := vm2.Expect(reProfile.String(), 3*time.Minute)
+	if err := saveProfile(vm2, b.cpuProfile); err != nil {
+		return err
+	}
+	vm2.PowerButton()
+	vm2.Wait(time.Minute)
+	top, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=25", b.cpuProfile).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("go tool pprof: %v: %s", err, top)
+	}
+	fmt.Printf("agent CPU profile of a later boot, PID 1 to ready (%s; go tool pprof %s; the first boot's: %s.first):\n%s", b.cpuProfile, b.cpuProfile, b.cpuProfile, top)
+	return nil
+}
+
+// saveProfile waits for the profile the agent prints on vm's console and
+// writes it to file.
+func saveProfile(vm *qemu.VM, file string) error {
+	m, err := vm.Expect(reProfile.String(), 3*time.Minute)
 	if err != nil {
 		return err
 	}
@@ -185,17 +202,7 @@ func (b *bench) bootProfile() error {
 	if err != nil {
 		return fmt.Errorf("the profile on the console: %w", err)
 	}
-	vm2.PowerButton()
-	vm2.Wait(time.Minute)
-	if err := os.WriteFile(b.cpuProfile, prof, 0o644); err != nil {
-		return err
-	}
-	top, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=25", b.cpuProfile).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("go tool pprof: %v: %s", err, top)
-	}
-	fmt.Printf("agent CPU profile of a later boot, PID 1 to ready (%s; go tool pprof %s):\n%s", b.cpuProfile, b.cpuProfile, top)
-	return nil
+	return os.WriteFile(file, prof, 0o644)
 }
 
 // reKernelLine is a kernel message on the serial console: the kernel

@@ -52,7 +52,7 @@ func main() {
 	skipCold := flag.Bool("skip-cold", false, "skip the cold-cache build (it takes minutes)")
 	vendorKey := flag.String("vendor-key", envOr("KEEL_VENDOR_KEY", "build/keys/vendor.key"), "vendor signing key the image trusts (install figures)")
 	only := flag.String("only", "", `run only these figures: "boot", "install", "apps", "backup", "reset" or "failover"`)
-	cpuProfile := flag.String("cpuprofile", "", "boot figures: one more image booted twice with keel.cpuprofile=1; the agent's CPU profile of the later boot (PID 1 to ready) is written to this file and its top printed")
+	cpuProfile := flag.String("cpuprofile", "", "boot figures: one more image booted twice with keel.cpuprofile=1; the agent's CPU profile of the later boot (PID 1 to ready) is written to this file and its top printed, the first boot's to FILE.first")
 	cpus := flag.Int("cpus", 1, "boot and install figures: virtual CPUs of every VM booted for them (floors and agent alike)")
 	initcallDebug := flag.Bool("initcall-debug", false, "boot figures: one more boot with initcall_debug, listing the slowest initcalls")
 	flag.Parse()
