@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -32,6 +33,11 @@ import (
 const dd = "/bbin/dd"
 
 func main() {
+	// In a keel initramfs the init's binary is also the kernel's
+	// /sbin/modprobe (initramfs -agent).
+	if filepath.Base(os.Args[0]) == "modprobe" {
+		os.Exit(coldplug.Modprobe(os.Args[1:], coldplug.Options{}, os.Stderr))
+	}
 	libinit.SetEnv()
 	libinit.CreateRootfs()
 	if err := run(); err != nil {
