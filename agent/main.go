@@ -33,13 +33,11 @@ func main() {
 	// /bin/hwtest is this binary under another name: one copy of the
 	// self-test's code in the initramfs instead of two (2.6 MB less for
 	// the kernel to unpack at every boot).
-	switch filepath.Base(os.Args[0]) {
-	case "hwtest":
+	if filepath.Base(os.Args[0]) == "hwtest" {
 		os.Exit(cli.Main(os.Args[1:], os.Stdout, os.Stderr))
-	case "modprobe":
-		// The kernel's module-request helper, /sbin/modprobe.
-		os.Exit(coldplug.Modprobe(os.Args[1:], coldplug.Options{}, os.Stderr))
 	}
+	// So is the kernel's module-request helper, /sbin/modprobe.
+	coldplug.MaybeModprobe()
 	if os.Getpid() != 1 {
 		fmt.Fprintln(os.Stderr, "agent: must run as PID 1 (the init of a keel initramfs)")
 		os.Exit(2)

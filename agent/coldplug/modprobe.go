@@ -6,8 +6,20 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"time"
 )
+
+// MaybeModprobe runs Modprobe and exits when this program was started as
+// modprobe: /sbin/modprobe is a link to the initramfs's init, the agent or
+// a benchmark's init in its place (initramfs -agent), and any of them must
+// answer the kernel's module requests rather than start over as an init.
+func MaybeModprobe() {
+	if filepath.Base(os.Args[0]) == "modprobe" {
+		os.Exit(Modprobe(os.Args[1:], Options{}, os.Stderr))
+	}
+}
 
 // Modprobe is the box's /sbin/modprobe: the program the kernel runs (as
 // "modprobe -q -- NAME") when it needs a module it does not have, e.g. a
@@ -15,9 +27,8 @@ import (
 // checksums, or a "net-pf-*" protocol family. Without it those requests
 // fail although the module is on the box. It resolves NAME through
 // modules.dep and modules.alias as the boot's coldplug does, and returns
-// the exit status. /sbin/modprobe is a link to the agent, which calls this
-// when run under that name: one Go program less for the kernel to unpack at
-// every boot.
+// the exit status. /sbin/modprobe is a link to the agent (MaybeModprobe):
+// one Go program less for the kernel to unpack at every boot.
 func Modprobe(args []string, opts Options, stderr io.Writer) int {
 	fl := flag.NewFlagSet("modprobe", flag.ContinueOnError)
 	fl.SetOutput(stderr)

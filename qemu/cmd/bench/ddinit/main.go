@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -33,11 +32,8 @@ import (
 const dd = "/bbin/dd"
 
 func main() {
-	// In a keel initramfs the init's binary is also the kernel's
-	// /sbin/modprobe (initramfs -agent).
-	if filepath.Base(os.Args[0]) == "modprobe" {
-		os.Exit(coldplug.Modprobe(os.Args[1:], coldplug.Options{}, os.Stderr))
-	}
+	// In a keel initramfs the init's binary is also /sbin/modprobe.
+	coldplug.MaybeModprobe()
 	libinit.SetEnv()
 	libinit.CreateRootfs()
 	if err := run(); err != nil {

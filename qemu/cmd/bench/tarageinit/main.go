@@ -45,11 +45,8 @@ const (
 )
 
 func main() {
-	// In a keel initramfs the init's binary is also the kernel's
-	// /sbin/modprobe (initramfs -agent).
-	if filepath.Base(os.Args[0]) == "modprobe" {
-		os.Exit(coldplug.Modprobe(os.Args[1:], coldplug.Options{}, os.Stderr))
-	}
+	// In a keel initramfs the init's binary is also /sbin/modprobe.
+	coldplug.MaybeModprobe()
 	libinit.SetEnv()
 	libinit.CreateRootfs()
 	if err := run(); err != nil {
