@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -277,6 +278,11 @@ func (a *agent) mountBase() error {
 		return fmt.Errorf("mount base slot %s (%s): %w", a.boot0.Slot, part.Device, err)
 	}
 	a.addMount(baseDir)
+	// Only the applications run the tools: without them the box still
+	// boots, updates and serves.
+	if err := a.mountTools(); err != nil {
+		a.log.Warn("the u-root tools are missing", "err", err)
+	}
 	b, err := os.ReadFile(filepath.Join(baseDir, manifest.BaseFile))
 	if err != nil {
 		return fmt.Errorf("base slot %s: %w", a.boot0.Slot, err)
@@ -286,6 +292,31 @@ func (a *agent) mountBase() error {
 		return err
 	}
 	a.base = m
+	return nil
+}
+
+// mountTools mounts each program of the base slot's tools folder on the
+// empty file of the same name that the image builder left in the
+// initramfs (see manifest.ToolsDir). A slot without the folder (its
+// initramfs kept its tools) needs nothing.
+func (a *agent) mountTools() error {
+	dir := filepath.Join(baseDir, manifest.ToolsDir)
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		src, dst := filepath.Join(dir, e.Name()), filepath.Join("/", manifest.ToolsDir, e.Name())
+		if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("mount %s on %s: %w", src, dst, err)
+		}
+		a.addMount(dst)
+	}
 	return nil
 }
 

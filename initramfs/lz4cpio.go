@@ -2,21 +2,19 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"os"
 
-	"github.com/pierrec/lz4/v4"
-	"github.com/u-root/mkuimage/cpio"
 	"github.com/u-root/mkuimage/uimage/initramfs"
+
+	"keel.dev/keel/image/initrd"
 )
 
-// lz4CPIO is an initramfs.WriteOpener that writes a newc cpio archive
-// compressed with LZ4 in the legacy frame format, the one the kernel's
-// unlz4 reads (CONFIG_RD_LZ4=y). mkuimage itself only writes uncompressed
-// archives. LZ4 rather than zstd: under an emulated CPU the kernel spent
-// 0.65-1.0 s unpacking the zstd archive and 0.26-0.42 s the LZ4 one (the
-// same 38 MB, measured with the bench's tiny init), for 6 MB more that GRUB
-// reads in a few tens of milliseconds.
+// lz4CPIO is an initramfs.WriteOpener that writes keel's initramfs archive
+// (image/initrd: a newc cpio in LZ4's legacy frame). mkuimage itself only
+// writes uncompressed archives. LZ4 rather than zstd: under an emulated CPU
+// the kernel spent 0.65-1.0 s unpacking the zstd archive and 0.26-0.42 s
+// the LZ4 one (the same 38 MB, measured with the bench's tiny init), for
+// 6 MB more that GRUB reads in a few tens of milliseconds.
 type lz4CPIO struct {
 	path string
 	// raw counts the uncompressed bytes, for the size report.
@@ -31,29 +29,24 @@ func (z *lz4CPIO) OpenWriter() (initramfs.Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create initramfs: %w", err)
 	}
-	// The legacy format has 8 MiB blocks and no checksums; the base
-	// package's signature covers the file.
-	enc := lz4.NewWriter(f)
-	if err := enc.Apply(lz4.LegacyOption(true)); err != nil {
+	w, err := initrd.NewWriter(f)
+	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("lz4: %w", err)
+		return nil, err
 	}
-	cw := &countingWriter{w: enc, n: &z.raw}
-	return &lz4CPIOWriter{RecordWriter: cpio.Newc.Writer(cw), enc: enc, f: f}, nil
+	return &lz4CPIOWriter{Writer: w, f: f, raw: &z.raw}, nil
 }
 
 type lz4CPIOWriter struct {
-	cpio.RecordWriter
-	enc *lz4.Writer
+	*initrd.Writer
 	f   *os.File
+	raw *int64
 }
 
-// Finish writes the cpio trailer, ends the LZ4 frame and closes the file.
+// Finish ends the archive and closes the file.
 func (w *lz4CPIOWriter) Finish() error {
-	err := cpio.WriteTrailer(w)
-	if cerr := w.enc.Close(); err == nil {
-		err = cerr
-	}
+	err := w.Close()
+	*w.raw = w.Raw()
 	if serr := w.f.Sync(); err == nil {
 		err = serr
 	}
@@ -64,15 +57,4 @@ func (w *lz4CPIOWriter) Finish() error {
 		return fmt.Errorf("finish initramfs: %w", err)
 	}
 	return nil
-}
-
-type countingWriter struct {
-	w io.Writer
-	n *int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	*c.n += int64(n)
-	return n, err
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -99,6 +100,7 @@ func (a *app) handler() http.Handler {
 	mux.HandleFunc("POST /count", a.postCount)
 	mux.HandleFunc("GET /healthz", a.healthz)
 	mux.HandleFunc("GET /api/info", a.info)
+	mux.HandleFunc("GET /api/uname", a.uname)
 	mux.HandleFunc("PUT /files/{name}", a.putFile)
 	mux.HandleFunc("GET /files/{name}", a.getFile)
 	mux.HandleFunc("POST /history", a.postHistory)
@@ -224,6 +226,18 @@ func (a *app) healthz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fmt.Fprintln(w, "ok")
+}
+
+// uname answers with the kernel release as the base's `uname -r` prints
+// it: an application using the tools the base ships on its PATH.
+func (a *app) uname(w http.ResponseWriter, r *http.Request) {
+	out, err := exec.CommandContext(r.Context(), "uname", "-r").CombinedOutput()
+	if err != nil {
+		http.Error(w, fmt.Sprintf("uname -r: %v: %s", err, out), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Write(out)
 }
 
 func (a *app) info(w http.ResponseWriter, r *http.Request) {

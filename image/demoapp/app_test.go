@@ -134,3 +134,17 @@ func TestBulkFillsReadsBackAndEmpties(t *testing.T) {
 		t.Fatalf("after delete %+v", gone)
 	}
 }
+
+func TestUnameRunsTheToolOnThePath(t *testing.T) {
+	a, _ := newApp(t.TempDir(), "1.0.0", false)
+	bin := t.TempDir()
+	os.WriteFile(filepath.Join(bin, "uname"), []byte("#!/bin/sh\n[ \"$1\" = -r ] && echo 6.1.0-test\n"), 0o755)
+	t.Setenv("PATH", bin)
+	if w := do(t, a.handler(), "GET", "/api/uname"); w.Code != 200 || w.Body.String() != "6.1.0-test\n" {
+		t.Errorf("GET /api/uname: %d %q", w.Code, w.Body)
+	}
+	t.Setenv("PATH", t.TempDir())
+	if w := do(t, a.handler(), "GET", "/api/uname"); w.Code != 500 || !strings.Contains(w.Body.String(), "uname -r") {
+		t.Errorf("GET /api/uname without the tool: %d %q", w.Code, w.Body)
+	}
+}

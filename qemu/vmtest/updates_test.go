@@ -157,6 +157,19 @@ func demoInfo(t *testing.T, port int, inc bool) (version string, counter int64) 
 	return "", 0
 }
 
+// demoUname is what the demo app's `uname -r` printed on the box, or the
+// error it answered with.
+func demoUname(t *testing.T, port int) string {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Get(fmt.Sprintf("http://127.0.0.1:%d/api/uname", port))
+	if err != nil {
+		t.Fatalf("demo app /api/uname: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return strings.TrimSpace(string(b))
+}
+
 // The vendor guide's path, online: a box at base 1.0.0 with app 1.0.0
 // checks the update server and sees base 1.1.0 and app 1.0.1 installable,
 // app 1.1.0 waiting for the base and 2.0.0 for app 1.1.0; installs the
@@ -173,6 +186,12 @@ func TestUpdatesFromServerInVendorOrder(t *testing.T) {
 	WaitReady(t, vm)
 	if v, _ := demoInfo(t, appPort, false); v != "1.0.0" {
 		t.Fatalf("the demo app runs %q, want 1.0.0", v)
+	}
+	// The base's tools, which the image builder moved out of the
+	// initramfs into the slot, are on the application's PATH.
+	release := strings.TrimSpace(string(mustRead(t, filepath.Join(e.KernelDir, "version"))))
+	if got := demoUname(t, appPort); got != release {
+		t.Errorf("the demo app's uname -r says %q, want %q", got, release)
 	}
 	for i := 0; i < 3; i++ {
 		demoInfo(t, appPort, true)
@@ -224,6 +243,10 @@ func TestUpdatesFromServerInVendorOrder(t *testing.T) {
 	}
 	if v, n := demoInfo(t, appPort, false); v != "2.0.0" || n != 3 {
 		t.Fatalf("after 2.0.0 the demo app runs %q with counter %d; want 2.0.0 and 3", v, n)
+	}
+	// And so are those of the installed base package's slot.
+	if got := demoUname(t, appPort); got != release {
+		t.Errorf("on base 1.1.0 the demo app's uname -r says %q, want %q", got, release)
 	}
 	code, body := installUpdate(t, vm, `{"name":"demo","version":"2.0.1","ignore_wait":true}`)
 	if code != http.StatusUnprocessableEntity || !strings.Contains(body, "health check") || !strings.Contains(body, "back on 2.0.0") {
