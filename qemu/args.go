@@ -43,7 +43,7 @@ func buildArgs(c Config, f runFiles, httpsPort int) []string {
 	if c.KVM {
 		a = append(a, "-accel", "kvm", "-cpu", "host")
 	} else {
-		a = append(a, "-accel", "tcg")
+		a = append(a, "-accel", "tcg", "-cpu", c.CPUModel)
 	}
 
 	if c.Interactive {

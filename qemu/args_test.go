@@ -70,8 +70,14 @@ func TestArgsKVMOnlyWhenAsked(t *testing.T) {
 	if a := mustArgs(t, Config{Image: "x"}); hasSeq(a, "-accel", "kvm") || !hasSeq(a, "-accel", "tcg") {
 		t.Errorf("KVM without asking: %q", a)
 	}
-	a := mustArgs(t, Config{Image: "x", KVM: true})
-	if !hasSeq(a, "-accel", "kvm") || !hasSeq(a, "-cpu", "host") || hasSeq(a, "-accel", "tcg") {
+	if a := mustArgs(t, Config{Image: "x"}); !hasSeq(a, "-cpu", DefaultCPUModel) {
+		t.Errorf("TCG without the default CPU model: %q", a)
+	}
+	if a := mustArgs(t, Config{Image: "x", CPUModel: "max,aes=off"}); !hasSeq(a, "-cpu", "max,aes=off") {
+		t.Errorf("TCG without the CPU model asked for: %q", a)
+	}
+	a := mustArgs(t, Config{Image: "x", KVM: true, CPUModel: "max"})
+	if !hasSeq(a, "-accel", "kvm") || !hasSeq(a, "-cpu", "host") || hasSeq(a, "-accel", "tcg") || hasSeq(a, "-cpu", "max") {
 		t.Errorf("KVM asked for: %q", a)
 	}
 	for env, want := range map[string]bool{"": false, "0": false, "yes": false, "1": true} {

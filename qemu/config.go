@@ -48,6 +48,9 @@ type Config struct {
 	MemoryMiB int
 	// CPUs is the number of virtual CPUs; default 1.
 	CPUs int
+	// CPUModel is the emulated CPU under TCG (QEMU's -cpu); default
+	// DefaultCPUModel. Under KVM the host's CPU is passed through instead.
+	CPUModel string
 	// HTTPSPort is the host port on 127.0.0.1 forwarded to the guest's tcp/443;
 	// 0 picks a free port (see VM.HTTPSPort).
 	HTTPSPort int
@@ -120,6 +123,7 @@ const (
 	DefaultNIC       = "virtio"
 	DefaultMemoryMiB = 1024
 	DefaultCPUs      = 1
+	DefaultCPUModel  = "qemu64"
 	DefaultSerial    = "KEEL-VM-0001"
 )
 
@@ -170,6 +174,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.CPUs == 0 {
 		c.CPUs = DefaultCPUs
+	}
+	if c.CPUModel == "" {
+		c.CPUModel = DefaultCPUModel
 	}
 	if c.Serial == "" {
 		c.Serial = DefaultSerial

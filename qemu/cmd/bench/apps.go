@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -43,7 +42,7 @@ func (b *bench) appFigures() error {
 	if err != nil {
 		return err
 	}
-	vm, err := qemu.Start(context.Background(), qemu.Config{Image: img, HostLoopback: true,
+	vm, err := b.start(qemu.Config{Image: img, HostLoopback: true,
 		HostFwd: []string{fmt.Sprintf("tcp:127.0.0.1:%d-:%d", appPort, appimage.DemoPort)}})
 	if err != nil {
 		return err

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -65,7 +64,7 @@ func (b *bench) backupFigures() error {
 	if err != nil {
 		return err
 	}
-	vm, err := qemu.Start(context.Background(), qemu.Config{Image: img, WorkDir: filepath.Join(b.work, "backup-vm"),
+	vm, err := b.start(qemu.Config{Image: img, WorkDir: filepath.Join(b.work, "backup-vm"),
 		HostFwd: []string{fmt.Sprintf("tcp:127.0.0.1:%d-:%d", appPort, appimage.DemoPort)}})
 	if err != nil {
 		return err
@@ -241,7 +240,7 @@ func (b *bench) tarAge(disk string) (backupS, restoreS float64, err error) {
 	if o, err := cmd.CombinedOutput(); err != nil {
 		return 0, 0, fmt.Errorf("%s: %v: %s", strings.Join(cmd.Args, " "), err, o)
 	}
-	vm, err := qemu.Start(context.Background(), qemu.Config{
+	vm, err := b.start(qemu.Config{
 		Image: disk, DiskBus: qemu.DefaultDiskBus,
 		Kernel: filepath.Join(b.kernelDir, "vmlinuz"), Initrd: initrd,
 		Append:   "console=ttyS0 panic=-1",

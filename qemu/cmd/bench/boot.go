@@ -163,7 +163,7 @@ func (b *bench) bootProfile() error {
 	if err := b.buildImage(img, diskimage.Options{GrubTimeout: 1, KernelArgs: "keel.cpuprofile=1"}); err != nil {
 		return err
 	}
-	vm, err := qemu.Start(context.Background(), qemu.Config{Image: img, CPUs: b.cpus, WorkDir: filepath.Join(b.work, "profile")})
+	vm, err := b.start(qemu.Config{Image: img, CPUs: b.cpus, WorkDir: filepath.Join(b.work, "profile")})
 	if err != nil {
 		return err
 	}
@@ -225,7 +225,7 @@ func profileText(console string) string {
 // kernelFloor boots the kernel directly, through OVMF with the image
 // attached, on the tiny init; its uptime and resident memory.
 func (b *bench) kernelFloor(initrd string, i int) (uptime, rssMiB float64, err error) {
-	vm, err := qemu.Start(context.Background(), qemu.Config{
+	vm, err := b.start(qemu.Config{
 		Image: b.image, Kernel: filepath.Join(b.kernelDir, "vmlinuz"), Initrd: initrd, Append: floorCmdline,
 		NoReboot: true, CPUs: b.cpus, WorkDir: filepath.Join(b.work, fmt.Sprintf("kfloor%d", i)),
 	})
@@ -246,7 +246,7 @@ func (b *bench) kernelFloor(initrd string, i int) (uptime, rssMiB float64, err e
 // wallFloor boots the floor image through OVMF and GRUB: QEMU start to the
 // tiny init's line.
 func (b *bench) wallFloor(img string, i int) (float64, error) {
-	vm, err := qemu.Start(context.Background(), qemu.Config{
+	vm, err := b.start(qemu.Config{
 		Image: img, NoReboot: true, CPUs: b.cpus, WorkDir: filepath.Join(b.work, fmt.Sprintf("wfloor%d", i)),
 	})
 	if err != nil {
@@ -266,7 +266,7 @@ func (b *bench) wallFloor(img string, i int) (float64, error) {
 // idle memory after the later boot, and the timeline.
 func (b *bench) agentBoots(i int, idle bool) (bootRun, error) {
 	var r bootRun
-	vm, err := qemu.Start(context.Background(), qemu.Config{Image: b.image, CPUs: b.cpus, WorkDir: filepath.Join(b.work, fmt.Sprintf("agent%d", i))})
+	vm, err := b.start(qemu.Config{Image: b.image, CPUs: b.cpus, WorkDir: filepath.Join(b.work, fmt.Sprintf("agent%d", i))})
 	if err != nil {
 		return r, err
 	}
@@ -400,7 +400,7 @@ func (b *bench) initcalls() ([]string, error) {
 	if err := b.buildImage(img, diskimage.Options{GrubTimeout: 1, KernelArgs: "initcall_debug ignore_loglevel"}); err != nil {
 		return nil, err
 	}
-	vm, err := qemu.Start(context.Background(), qemu.Config{Image: img, CPUs: b.cpus, WorkDir: filepath.Join(b.work, "initcall")})
+	vm, err := b.start(qemu.Config{Image: img, CPUs: b.cpus, WorkDir: filepath.Join(b.work, "initcall")})
 	if err != nil {
 		return nil, err
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -95,7 +94,7 @@ func (b *bench) failoverFigures() (err error) {
 		return err
 	}
 	for _, x := range []*pairlab.Box{lab.A, lab.B} {
-		vm, err := qemu.Start(context.Background(), lab.Config(x, qemu.Config{Image: img, WorkDir: filepath.Join(b.work, "failover-"+x.Name)}))
+		vm, err := b.start(lab.Config(x, qemu.Config{Image: img, WorkDir: filepath.Join(b.work, "failover-"+x.Name)}))
 		if err != nil {
 			return err
 		}

@@ -89,7 +89,7 @@ func (b *bench) installFigures() error {
 	}
 
 	say("booting the bench image")
-	vm, err := qemu.Start(context.Background(), qemu.Config{Image: img, CPUs: b.cpus, WorkDir: filepath.Join(b.work, "install-vm")})
+	vm, err := b.start(qemu.Config{Image: img, CPUs: b.cpus, WorkDir: filepath.Join(b.work, "install-vm")})
 	if err != nil {
 		return err
 	}
@@ -322,7 +322,7 @@ func (b *bench) ddInitramfs() (string, error) {
 // img (same disk bus, memory and CPUs as the install VM) and returns the
 // seconds dd took to write mibs MiB to part, fsync included.
 func (b *bench) ddFloor(img, initrd, part string, mibs int64) (float64, error) {
-	vm, err := qemu.Start(context.Background(), qemu.Config{
+	vm, err := b.start(qemu.Config{
 		Image: img, DiskBus: qemu.DefaultDiskBus,
 		Kernel: filepath.Join(b.kernelDir, "vmlinuz"), Initrd: initrd,
 		Append:   fmt.Sprintf("console=ttyS0 panic=-1 keel.ddpart=%s keel.ddcount=%d", part, mibs),

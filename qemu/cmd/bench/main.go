@@ -26,6 +26,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -53,6 +54,7 @@ func main() {
 	vendorKey := flag.String("vendor-key", envOr("KEEL_VENDOR_KEY", "build/keys/vendor.key"), "vendor signing key the image trusts (install figures)")
 	only := flag.String("only", "", `run only these figures: "boot", "install", "apps", "backup", "reset" or "failover"`)
 	cpuProfile := flag.String("cpuprofile", "", "boot figures: one more image booted twice with keel.cpuprofile=1; the agent's CPU profile of the later boot (PID 1 to ready) is written to this file and its top printed, the first boot's to FILE.first")
+	cpuModel := flag.String("cpu-model", qemu.DefaultCPUModel, "emulated CPU of every VM booted (QEMU's -cpu under TCG), floors and agent alike")
 	cpus := flag.Int("cpus", 1, "boot and install figures: virtual CPUs of every VM booted for them (floors and agent alike)")
 	initcallDebug := flag.Bool("initcall-debug", false, "boot figures: one more boot with initcall_debug, listing the slowest initcalls")
 	flag.Parse()
@@ -60,7 +62,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "bench: -only %q: want boot, install, apps, backup, reset or failover\n", *only)
 		os.Exit(2)
 	}
-	b := &bench{image: *image, kernelDir: *kernelDir, initramfs: *initramfs, runs: *runs, vendorKey: *vendorKey, only: *only, initcallDebug: *initcallDebug, cpus: *cpus, cpuProfile: *cpuProfile}
+	b := &bench{image: *image, kernelDir: *kernelDir, initramfs: *initramfs, runs: *runs, vendorKey: *vendorKey, only: *only, initcallDebug: *initcallDebug, cpus: *cpus, cpuModel: *cpuModel, cpuProfile: *cpuProfile}
 	if err := b.run(*skipCold); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -75,6 +77,7 @@ type bench struct {
 	only                        string // "" (all), "boot", "install", "apps", "backup", "reset" or "failover"
 	initcallDebug               bool
 	cpus                        int    // the boot and install figures' virtual CPUs, floors and agent alike
+	cpuModel                    string // every VM's emulated CPU
 	cpuProfile                  string // boot figures: write the agent's CPU profile of a boot here
 }
 
@@ -281,4 +284,11 @@ func envOr(k, def string) string {
 		return v
 	}
 	return def
+}
+
+// start boots c with the bench's CPU model, so that floors and measured
+// boots always run on the same emulated CPU.
+func (b *bench) start(c qemu.Config) (*qemu.VM, error) {
+	c.CPUModel = b.cpuModel
+	return qemu.Start(context.Background(), c)
 }

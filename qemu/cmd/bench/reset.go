@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -31,7 +30,7 @@ func (b *bench) resetFigures() error {
 	if err := b.buildImage(img, diskimage.Options{Size: layout.MinDiskSize(sizes), Sizes: sizes, GrubTimeout: 2}); err != nil {
 		return fmt.Errorf("reset image: %w", err)
 	}
-	vm, err := qemu.Start(context.Background(), qemu.Config{Image: img, WorkDir: filepath.Join(b.work, "reset-vm")})
+	vm, err := b.start(qemu.Config{Image: img, WorkDir: filepath.Join(b.work, "reset-vm")})
 	if err != nil {
 		return err
 	}
