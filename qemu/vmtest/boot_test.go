@@ -85,11 +85,21 @@ func TestOtherHardware(t *testing.T) {
 // checkLoginFlood sends 500 wrong passwords at once (QEMU's user network
 // makes them all come from one address, the admin's own). The admin, whose
 // script or browser holds its connection open and whose credentials
-// verified before, is answered within 2 s, and so is /healthz; the
-// guesses are answered 401, 429 or 503, and none lets anyone in. A login
-// on a new connection is measured too: its TLS handshake queues behind
-// the flood's on the VM's one emulated CPU.
+// verified before, is answered ahead of the hashing queue, and so is
+// /healthz; the guesses are answered 401, 429 or 503, and none lets anyone
+// in. A login on a new connection is measured too: its TLS handshake
+// queues behind the flood's on the VM's one emulated CPU.
+//
+// The admin's bound, floodAnswer, separates "ahead of the queue" from
+// "behind it" and from "its connection was closed", not a fast box from a
+// slow one: ahead of the queue the answer still shares the emulated CPU
+// with the flood's TLS handshakes, 0.05 to 1.1 s when the test ran alone
+// and 2.5 s in a make test on a slow hour. Behind the queue (the flood
+// comes from the admin's address) it would be answered 429, or wait its
+// turn, the limiter's delay (5 s by then) and a check of about 0.7 s; on a
+// new connection, behind the flood's handshakes, up to 30 s.
 func checkLoginFlood(t *testing.T, vm *qemu.VM, pw string) {
+	const floodAnswer = 4 * time.Second
 	t.Helper()
 	url := fmt.Sprintf("https://127.0.0.1:%d", vm.HTTPSPort())
 	insecure := &tls.Config{InsecureSkipVerify: true}
@@ -149,8 +159,8 @@ func checkLoginFlood(t *testing.T, vm *qemu.VM, pw string) {
 	} {
 		code, reused, d, err := get(c.client, c.path, c.pw)
 		t.Logf("%s during the login flood: %d in %v (connection reused: %v, error: %v)", c.what, code, d, reused, err)
-		if c.client == admin && (err != nil || code != http.StatusOK || d > 2*time.Second) {
-			t.Errorf("%s during the login flood: %d after %v (%v), want 200 within 2 s", c.what, code, d, err)
+		if c.client == admin && (err != nil || code != http.StatusOK || d > floodAnswer) {
+			t.Errorf("%s during the login flood: %d after %v (%v), want 200 within %v", c.what, code, d, err, floodAnswer)
 		}
 	}
 	cancel()
