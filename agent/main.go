@@ -36,7 +36,8 @@ func main() {
 	if filepath.Base(os.Args[0]) == "hwtest" {
 		os.Exit(cli.Main(os.Args[1:], os.Stdout, os.Stderr))
 	}
-	// So is the kernel's module-request helper, /sbin/modprobe.
+	// So is the kernel's module-request helper, /sbin/modprobe
+	// (pid1.LinkModprobe).
 	coldplug.MaybeModprobe()
 	if os.Getpid() != 1 {
 		fmt.Fprintln(os.Stderr, "agent: must run as PID 1 (the init of a keel initramfs)")

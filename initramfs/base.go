@@ -40,8 +40,9 @@ func baseRecords(release string, modules []kmods.File) []cpio.Record {
 		// The hardware self-test's command is the agent under another
 		// name (it runs the same library).
 		cpio.Symlink("bin/hwtest", "agent"),
-		// So is the kernel's module-request helper.
-		cpio.Symlink("sbin/modprobe", "../bin/agent"),
+		// The kernel's module-request helper is too, but PID 1 makes
+		// the link /sbin/modprobe itself (pid1.LinkModprobe): the
+		// kernel's own initcalls would start it for nothing.
 	}
 	// UTC zone data, as u-root ships it; the box keeps its clock in UTC.
 	if r, ok := uimage.DefaultRamfs().Get("etc/localtime"); ok {

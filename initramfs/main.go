@@ -23,7 +23,7 @@ func (m *multiFlag) Set(s string) error { *m = append(*m, s); return nil }
 func main() {
 	var cfg config
 	flag.StringVar(&cfg.kernelDir, "kernel", "build/kernel", "unpacked kernel `dir` as image/deps.sh leaves it (vmlinuz, version, lib/modules)")
-	flag.StringVar(&cfg.agent, "agent", "keel.dev/keel/agent", "Go `package` of the agent (PID 1), or the path of an already built agent binary; /sbin/modprobe and /bin/hwtest are links to it, so another init must answer to those names (coldplug.Modprobe, hwtest/cli)")
+	flag.StringVar(&cfg.agent, "agent", "keel.dev/keel/agent", "Go `package` of the agent (PID 1), or the path of an already built agent binary; /bin/hwtest is a link to it and the agent links /sbin/modprobe to itself at start (pid1.LinkModprobe), so another init must answer to those names (coldplug.Modprobe, hwtest/cli) and make that link if it needs kernel module requests")
 	flag.StringVar(&cfg.output, "o", "build/initramfs.cpio.lz4", "output `file`")
 	flag.Var((*multiFlag)(&cfg.files), "files", "extra file `src:dst` to add (dst relative to /); repeatable")
 	flag.Var((*multiFlag)(&cfg.binaries), "binary", "extra Go command `package` to add as /bin/<name>; repeatable")

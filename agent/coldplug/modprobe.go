@@ -13,8 +13,9 @@ import (
 
 // MaybeModprobe runs Modprobe and exits when this program was started as
 // modprobe: /sbin/modprobe is a link to the initramfs's init, the agent or
-// a benchmark's init in its place (initramfs -agent), and any of them must
-// answer the kernel's module requests rather than start over as an init.
+// a benchmark's init in its place (initramfs -agent), made by that init
+// (pid1.LinkModprobe), and any of them must answer the kernel's module
+// requests rather than start over as an init.
 func MaybeModprobe() {
 	if filepath.Base(os.Args[0]) == "modprobe" {
 		os.Exit(Modprobe(os.Args[1:], Options{}, os.Stderr))

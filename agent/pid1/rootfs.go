@@ -34,9 +34,10 @@ var rootfs = []libinit.Creator{
 }
 
 // MountRootfs mounts devtmpfs on /dev (the kernel does not for an
-// initramfs), reopens the kernel log there for u-root's libraries, and
-// creates the rest of rootfs. Failures are written to the kernel log and
-// do not stop the boot: PID 1 goes on with what it has.
+// initramfs), reopens the kernel log there for u-root's libraries, creates
+// the rest of rootfs and makes PID 1 the kernel's module-request helper
+// (LinkModprobe). Failures are written to the kernel log and do not stop
+// the boot: PID 1 goes on with what it has.
 func MountRootfs() {
 	libinit.Create([]libinit.Creator{
 		libinit.Dir{Name: "/dev", Mode: 0o755},
@@ -44,4 +45,7 @@ func MountRootfs() {
 	}, false)
 	ulog.KernelLog.Reinit()
 	libinit.Create(rootfs, false)
+	if err := LinkModprobe(); err != nil {
+		ulog.KernelLog.Printf("%v", err)
+	}
 }

@@ -35,6 +35,7 @@ import (
 	"keel.dev/keel/agent/backup"
 	"keel.dev/keel/agent/blockdev"
 	"keel.dev/keel/agent/coldplug"
+	"keel.dev/keel/agent/pid1"
 	"keel.dev/keel/image/layout"
 )
 
@@ -45,10 +46,14 @@ const (
 )
 
 func main() {
-	// In a keel initramfs the init's binary is also /sbin/modprobe.
+	// In a keel initramfs the init's binary is also /sbin/modprobe, a
+	// link the init makes, as the agent does.
 	coldplug.MaybeModprobe()
 	libinit.SetEnv()
 	libinit.CreateRootfs()
+	if err := pid1.LinkModprobe(); err != nil {
+		fmt.Println(err)
+	}
 	if err := run(); err != nil {
 		fmt.Printf("TARAGE error=%q\n", err.Error())
 	}
