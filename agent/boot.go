@@ -147,6 +147,20 @@ func (a *agent) boot() {
 	a.log.Info("boot done", "uptime", fmt.Sprintf("%.2fs", up), "cpu_idle", fmt.Sprintf("%.2fs", idle),
 		"cpu_iowait", fmt.Sprintf("%.2fs", iowait), "cpus", runtime.NumCPU())
 	a.say("ready: version %s, slot %s, serial %s, uptime %.2fs", a.version(), a.boot0.Slot, a.serial, up)
+	// The disks keel does not use get their drivers once the box is up:
+	// the commit waited for all it uses, the boot disk among them.
+	a.releaseStorage()
+}
+
+// releaseStorage loads the storage drivers the coldplug held back (all
+// but the boot controller's), if it held any.
+func (a *agent) releaseStorage() {
+	if a.loader == nil || !a.loader.Holding() {
+		return
+	}
+	start := time.Now()
+	loaded := a.loader.ReleaseStorage(a.ctx)
+	a.log.Info("other storage drivers loaded", "modules", loaded, "took", time.Since(start).Round(time.Millisecond))
 }
 
 func (a *agent) loadDrivers() error {
@@ -181,6 +195,17 @@ func (a *agent) loadDrivers() error {
 		}
 		wg.Wait()
 	}()
+	// The other storage controllers' drivers wait until the box is
+	// ready (releaseStorage); findBootDisk loads them at once if the
+	// disk is not behind the firmware's controller after all.
+	if dev := a.bootController(l); dev != "" {
+		if a.boot0.ESP != "" {
+			l.HoldStorage(dev)
+		} else {
+			// Without the ESP's name every disk is searched.
+			a.log.Info("every storage driver loads: GRUB did not name its disk")
+		}
+	}
 	loaded, err := l.Coldplug(a.ctx)
 	<-fsDone
 	if err != nil {
@@ -221,6 +246,13 @@ func (a *agent) findBootDisk() error {
 		return nil
 	}
 	disk, err := a.blocks.WaitBootDisk(esp, 10*time.Second)
+	if err != nil && a.loader != nil && a.loader.Holding() {
+		// The firmware's boot option named another controller than
+		// the one the disk is on: every storage driver, then.
+		a.log.Warn("the boot disk is not behind the firmware's boot controller; loading every storage driver", "err", err)
+		a.releaseStorage()
+		disk, err = a.blocks.WaitBootDisk(esp, 10*time.Second)
+	}
 	if err != nil {
 		a.say("the disk GRUB booted from was not found (%v): partitions are looked up on every disk, and names found twice are refused", err)
 		return nil

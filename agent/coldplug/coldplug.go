@@ -82,6 +82,9 @@ type Loader struct {
 	handled  map[string]bool  // modaliases already matched
 	inserted []string         // modules this Loader inserted, in order
 	sub      eventSource      // Subscribe's, until Watch takes it
+	hold     string           // HoldStorage's boot controller, "" when not holding
+	held     []device         // devices whose storage drivers are held back
+	heldSet  map[device]bool
 }
 
 // New reads the module index of the running kernel (or opts.Release).
@@ -170,14 +173,14 @@ func (l *Loader) Coldplug(ctx context.Context) ([]string, error) {
 			break
 		}
 		scanStart := time.Now()
-		var aliases []string
-		aliases, err = l.next(rounds, rescan)
+		var devs []device
+		devs, err = l.next(rounds, rescan)
 		if err != nil {
 			break
 		}
-		jobs, as := l.plan(ctx, aliases)
+		jobs, as := l.plan(ctx, devs)
 		planned = append(planned, as...)
-		l.log.Debug("coldplug scan", "round", rounds, "modaliases", len(aliases), "new", len(as),
+		l.log.Debug("coldplug scan", "round", rounds, "devices", len(devs), "new", len(as),
 			"modules", len(jobs), "took", time.Since(scanStart).Round(time.Millisecond))
 		if src := l.subscription(); src != nil && l.workers > 1 {
 			more, moreAs, overflow := l.runFollowing(ctx, jobs, src)
@@ -220,11 +223,11 @@ func (l *Loader) Coldplug(ctx context.Context) ([]string, error) {
 	return names, nil
 }
 
-// next returns the modaliases a round matches: the first walks sysfs;
-// later ones take the queued add events of a subscription if there is one
+// next returns the devices a round matches: the first walks sysfs; later
+// ones take the queued add events of a subscription if there is one
 // (walking sysfs again if events were lost, here or, with rescan, while
 // the last round's drivers loaded).
-func (l *Loader) next(round int, rescan bool) ([]string, error) {
+func (l *Loader) next(round int, rescan bool) ([]device, error) {
 	if src := l.subscription(); src != nil && round > 1 {
 		if !rescan {
 			as, overflow, err := src.pending()
@@ -234,7 +237,7 @@ func (l *Loader) next(round int, rescan bool) ([]string, error) {
 		}
 		l.log.Warn("uevent overflow, rescanning sysfs")
 	}
-	return scanModaliases(filepath.Join(l.root, "sys"))
+	return scanDevices(filepath.Join(l.root, "sys"))
 }
 
 // followEvery is how often runFollowing looks for new devices while
@@ -282,25 +285,36 @@ func (l *Loader) runFollowing(ctx context.Context, jobs []*job, src eventSource)
 	}
 }
 
-// plan starts the jobs for the modules matching the modaliases not handled
-// yet, and returns them (for the caller to run) and those modaliases.
-func (l *Loader) plan(ctx context.Context, modaliases []string) ([]*job, []string) {
+// plan starts the jobs for the modules matching the devices' modaliases
+// not handled yet, and returns them (for the caller to run) and those
+// modaliases. Devices whose storage drivers are held back (HoldStorage)
+// are kept for ReleaseStorage instead.
+func (l *Loader) plan(ctx context.Context, devs []device) ([]*job, []string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	p := l.newPlan()
 	var planned []string
-	for _, a := range modaliases {
+	for _, d := range devs {
 		if ctx.Err() != nil {
 			break
 		}
+		a := d.alias
 		if l.handled[a] {
+			continue
+		}
+		mods := l.ix.lookup(a)
+		if l.holds(d, mods) {
+			if !l.heldSet[d] {
+				l.heldSet[d] = true
+				l.held = append(l.held, d)
+			}
 			continue
 		}
 		l.handled[a] = true
 		planned = append(planned, a)
 		// One driver failing must not keep the others from binding:
 		// failures are logged and recorded by the jobs.
-		p.modules(l.ix.lookup(a), nil)
+		p.modules(mods, nil)
 	}
 	return p.jobs, planned
 }
@@ -313,9 +327,9 @@ func (l *Loader) unhandle(modaliases []string) {
 	}
 }
 
-// handleModalias loads every module matching a device's modalias once.
-func (l *Loader) handleModalias(ctx context.Context, modalias string) {
-	jobs, planned := l.plan(ctx, []string{modalias})
+// handleDevice loads every module matching a device's modalias once.
+func (l *Loader) handleDevice(ctx context.Context, d device) {
+	jobs, planned := l.plan(ctx, []device{d})
 	l.run(ctx, jobs)
 	if ctx.Err() != nil {
 		l.unhandle(planned) // interrupted: the next scan retries

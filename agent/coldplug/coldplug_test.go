@@ -90,11 +90,11 @@ type fakeSystem struct {
 // fakeEvents is a uevent subscription fed by the fake kernel.
 type fakeEvents struct {
 	mu       sync.Mutex
-	queue    []string
+	queue    []device
 	overflow bool
 }
 
-func (e *fakeEvents) pending() ([]string, bool, error) {
+func (e *fakeEvents) pending() ([]device, bool, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	q, o := e.queue, e.overflow
@@ -102,7 +102,7 @@ func (e *fakeEvents) pending() ([]string, bool, error) {
 	return q, o, nil
 }
 
-func (e *fakeEvents) wait() (string, bool, error) { return "", false, errors.New("closed") }
+func (e *fakeEvents) wait() (device, bool, error) { return device{}, false, errors.New("closed") }
 func (e *fakeEvents) close()                      {}
 
 func newFakeSystem(t *testing.T) *fakeSystem {
@@ -210,7 +210,7 @@ func (fs *fakeSystem) insert(file, params string) error {
 		alias := fs.reveals[name][dev]
 		if fs.events != nil {
 			fs.events.mu.Lock()
-			fs.events.queue = append(fs.events.queue, alias)
+			fs.events.queue = append(fs.events.queue, device{alias: alias, path: "/devices/" + dev})
 			fs.events.mu.Unlock()
 		}
 		if !fs.eventsOnly {
@@ -346,12 +346,12 @@ func TestNewNeedsModulesDep(t *testing.T) {
 
 func TestParseUevent(t *testing.T) {
 	msg := []byte("add@/devices/pci0000:00/0000:00:03.0/virtio0\x00ACTION=add\x00DEVPATH=/devices/pci0000:00/0000:00:03.0/virtio0\x00SUBSYSTEM=virtio\x00MODALIAS=virtio:d00000001v00001AF4\x00SEQNUM=1234\x00")
-	action, alias := parseUevent(msg)
-	if action != "add" || alias != "virtio:d00000001v00001AF4" {
-		t.Errorf("parseUevent = %q, %q", action, alias)
+	action, dev := parseUevent(msg)
+	if want := (device{alias: "virtio:d00000001v00001AF4", path: "/devices/pci0000:00/0000:00:03.0/virtio0"}); action != "add" || dev != want {
+		t.Errorf("parseUevent = %q, %+v", action, dev)
 	}
-	if a, m := parseUevent([]byte("libudev\x00\xfe\xed")); a != "" || m != "" {
-		t.Errorf("libudev message parsed as %q, %q", a, m)
+	if a, d := parseUevent([]byte("libudev\x00\xfe\xed")); a != "" || d != (device{}) {
+		t.Errorf("libudev message parsed as %q, %+v", a, d)
 	}
 }
 

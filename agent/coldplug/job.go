@@ -22,6 +22,9 @@ type job struct {
 	after []edge // jobs to wait for before inserting
 	done  chan struct{}
 	named bool // planned by Load: for no device (see insert)
+	// background: inserted at the lowest CPU priority (ReleaseStorage's
+	// jobs, which load while the box serves).
+	background bool
 
 	// Written before done is closed, read after.
 	err      error
@@ -236,7 +239,13 @@ func (l *Loader) insert(j *job) error {
 	}
 	l.sem <- struct{}{}
 	start := time.Now()
-	err := l.insertFn(filepath.Join(l.ix.dir, filepath.FromSlash(rel)), params)
+	insert := func() error { return l.insertFn(filepath.Join(l.ix.dir, filepath.FromSlash(rel)), params) }
+	var err error
+	if j.background {
+		err = atLowPriority(insert)
+	} else {
+		err = insert()
+	}
 	took := time.Since(start)
 	<-l.sem
 	switch {

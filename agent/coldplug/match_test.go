@@ -79,13 +79,18 @@ func TestScanFindsWhatAWalkOfSysfsFinds(t *testing.T) {
 	if _, err := os.Stat("/sys/devices"); err != nil {
 		t.Skip("no sysfs here")
 	}
-	got, err := scanModaliases("/sys")
+	got, err := scanDevices("/sys")
 	if err != nil {
 		t.Fatal(err)
 	}
 	have := make(map[string]bool)
-	for _, a := range got {
-		have[a] = true
+	for _, d := range got {
+		have[d.alias] = true
+		// Its path is where uevents say the device is.
+		b, err := os.ReadFile(filepath.Join("/sys", d.path, "modalias"))
+		if err != nil || strings.TrimSpace(string(b)) != d.alias {
+			t.Errorf("device %s: its modalias %q is not %s (%v)", d.path, b, d.alias, err)
+		}
 	}
 	filepath.WalkDir("/sys/devices", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.Name() != "modalias" || !d.Type().IsRegular() {

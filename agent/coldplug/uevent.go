@@ -12,12 +12,13 @@ import (
 
 // eventSource is a subscription to the kernel's device events.
 type eventSource interface {
-	// pending returns the modaliases of the add events queued now,
-	// without waiting; overflow says some were lost.
-	pending() (modaliases []string, overflow bool, err error)
-	// wait waits for the next event and returns its modalias if it is
-	// an add event ("" otherwise); close makes it return an error.
-	wait() (modalias string, overflow bool, err error)
+	// pending returns the devices of the add events queued now, without
+	// waiting; overflow says some were lost.
+	pending() (devices []device, overflow bool, err error)
+	// wait waits for the next event and returns its device if it is an
+	// add event with a modalias (the zero device otherwise); close makes
+	// it return an error.
+	wait() (dev device, overflow bool, err error)
 	close()
 }
 
@@ -47,8 +48,8 @@ func openNetlinkEvents() (*netlinkEvents, error) {
 	return &netlinkEvents{fd: fd, f: os.NewFile(uintptr(fd), "uevent"), buf: make([]byte, 64<<10)}, nil
 }
 
-func (e *netlinkEvents) pending() ([]string, bool, error) {
-	var out []string
+func (e *netlinkEvents) pending() ([]device, bool, error) {
+	var out []device
 	for {
 		n, _, err := unix.Recvfrom(e.fd, e.buf, unix.MSG_DONTWAIT)
 		switch {
@@ -61,29 +62,30 @@ func (e *netlinkEvents) pending() ([]string, bool, error) {
 		case err != nil:
 			return out, false, fmt.Errorf("uevent read: %w", err)
 		}
-		if a := addedModalias(e.buf[:n]); a != "" {
-			out = append(out, a)
+		if d := addedDevice(e.buf[:n]); d.alias != "" {
+			out = append(out, d)
 		}
 	}
 }
 
-func (e *netlinkEvents) wait() (string, bool, error) {
+func (e *netlinkEvents) wait() (device, bool, error) {
 	n, err := e.f.Read(e.buf)
 	if errors.Is(err, unix.ENOBUFS) {
-		return "", true, nil
+		return device{}, true, nil
 	}
 	if err != nil {
-		return "", false, fmt.Errorf("uevent read: %w", err)
+		return device{}, false, fmt.Errorf("uevent read: %w", err)
 	}
-	return addedModalias(e.buf[:n]), false, nil
+	return addedDevice(e.buf[:n]), false, nil
 }
 
-// addedModalias is the modalias of an add event, "" for other events.
-func addedModalias(msg []byte) string {
-	if action, a := parseUevent(msg); action == "add" {
-		return a
+// addedDevice is the device of an add event, the zero device for other
+// events.
+func addedDevice(msg []byte) device {
+	if action, d := parseUevent(msg); action == "add" {
+		return d
 	}
-	return ""
+	return device{}
 }
 
 func (e *netlinkEvents) close() { e.f.Close() }
@@ -149,7 +151,7 @@ func (l *Loader) Watch(ctx context.Context) error {
 		}
 	}()
 	for {
-		a, overflow, err := src.wait()
+		d, overflow, err := src.wait()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -164,26 +166,29 @@ func (l *Loader) Watch(ctx context.Context) error {
 			}
 			continue
 		}
-		if a != "" {
-			l.handleModalias(ctx, a)
+		if d.alias != "" {
+			l.handleDevice(ctx, d)
 		}
 	}
 }
 
-// parseUevent returns the ACTION and MODALIAS of a kernel uevent:
+// parseUevent returns the ACTION, and the MODALIAS and DEVPATH as a
+// device, of a kernel uevent:
 // "add@/devices/…\0ACTION=add\0DEVPATH=…\0MODALIAS=pci:v…\0SEQNUM=…\0".
-func parseUevent(msg []byte) (action, modalias string) {
+func parseUevent(msg []byte) (action string, dev device) {
 	fields := bytes.Split(msg, []byte{0})
 	if len(fields) == 0 || !bytes.Contains(fields[0], []byte("@")) {
-		return "", "" // not from the kernel (e.g. "libudev" header)
+		return "", device{} // not from the kernel (e.g. "libudev" header)
 	}
 	for _, f := range fields[1:] {
 		switch {
 		case bytes.HasPrefix(f, []byte("ACTION=")):
 			action = string(f[len("ACTION="):])
 		case bytes.HasPrefix(f, []byte("MODALIAS=")):
-			modalias = string(f[len("MODALIAS="):])
+			dev.alias = string(f[len("MODALIAS="):])
+		case bytes.HasPrefix(f, []byte("DEVPATH=")):
+			dev.path = string(f[len("DEVPATH="):])
 		}
 	}
-	return action, modalias
+	return action, dev
 }

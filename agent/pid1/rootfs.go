@@ -15,8 +15,10 @@ import (
 // waited), debugfs, securityfs and eleven cgroup v1 hierarchies that the
 // sandbox unmounted again for cgroup v2, and copied /etc into /tmp: about
 // a quarter of a second of an emulated boot before the agent's first line.
-// Nothing on the box reads EFI variables (the boot state is a file on
-// the ESP), the kernel's debug or security files.
+// Nothing on the box reads the kernel's debug or security files, and the
+// EFI variables only once, for the boot controller (the agent mounts
+// efivarfs read-only for that moment); the boot state is a file on the
+// ESP.
 var rootfs = []libinit.Creator{
 	libinit.Dir{Name: "/proc", Mode: 0o555},
 	libinit.Mount{Source: "proc", Target: "/proc", FSType: "proc"},

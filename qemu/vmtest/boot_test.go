@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptrace"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -66,13 +67,26 @@ func TestBootStatusPowerButton(t *testing.T) {
 }
 
 // The same image boots on other hardware: drivers are loaded by modalias.
+// The boot loads the storage driver of the controller the firmware booted
+// from and those of the other controllers after it is ready: q35's own
+// SATA controller gets ahci then when the disk is on NVMe, and nothing is
+// left for later when the disk is on a SATA controller.
 func TestOtherHardware(t *testing.T) {
 	e := Require(t)
-	for _, hw := range []struct{ disk, nic string }{{"ahci", "e1000"}, {"nvme", "virtio"}} {
+	for _, hw := range []struct {
+		disk, nic string
+		later     string // the storage drivers loaded after the ready line
+	}{{"ahci", "e1000", `\[\]`}, {"nvme", "virtio", `\[.*\bahci\]`}} {
 		t.Run(hw.disk+"-"+hw.nic, func(t *testing.T) {
 			t.Parallel()
 			vm := Boot(t, qemu.Config{Image: e.Image, DiskBus: hw.disk, NIC: hw.nic})
 			WaitReady(t, vm)
+			if _, err := vm.Expect(`msg="other storage drivers loaded" modules="?`+hw.later+`"? `, 30*time.Second); err != nil {
+				t.Errorf("after the ready line: %v", err)
+			}
+			if !regexp.MustCompile(`msg="boot controller" option=.* device=/devices/pci0000:00/`).MatchString(vm.Output()) {
+				t.Error("the console does not name the firmware's boot controller")
+			}
 			st := GetStatus(t, vm, Password(t, vm))
 			if st.Base.Slot != "a" || !st.Boot.Committed || st.Boot.Recovery {
 				t.Errorf("status on %s/%s: %+v", hw.disk, hw.nic, st)
