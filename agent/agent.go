@@ -67,6 +67,9 @@ const (
 type agent struct {
 	log *slog.Logger
 	con io.Writer
+	// storage is closed once the storage drivers the boot held back are
+	// loaded (releaseStorage), or there were none.
+	storage chan struct{}
 	// console is con when PID 1 runs on a real box; the shutdown flushes
 	// it.
 	console *pid1.Console
@@ -141,6 +144,7 @@ func newAgent(log *slog.Logger, con io.Writer) *agent {
 		esp:      slots.NewStore(espDir),
 		shutdown: make(chan pid1.Action, 1),
 		jobs:     install.NewJobs(install.DefaultJobs),
+		storage:  make(chan struct{}),
 	}
 	a.health = a.healthCheck
 	a.selftest = &selfTest{a: a}

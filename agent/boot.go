@@ -148,8 +148,13 @@ func (a *agent) boot() {
 		"cpu_iowait", fmt.Sprintf("%.2fs", iowait), "cpus", runtime.NumCPU())
 	a.say("ready: version %s, slot %s, serial %s, uptime %.2fs", a.version(), a.boot0.Slot, a.serial, up)
 	// The disks keel does not use get their drivers once the box is up:
-	// the commit waited for all it uses, the boot disk among them.
-	a.releaseStorage()
+	// the commit waited for all it uses, the boot disk among them. Not
+	// on the main goroutine: a shutdown asked for meanwhile must not wait
+	// for drivers loading at the lowest priority.
+	go func() {
+		a.releaseStorage()
+		close(a.storage)
+	}()
 }
 
 // releaseStorage loads the storage drivers the coldplug held back (all

@@ -68,6 +68,12 @@ func (s *selfTest) run(ctx context.Context, o hwtest.Options) (hwtest.Report, er
 	}
 	s.running = true
 	s.mu.Unlock()
+	// The disks behind the storage controllers the boot did not use
+	// get their drivers after it; a test started before would miss them.
+	select {
+	case <-s.a.storage:
+	case <-ctx.Done():
+	}
 	r := hwtest.Run(ctx, o)
 	s.mu.Lock()
 	s.running, s.last = false, &r
