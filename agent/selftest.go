@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"keel.dev/keel/agent/api"
 	"keel.dev/keel/agent/atomicfile"
@@ -198,6 +199,12 @@ func (s *selfTest) console(ctx context.Context, w io.Writer) error {
 	r, err := s.run(ctx, o)
 	if err != nil {
 		return err
+	}
+	// The console menu writes to the serial port itself while log lines
+	// queue for it (pid1.Console): the run's own log line is let out
+	// first, or it lands in the middle of the table (seen in CI).
+	if s.a.console != nil {
+		s.a.console.Flush(2 * time.Second)
 	}
 	r.Table(w)
 	return nil
