@@ -62,6 +62,7 @@ const (
 	resUsers     bootseq.Resource = "users"               // the admin accounts
 	resIdentity  bootseq.Resource = "identity"            // the TLS and signing keys
 	resNetwork   bootseq.Resource = "network"             // network, time and floating addresses
+	resAddresses bootseq.Resource = "addresses"           // the DHCP leases of the cabled links, or a few seconds waited for them
 	resApps      bootseq.Resource = "application runtime" // the application runtime, made but not started
 	resAppUp     bootseq.Resource = "application"         // the application started (or known absent)
 	resPower     bootseq.Resource = "power button"        // the power button watched
@@ -93,6 +94,8 @@ func (a *agent) phases() []bootseq.Phase {
 		{Name: "credentials", Needs: r(resData, resBootState), Provides: r(resUsers), Run: run(a.loadUsers)},
 		{Name: "identity", Needs: r(resConfig, resBootState), Provides: r(resIdentity), Run: run(a.loadIdentity)},
 		{Name: "network", Needs: r(resData, resDrivers), Provides: r(resNetwork), Run: run(a.startNetwork)},
+		// The ready line means the box answers on its addresses.
+		{Name: "addresses", Needs: r(resNetwork), Provides: r(resAddresses), Run: run(a.awaitAddresses)},
 		// The agent holds port 443 before the application, which runs
 		// on the same box, can bind it.
 		{Name: "API port", Provides: r(resPort), Run: run(a.bindAPIPort)},
@@ -109,7 +112,7 @@ func (a *agent) phases() []bootseq.Phase {
 		// needs the boot state, the base and the application runtime)
 		// and the updates' (the identity signs download keys).
 		{Name: "API", Needs: r(resPort, resUsers, resIdentity, resNetwork, resApps, resBase, resBootState, resFailover), Provides: r(resAPI), Run: run(a.startAPI)},
-		{Name: "health check", Needs: r(resAPI, resPower, resAppUp), Provides: r(resCommitted), Run: run(a.checkAndCommit)},
+		{Name: "health check", Needs: r(resAPI, resPower, resAppUp, resAddresses), Provides: r(resCommitted), Run: run(a.checkAndCommit)},
 		{Name: "pending installs", Needs: r(resCommitted), Provides: r(resPending), Run: run(a.resumePending)},
 	}
 }

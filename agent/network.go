@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"keel.dev/keel/agent/atomicfile"
@@ -81,6 +83,34 @@ func (a *agent) startNetwork() error {
 	a.sup.Start(a.ctx, supervisor.Service{Name: "network", Run: nm.Run})
 	a.sup.Start(a.ctx, supervisor.Service{Name: "time", Run: a.clock.Run})
 	a.restoreFloating(nm, fm)
+	return nil
+}
+
+// leaseWait bounds how long the boot waits for the DHCP leases of the
+// links with a cable: a network without a DHCP server must not hold the
+// commit, and the leases come whenever a server answers.
+const leaseWait = 5 * time.Second
+
+// awaitAddresses waits, at most leaseWait, until every link that runs DHCP
+// and has a cable holds a lease. Without it the ready line came before the
+// lease on one later boot in three (measured under QEMU), and a client that
+// connected at once waited 6 s for its SYN to be sent again.
+func (a *agent) awaitAddresses() error {
+	if a.network == nil {
+		return nil // the network phase said why
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(a.ctx, leaseWait)
+	defer cancel()
+	waiting, err := a.network.WaitLeases(ctx)
+	switch {
+	case err != nil:
+		return err
+	case len(waiting) > 0:
+		a.say("no DHCP lease yet on %s after %s: the box goes on without it and takes one when a server answers", strings.Join(waiting, ", "), leaseWait)
+	default:
+		a.log.Info("addresses configured", "took", time.Since(start).Round(time.Millisecond))
+	}
 	return nil
 }
 

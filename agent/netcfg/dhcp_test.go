@@ -105,6 +105,25 @@ func (s *shortLeaseServer) renewCount() int {
 	return s.renewals
 }
 
+// serveDHCP gives node's eth0 10.7.0.1/24 and runs handle there as a DHCP
+// server until stop (or the test's end).
+func serveDHCP(t *testing.T, node *nstest.Node, handle server4.Handler) (stop func()) {
+	t.Helper()
+	node.Exec("ip", "addr", "add", "10.7.0.1/24", "dev", "eth0")
+	var srv *server4.Server
+	if err := node.NS.Do(func() error {
+		var err error
+		srv, err = server4.NewServer("eth0", &net.UDPAddr{Port: dhcpv4.ServerPort}, handle)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	stop = sync.OnceFunc(func() { srv.Close() })
+	t.Cleanup(stop)
+	return stop
+}
+
 func hasAddr(n *nstest.Node, addr string) bool {
 	out, _ := n.Try("ip", "-o", "addr", "show", "dev", "eth0")
 	return strings.Contains(out, " "+addr+" ")
@@ -114,21 +133,8 @@ func TestDHCPLeaseRenewsAndExpires(t *testing.T) {
 	nstest.RequireRoot(t)
 	lab := nstest.New(t)
 	srvNode, cliNode := lab.Node("srv"), lab.Node("cli")
-	srvNode.Exec("ip", "addr", "add", "10.7.0.1/24", "dev", "eth0")
-
 	fake := &shortLeaseServer{lease: 4 * time.Second}
-	var srv *server4.Server
-	err := srvNode.NS.Do(func() error {
-		var err error
-		srv, err = server4.NewServer("eth0", &net.UDPAddr{Port: dhcpv4.ServerPort}, fake.handle)
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve()
-	stopServer := sync.OnceFunc(func() { srv.Close() })
-	defer stopServer()
+	stopServer := serveDHCP(t, srvNode, fake.handle)
 
 	var log leaseLog
 	ctx, cancel := context.WithCancel(context.Background())

@@ -2,7 +2,6 @@ package netcfg_test
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -12,9 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/insomniacslk/dhcp/dhcpv4"
-	"github.com/insomniacslk/dhcp/dhcpv4/server4"
-
 	"keel.dev/keel/agent/netcfg"
 	"keel.dev/keel/agent/netcfg/nstest"
 )
@@ -23,18 +19,8 @@ func TestManagerHTTPStaticAndDHCP(t *testing.T) {
 	nstest.RequireRoot(t)
 	lab := nstest.New(t)
 	srvNode, box := lab.Node("srv"), lab.Node("box")
-	srvNode.Exec("ip", "addr", "add", "10.7.0.1/24", "dev", "eth0")
 	fake := &shortLeaseServer{lease: time.Minute}
-	var srv *server4.Server
-	if err := srvNode.NS.Do(func() error {
-		var err error
-		srv, err = server4.NewServer("eth0", &net.UDPAddr{Port: dhcpv4.ServerPort}, fake.handle)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve()
-	defer srv.Close()
+	serveDHCP(t, srvNode, fake.handle)
 
 	dir := t.TempDir()
 	var mu sync.Mutex

@@ -23,6 +23,12 @@ func TestBootStatusPowerButton(t *testing.T) {
 	e := Require(t)
 	vm := Boot(t, qemu.Config{Image: e.Image})
 	WaitReady(t, vm)
+	// The ready line comes once the NIC holds its DHCP lease, so a client
+	// that connects when it sees the line reaches the box.
+	out := vm.Output()
+	if lease, ready := strings.Index(out, `msg="dhcp lease applied"`), strings.Index(out, "keel: ready"); lease < 0 || lease > ready {
+		t.Errorf("the console shows the DHCP lease at byte %d and the ready line at byte %d: the lease must come first", lease, ready)
+	}
 	checkFirstPasswordOpensOnlyItsChange(t, vm)
 	checkBrowserFirstLogin(t, vm)
 	pw := Password(t, vm)
