@@ -84,7 +84,6 @@ type Loader struct {
 	sub      eventSource      // Subscribe's, until Watch takes it
 	hold     string           // HoldStorage's boot controller, "" when not holding
 	held     []device         // devices whose storage drivers are held back
-	heldSet  map[device]bool
 }
 
 // New reads the module index of the running kernel (or opts.Release).
@@ -304,8 +303,7 @@ func (l *Loader) plan(ctx context.Context, devs []device) ([]*job, []string) {
 		}
 		mods := l.ix.lookup(a)
 		if l.holds(d, mods) {
-			if !l.heldSet[d] {
-				l.heldSet[d] = true
+			if !slices.Contains(l.held, d) {
 				l.held = append(l.held, d)
 			}
 			continue

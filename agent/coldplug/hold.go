@@ -22,9 +22,6 @@ func (l *Loader) HoldStorage(dev string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.hold = strings.TrimSuffix(dev, "/")
-	if l.heldSet == nil {
-		l.heldSet = make(map[device]bool)
-	}
 }
 
 // Holding reports whether storage drivers are being held back.
@@ -45,7 +42,7 @@ func (l *Loader) Holding() bool {
 func (l *Loader) ReleaseStorage(ctx context.Context) []string {
 	l.mu.Lock()
 	held := l.held
-	l.hold, l.held, l.heldSet = "", nil, nil
+	l.hold, l.held = "", nil
 	l.mu.Unlock()
 	jobs, planned := l.plan(ctx, held)
 	// Each on a goroutine of its own, which atLowPriority may leave to
@@ -77,7 +74,7 @@ func (l *Loader) holds(d device, mods []string) bool {
 		return false
 	}
 	for _, m := range mods {
-		if asyncProbe(l.ix.files[m]) {
+		if storageDriver(l.ix.files[m]) {
 			return true
 		}
 	}

@@ -234,7 +234,7 @@ func (l *Loader) insert(j *job) error {
 	// name (a file system, loop) drives no device that could probe in the
 	// background, so it asks too, only to skip that wait.
 	params := ""
-	if asyncProbe(rel) || j.named {
+	if storageDriver(rel) || j.named {
 		params = "async_probe"
 	}
 	l.sem <- struct{}{}
@@ -282,9 +282,9 @@ var storageDrivers = []string{
 	"kernel/drivers/block/", "kernel/drivers/mmc/", "kernel/drivers/usb/storage/",
 }
 
-// asyncProbe reports whether the module at rel (relative to the module
-// directory) is loaded with async_probe.
-func asyncProbe(rel string) bool {
+// storageDriver reports whether the module at rel (relative to the module
+// directory) is one of the storageDrivers.
+func storageDriver(rel string) bool {
 	for _, d := range storageDrivers {
 		if strings.HasPrefix(rel, d) {
 			return true

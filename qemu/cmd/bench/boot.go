@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/base64"
 	"fmt"
 	"net/http"
@@ -282,7 +281,7 @@ func (b *bench) agentBoots(i int, idle bool) (bootRun, error) {
 	}
 	// The first password change hashes with the box's full work factor:
 	// seconds under TCG.
-	client := &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	client := vmClient(time.Minute, true)
 	url := fmt.Sprintf("https://127.0.0.1:%d", vm.HTTPSPort())
 	pw, err := ownPassword(client, url, password(vm))
 	if err != nil {
@@ -322,9 +321,7 @@ func (b *bench) agentBoots(i int, idle bool) (bootRun, error) {
 // (a long one would hide the moment the port starts answering), and
 // returns when the first answer came.
 func healthz(vm *qemu.VM, timeout time.Duration) (time.Time, error) {
-	client := &http.Client{Timeout: 400 * time.Millisecond, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, DisableKeepAlives: true,
-	}}
+	client := vmClient(400*time.Millisecond, false)
 	url := fmt.Sprintf("https://127.0.0.1:%d/healthz", vm.HTTPSPort())
 	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); {
 		next := time.Now().Add(100 * time.Millisecond)

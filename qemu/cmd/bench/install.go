@@ -369,10 +369,16 @@ type box struct {
 }
 
 func newBox(vm *qemu.VM) *box {
-	return &box{
-		url:    fmt.Sprintf("https://127.0.0.1:%d", vm.HTTPSPort()),
-		client: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}},
-	}
+	return &box{url: fmt.Sprintf("https://127.0.0.1:%d", vm.HTTPSPort()), client: vmClient(0, true)}
+}
+
+// vmClient is an HTTPS client for a VM's self-signed API; timeout 0 means
+// none. Without keepAlive each request opens a connection of its own (a
+// poll that must not reuse one from before a reboot).
+func vmClient(timeout time.Duration, keepAlive bool) *http.Client {
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, DisableKeepAlives: !keepAlive,
+	}}
 }
 
 // do sends one request; timeout 0 means none.
@@ -418,9 +424,7 @@ func (x *box) statusWithin(timeout time.Duration) (api.Status, error) {
 // checks the password too, about 0.4 s under emulation). The callers wait
 // for the console's ready line first.
 func (x *box) waitStatus(timeout time.Duration, ok func(api.Status) bool) (api.Status, error) {
-	c := &box{url: x.url, client: &http.Client{Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, DisableKeepAlives: true,
-	}}}
+	c := &box{url: x.url, client: vmClient(0, false)}
 	deadline := time.Now().Add(timeout)
 	var last error
 	for time.Now().Before(deadline) {
@@ -520,7 +524,7 @@ func (x *box) upload(pkg, path string) (int, []byte, float64, error) {
 // sampleRSS reads agent.rss_bytes every rssInterval on a connection of its
 // own until stop closes, and returns the largest value in MiB.
 func (x *box) sampleRSS(stop <-chan struct{}) (float64, int) {
-	s := &box{url: x.url, client: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}}
+	s := &box{url: x.url, client: vmClient(0, true)}
 	defer s.client.CloseIdleConnections()
 	var peak float64
 	n := 0
